@@ -1,0 +1,41 @@
+use super::*;
+
+#[test]
+fn defaults_resolve() {
+    let c = Config::resolve(&Settings::new()).unwrap();
+    assert_eq!(c.http, Some("127.0.0.1:8080".parse().unwrap()));
+    assert_eq!(c.https, Some("127.0.0.1:8443".parse().unwrap()));
+    assert_eq!(c.ack_timeout, Duration::from_secs(3));
+    assert!(c.tls_generate);
+}
+
+#[test]
+fn every_bad_value_is_reported_at_once() {
+    let s = Settings::new()
+        .set("http", "nonsense")
+        .set("ack_timeout_ms", "abc")
+        .set("hb_interval_secs", "0")
+        .set("region", "mars");
+    let err = Config::resolve(&s).unwrap_err();
+    assert_eq!(err.0.len(), 4, "{err}");
+}
+
+#[test]
+fn flags_win_over_file() {
+    let mut s = Settings::new();
+    s.offer("ack_timeout_ms", "500");
+    let mut errors = Vec::new();
+    s.offer_toml("ack_timeout_ms = 900\nhb_interval_secs = 60\nbogus = 1\n", &mut errors);
+    assert_eq!(errors, vec!["config file: unknown key `bogus`".to_owned()]);
+    let c = Config::resolve(&s).unwrap();
+    assert_eq!(c.ack_timeout, Duration::from_millis(500));
+    assert_eq!(c.hb_interval, Duration::from_secs(60));
+}
+
+#[test]
+fn off_disables_a_listener_but_not_both() {
+    let c = Config::resolve(&Settings::new().set("https", "off")).unwrap();
+    assert!(c.https.is_none());
+    let err = Config::resolve(&Settings::new().set("https", "off").set("http", "OFF")).unwrap_err();
+    assert!(err.to_string().contains("nothing to serve"));
+}

@@ -1,0 +1,40 @@
+//! The HTTP side: `fn app()` builds the router that both listeners serve. Dispatch endpoints,
+//! the user routes of this issue, the WebSocket upgrade at `/api/ws`, `/metrics` and `/healthz`.
+//! Every API answer is the seed's `{error,msg,data}` envelope (see [`error::ApiError`]).
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{any, get, post};
+use axum::Router;
+
+use crate::Hub;
+
+pub mod auth;
+pub mod dispatch;
+pub mod error;
+pub mod user;
+pub mod ws;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+pub fn app(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route("/dispatch/app", get(dispatch::dispatch).post(dispatch::dispatch))
+        .route("/dispatch/device", get(dispatch::dispatch).post(dispatch::dispatch))
+        .route("/v2/user/login", post(user::login))
+        .route("/v2/user/refresh", post(user::refresh))
+        .route("/v2/user/logout", axum::routing::delete(user::logout))
+        .route("/v2/user/profile", get(user::profile))
+        .route("/api/ws", any(ws::upgrade))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(hub)
+}
+
+async fn metrics(axum::extract::State(hub): axum::extract::State<Arc<Hub>>) -> String {
+    hub.metrics.render()
+}

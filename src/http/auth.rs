@@ -1,0 +1,69 @@
+//! Request authentication as the seed's header table says: `Sign` (HMAC of the raw body, or of
+//! the query string for GET) for user-category routes, `Bearer <at>` elsewhere.
+
+use axum::http::{HeaderMap, Method, Uri};
+
+use super::error::ApiError;
+use crate::auth::verify_sign;
+use crate::ids::{AppId, UserKey};
+use crate::store::TokenCheck;
+use crate::Hub;
+
+pub enum Credential<'a> {
+    Sign(&'a str),
+    Bearer(&'a str),
+}
+
+pub fn credential(headers: &HeaderMap) -> Result<Credential<'_>, ApiError> {
+    let value = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::new(401, "missing Authorization header"))?;
+    match value.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("sign") => Ok(Credential::Sign(rest.trim())),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Credential::Bearer(rest.trim())),
+        _ => Err(ApiError::new(401, "Authorization must be `Sign …` or `Bearer …`")),
+    }
+}
+
+fn appid_header(headers: &HeaderMap) -> Option<&str> {
+    headers.get("x-ck-appid").and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty())
+}
+
+/// Checks a `Sign` request: a known app id and a signature over the raw body (POST) or the raw
+/// query string (GET).
+pub async fn signed(hub: &Hub, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<AppId, ApiError> {
+    let appid = appid_header(headers).ok_or_else(|| ApiError::new(407, "missing X-CK-Appid"))?;
+    let secret = hub.store.app_secret(appid).await?.ok_or_else(|| ApiError::new(407, "appid not allowed"))?;
+    let Credential::Sign(signature) = credential(headers)? else {
+        return Err(ApiError::new(401, "this route needs a Sign authorization"));
+    };
+    let message = if method == Method::GET { uri.query().unwrap_or("").as_bytes() } else { body };
+    if !verify_sign(&secret, message, signature) {
+        return Err(ApiError::new(401, "sign verification failed"));
+    }
+    Ok(AppId::new(appid))
+}
+
+/// A user authenticated by an access token.
+pub struct Caller {
+    pub user: UserKey,
+    pub appid: AppId,
+    pub token: String,
+}
+
+pub async fn bearer(hub: &Hub, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let Credential::Bearer(token) = credential(headers)? else {
+        return Err(ApiError::new(401, "this route needs a Bearer access token"));
+    };
+    match hub.store.check_access(token).await? {
+        TokenCheck::Unknown => Err(ApiError::new(401, "invalid access token")),
+        TokenCheck::Expired => Err(ApiError::new(402, "access token expired")),
+        TokenCheck::Valid { apikey, appid } => {
+            if appid_header(headers).is_some_and(|h| h != appid.as_str()) {
+                return Err(ApiError::new(407, "appid does not match the access token"));
+            }
+            Ok(Caller { user: apikey, appid, token: token.to_owned() })
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! `/dispatch/app` and `/dispatch/device`: where to open the long connection. No auth; the body,
+//! if any, is ignored (firmware sends its identity there, but any node may take any device).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::Hub;
+
+pub async fn dispatch(State(hub): State<Arc<Hub>>) -> Json<Value> {
+    let (domain, port) = hub.public_ws();
+    let ip = hub.config.public_ip.clone().unwrap_or_else(|| domain.clone());
+    Json(json!({ "error": 0, "reason": "ok", "IP": ip, "port": port, "domain": domain }))
+}

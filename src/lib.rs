@@ -1,0 +1,170 @@
+//! Switchyard: a self-hostable realtime device-control hub speaking the eWeLink/CoolKit v2
+//! protocol.
+//!
+//! Apps and devices hold WebSocket sessions at `/api/ws`; an app's command is routed to its
+//! device's socket and the device's ack back to exactly that app session (or `504`); device
+//! reports fan out to every session of the owner and the users it is shared with. Beside the
+//! sockets, the HTTP side serves dispatch and the REST API.
+//!
+//! # Layout
+//!
+//! - [`config`]: settings from flags, environment and TOML, validated in one pass.
+//! - [`ids`], [`protocol`]: identifiers and the wire frames (no I/O).
+//! - [`server`]: accept loops, TLS, connection cap, drain; [`tls`] loads or generates certificates.
+//! - [`http`]: the axum router: dispatch, user routes, the WebSocket upgrade.
+//! - [`session`]: one task per socket: handshake, app and device sessions, heartbeats.
+//! - [`registry`], [`router`]: who is online where; routing, pending acks and fan-out.
+//! - [`store`]: the SQLite store; [`state`]: batched state saves and sharing reloads.
+//! - [`auth`]: Sign, password hashing; [`metrics`]: counters at `/metrics`.
+//! - [`cli`], [`emulate`]: the `switchyard` command line and the device/app emulators.
+//!
+//! See `ARCHITECTURE.md` for how a frame travels from an app to a device and back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod emulate;
+pub mod http;
+pub mod ids;
+pub mod metrics;
+pub mod protocol;
+pub mod registry;
+pub mod router;
+pub mod server;
+pub mod session;
+pub mod state;
+pub mod store;
+pub mod tls;
+
+pub use config::{Config, Settings};
+
+use crate::metrics::Metrics;
+use crate::router::{LocalRouter, Router};
+use crate::state::StateWriter;
+use crate::store::Store;
+
+/// Everything a node's tasks share.
+pub struct Hub {
+    pub config: Config,
+    pub store: Store,
+    pub router: Arc<dyn Router>,
+    pub metrics: Arc<Metrics>,
+    pub hasher: auth::Hasher,
+    pub state: StateWriter,
+    /// Cancelled once to stop the node: listeners stop accepting and sessions close with 1001.
+    pub shutdown: CancellationToken,
+    /// Every connection and session task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    /// Where `/dispatch` sends clients.
+    public_ws: (String, u16),
+}
+
+impl Hub {
+    pub fn public_ws(&self) -> (String, u16) {
+        self.public_ws.clone()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A started node.
+pub struct Running {
+    pub hub: Arc<Hub>,
+    /// Bound addresses (useful when the configuration asked for port 0).
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    writer_stop: CancellationToken,
+    writer: tokio::task::JoinHandle<()>,
+    acl: tokio::task::JoinHandle<()>,
+}
+
+/// Opens the store, binds the listeners and starts serving. Stop it by cancelling `shutdown`,
+/// then await [`Running::finished`].
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
+    tls::install_provider();
+    let store = Store::open(&config.data_dir).await?;
+    let tls_config = match config.https {
+        None => None,
+        Some(_) => {
+            if config.tls_generate && tls::ensure_dev_cert(&config.tls_cert, &config.tls_key)? {
+                tracing::warn!(cert = %config.tls_cert.display(), "generated a self-signed development certificate; configure tls_cert/tls_key for real use");
+            }
+            Some(tls::server_config(&config.tls_cert, &config.tls_key)?)
+        }
+    };
+    let bind = |addr: SocketAddr| async move { server::bind(addr).await.map_err(|source| StartError::Bind { addr, source }) };
+    let http = match config.http {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let https = match config.https {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
+    let https_addr = https.as_ref().and_then(|l| l.local_addr().ok());
+    let public_ws = config.public_ws.clone().unwrap_or_else(|| {
+        let a = https_addr.or(http_addr).expect("at least one listener is configured");
+        (a.ip().to_string(), a.port())
+    });
+
+    let metrics = Arc::new(Metrics::default());
+    let router: Arc<dyn Router> = Arc::new(LocalRouter::new(metrics.clone()));
+    let writer_stop = CancellationToken::new();
+    let (state, writer) = StateWriter::start(store.clone(), writer_stop.clone());
+    let acl = tokio::spawn(state::watch_acl(store.clone(), router.clone(), Duration::from_secs(2), shutdown.clone()));
+    let hub = Arc::new(Hub {
+        config,
+        store,
+        router,
+        metrics,
+        hasher: auth::Hasher::new(2),
+        state,
+        shutdown,
+        tasks: TaskTracker::new(),
+        public_ws,
+    });
+    let limit = Arc::new(Semaphore::new(hub.config.max_connections));
+    if let Some(l) = http {
+        tracing::info!(addr = ?http_addr, "listening for HTTP and WS");
+        tokio::spawn(server::serve(hub.clone(), l, None, limit.clone()));
+    }
+    if let (Some(l), Some(tls)) = (https, tls_config) {
+        tracing::info!(addr = ?https_addr, "listening for HTTPS and WSS");
+        tokio::spawn(server::serve(hub.clone(), l, Some(tls.into()), limit));
+    }
+    tracing::info!(public = ?hub.public_ws, region = %hub.config.region, data = %hub.config.data_dir.display(), "hub started");
+    Ok(Running { hub, http: http_addr, https: https_addr, writer_stop, writer, acl })
+}
+
+impl Running {
+    /// Waits for shutdown to be requested, then for sessions to close, then saves state.
+    pub async fn finished(self) {
+        self.hub.shutdown.cancelled().await;
+        self.hub.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.hub.tasks.wait()).await.is_err() {
+            tracing::warn!(left = self.hub.tasks.len(), "some connections did not finish in time");
+        }
+        self.writer_stop.cancel();
+        let _ = self.writer.await;
+        let _ = self.acl.await;
+        self.hub.store.close().await;
+        tracing::info!("hub stopped");
+    }
+}

@@ -1,0 +1,53 @@
+//! Counters of one node, served in the Prometheus text format at `/metrics`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub connections_open: AtomicI64,
+    pub connections_refused: AtomicU64,
+    pub app_sessions: AtomicI64,
+    pub device_sessions: AtomicI64,
+    pub commands_routed: AtomicU64,
+    pub acks_delivered: AtomicU64,
+    pub acks_late: AtomicU64,
+    pub timeouts_504: AtomicU64,
+    pub reports_fanned_out: AtomicU64,
+    pub deliveries: AtomicU64,
+    pub slow_consumers: AtomicU64,
+    pub frames_rejected: AtomicU64,
+    pub heartbeat_expired: AtomicU64,
+    pub devices_replaced: AtomicU64,
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let gauges: [(&str, &AtomicI64, &str); 3] = [
+            ("switchyard_connections_open", &self.connections_open, "open TCP connections"),
+            ("switchyard_app_sessions", &self.app_sessions, "app WebSocket sessions online"),
+            ("switchyard_device_sessions", &self.device_sessions, "device WebSocket sessions online"),
+        ];
+        let counters: [(&str, &AtomicU64, &str); 11] = [
+            ("switchyard_connections_refused_total", &self.connections_refused, "connections refused at the connection cap"),
+            ("switchyard_commands_routed_total", &self.commands_routed, "app commands forwarded to a device"),
+            ("switchyard_acks_delivered_total", &self.acks_delivered, "device acks returned to the waiting app"),
+            ("switchyard_acks_late_total", &self.acks_late, "device acks nobody waited for any more"),
+            ("switchyard_timeouts_504_total", &self.timeouts_504, "commands answered 504"),
+            ("switchyard_reports_fanned_out_total", &self.reports_fanned_out, "device reports and notices fanned out"),
+            ("switchyard_deliveries_total", &self.deliveries, "frames queued to sessions by fan-out"),
+            ("switchyard_slow_consumers_total", &self.slow_consumers, "sessions closed because their queue stayed full"),
+            ("switchyard_frames_rejected_total", &self.frames_rejected, "inbound frames answered with an error"),
+            ("switchyard_heartbeat_expired_total", &self.heartbeat_expired, "sessions closed for silence"),
+            ("switchyard_devices_replaced_total", &self.devices_replaced, "device connections replaced by a newer one"),
+        ];
+        let mut out = String::new();
+        for (name, v, help) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", v.load(Ordering::Relaxed));
+        }
+        for (name, v, help) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
+        }
+        out
+    }
+}

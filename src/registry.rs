@@ -1,0 +1,282 @@
+//! The live sessions of this node: which socket holds each device, which sockets belong to each
+//! user. Both maps are sharded by key hash behind short, never-awaited mutexes, so no global lock
+//! sits on the hot path. A [`SessionHandle`] is how anyone but the owning task reaches a socket:
+//! a bounded outbox (`try_send` only) and a close request.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::ids::{DeviceId, SessionId, UserKey};
+use crate::metrics::Metrics;
+use crate::store::Audience;
+
+/// Why the hub asked a session to close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CloseReason {
+    /// Its outbound queue was full: it is not reading fast enough.
+    SlowConsumer = 1,
+    /// Another connection registered the same device.
+    Replaced = 2,
+}
+
+/// Shared between a session task and every handle to it.
+#[derive(Debug, Default)]
+pub struct Control {
+    reason: AtomicU8,
+    notify: Notify,
+}
+
+impl Control {
+    /// Resolves once a close was requested; returns the first reason given.
+    pub async fn closed(&self) -> CloseReason {
+        loop {
+            if let Some(r) = self.reason() {
+                return r;
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    pub fn reason(&self) -> Option<CloseReason> {
+        match self.reason.load(Ordering::Acquire) {
+            1 => Some(CloseReason::SlowConsumer),
+            2 => Some(CloseReason::Replaced),
+            _ => None,
+        }
+    }
+
+    fn request(&self, reason: CloseReason) {
+        if self.reason.compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            self.notify.notify_one();
+        }
+    }
+}
+
+/// A handle to one live session. Cloning is cheap; the session task holds the receiving ends.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    pub id: SessionId,
+    /// Frames for the socket; the session task holds the receiver and writes them in order.
+    outbox: mpsc::Sender<Utf8Bytes>,
+    control: Arc<Control>,
+}
+
+impl SessionHandle {
+    /// A handle and the two ends its session task keeps.
+    pub fn new(capacity: usize) -> (SessionHandle, mpsc::Receiver<Utf8Bytes>, Arc<Control>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let control = Arc::new(Control::default());
+        (SessionHandle { id: SessionId::next(), outbox: tx, control: control.clone() }, rx, control)
+    }
+
+    /// Queues a frame without waiting. A full queue closes the session as a slow consumer: the
+    /// router never waits for a peer.
+    pub fn deliver(&self, frame: Utf8Bytes, metrics: &Metrics) -> bool {
+        match self.outbox.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.control.reason().is_none() {
+                    metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(session = %self.id, "outbound queue full, closing slow consumer");
+                }
+                self.close(CloseReason::SlowConsumer);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    pub fn close(&self, reason: CloseReason) {
+        self.control.request(reason);
+    }
+}
+
+/// The answer a device gave to a routed command.
+#[derive(Debug)]
+pub struct Ack {
+    pub error: i64,
+    pub params: Option<Box<RawValue>>,
+}
+
+struct Waiter {
+    token: u64,
+    tx: oneshot::Sender<Ack>,
+}
+
+/// A device connected to this node, as the router sees it.
+pub struct DeviceLink {
+    pub deviceid: DeviceId,
+    pub session: SessionHandle,
+    /// Owner and sharees; `None` while the device is not bound to anyone. Replaced wholesale when
+    /// sharing changes.
+    audience: RwLock<Option<Arc<Audience>>>,
+    /// Commands waiting for this device's ack, by sequence text. Several apps may use the same
+    /// sequence at once: each key holds its waiters in arrival order.
+    pending: Mutex<HashMap<Box<str>, Vec<Waiter>>>,
+    next_token: AtomicU64,
+    /// The device's latest reported params, a JSON object.
+    pub state: Mutex<serde_json::Map<String, serde_json::Value>>,
+    /// Set when `state` changed since the state writer last saved it.
+    pub dirty: AtomicBool,
+}
+
+impl DeviceLink {
+    pub fn new(
+        deviceid: DeviceId,
+        session: SessionHandle,
+        audience: Option<Audience>,
+        state: serde_json::Map<String, serde_json::Value>,
+    ) -> Self {
+        DeviceLink {
+            deviceid,
+            session,
+            audience: RwLock::new(audience.map(Arc::new)),
+            pending: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(0),
+            state: Mutex::new(state),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    pub fn audience(&self) -> Option<Arc<Audience>> {
+        self.audience.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_audience(&self, audience: Option<Audience>) {
+        *self.audience.write().unwrap_or_else(|p| p.into_inner()) = audience.map(Arc::new);
+    }
+
+    /// Registers a waiter for `key`; the returned token removes exactly this waiter later.
+    pub fn add_waiter(&self, key: Box<str>, tx: oneshot::Sender<Ack>) -> u64 {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default().push(Waiter { token, tx });
+        token
+    }
+
+    pub fn remove_waiter(&self, key: &str, token: u64) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = pending.get_mut(key) {
+            list.retain(|w| w.token != token);
+            if list.is_empty() {
+                pending.remove(key);
+            }
+        }
+    }
+
+    /// Hands the device's ack to the oldest waiter for `key`. False when nobody waits (a late or
+    /// unsolicited ack), which the caller drops.
+    pub fn complete(&self, key: &str, ack: Ack) -> bool {
+        let waiter = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(list) = pending.get_mut(key) else { return false };
+            let w = list.remove(0);
+            if list.is_empty() {
+                pending.remove(key);
+            }
+            w
+        };
+        waiter.tx.send(ack).is_ok()
+    }
+
+    /// Drops every waiter: their apps answer 504 at once. Called when the device goes away.
+    pub fn fail_pending(&self) {
+        let drained = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(drained);
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).values().map(Vec::len).sum()
+    }
+}
+
+/// A fixed array of mutex-guarded maps, picked by key hash.
+struct Sharded<K, V> {
+    shards: Box<[Mutex<HashMap<K, V>>]>,
+    hasher: RandomState,
+}
+
+impl<K: Hash + Eq, V> Sharded<K, V> {
+    fn new(count: usize) -> Self {
+        Sharded { shards: (0..count).map(|_| Mutex::new(HashMap::new())).collect(), hasher: RandomState::new() }
+    }
+
+    fn shard(&self, key: &K) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+        let i = self.hasher.hash_one(key) as usize % self.shards.len();
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+const SHARDS: usize = 64;
+
+/// Device → link and user → sessions, for this node only.
+pub struct Registry {
+    devices: Sharded<DeviceId, Arc<DeviceLink>>,
+    users: Sharded<UserKey, Vec<SessionHandle>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry { devices: Sharded::new(SHARDS), users: Sharded::new(SHARDS) }
+    }
+}
+
+impl Registry {
+    pub fn device(&self, id: &DeviceId) -> Option<Arc<DeviceLink>> {
+        self.devices.shard(id).get(id).cloned()
+    }
+
+    /// Makes `link` the device's current connection; returns the one it replaced.
+    pub fn insert_device(&self, link: Arc<DeviceLink>) -> Option<Arc<DeviceLink>> {
+        self.devices.shard(&link.deviceid).insert(link.deviceid.clone(), link)
+    }
+
+    /// Removes the device's entry only if `session` still holds it.
+    pub fn remove_device(&self, id: &DeviceId, session: SessionId) -> bool {
+        let mut shard = self.devices.shard(id);
+        if shard.get(id).is_some_and(|l| l.session.id == session) {
+            shard.remove(id);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn devices(&self) -> Vec<Arc<DeviceLink>> {
+        self.devices.shards.iter().flat_map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect::<Vec<_>>()).collect()
+    }
+
+    pub fn insert_user(&self, user: &UserKey, session: SessionHandle) {
+        self.users.shard(user).entry(user.clone()).or_default().push(session);
+    }
+
+    pub fn remove_user(&self, user: &UserKey, session: SessionId) {
+        let mut shard = self.users.shard(user);
+        if let Some(list) = shard.get_mut(user) {
+            list.retain(|s| s.id != session);
+            if list.is_empty() {
+                shard.remove(user);
+            }
+        }
+    }
+
+    /// Calls `f` for each session of `user` while its shard is locked; `f` must not block.
+    pub fn for_each_session(&self, user: &UserKey, mut f: impl FnMut(&SessionHandle)) {
+        if let Some(list) = self.users.shard(user).get(user) {
+            list.iter().for_each(&mut f);
+        }
+    }
+
+    pub fn user_sessions(&self, user: &UserKey) -> usize {
+        self.users.shard(user).get(user).map_or(0, Vec::len)
+    }
+}
+
+#[cfg(test)]
+mod tests;

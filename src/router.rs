@@ -1,0 +1,215 @@
+//! Where frames go. [`Router`] is the one seam between sessions and the rest of the cluster:
+//! "which socket holds this device" and "which sessions belong to this user" are answered behind
+//! it, so a broker-backed router can replace [`LocalRouter`] without session code knowing whether
+//! a peer is local. The router never awaits a peer: it queues with `try_send` and returns.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::value::RawValue;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::ids::{DeviceId, SessionId, UserKey};
+use crate::metrics::Metrics;
+use crate::protocol::{self, Outbound};
+use crate::registry::{CloseReason, DeviceLink, Registry, SessionHandle};
+use crate::store::Audience;
+
+pub mod pending;
+
+pub use pending::PendingAck;
+
+/// What an app asked a device to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandKind {
+    Update,
+    Query,
+    Upgrade,
+}
+
+impl CommandKind {
+    pub fn action(self) -> &'static str {
+        match self {
+            CommandKind::Update => "update",
+            CommandKind::Query => "query",
+            CommandKind::Upgrade => "upgrade",
+        }
+    }
+}
+
+/// An app command, borrowed from the app's frame.
+pub struct Command<'a> {
+    pub kind: CommandKind,
+    pub deviceid: &'a DeviceId,
+    pub sequence: &'a RawValue,
+    pub params: &'a RawValue,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RouteError {
+    /// The device is not connected to the hub (the caller decides between 504 and a denial).
+    #[error("device is offline")]
+    Offline,
+    /// The caller neither owns the device nor has it shared with them.
+    #[error("no permission for this device")]
+    Denied,
+}
+
+/// The seam between sessions and delivery.
+pub trait Router: Send + Sync + 'static {
+    fn attach_app(&self, user: &UserKey, session: SessionHandle);
+    fn detach_app(&self, user: &UserKey, session: SessionId);
+    /// Forwards an app's command to the device; the returned waiter resolves with its ack.
+    fn command(&self, caller: &UserKey, cmd: Command<'_>) -> Result<PendingAck, RouteError>;
+    /// After a successful app `update`: tells the device's other listeners the new params.
+    fn echo_command(&self, deviceid: &DeviceId, params: &RawValue, except: SessionId);
+    /// Makes `link` the device's connection, closing one it replaces, and announces it online.
+    fn attach_device(&self, link: Arc<DeviceLink>);
+    /// Forgets `link` if it is still current, fails its waiters and announces it offline.
+    fn detach_device(&self, link: &Arc<DeviceLink>);
+    /// Fans a device's state report out to its owner's and sharees' sessions.
+    fn report(&self, link: &DeviceLink, params: &RawValue);
+    /// Online devices of this node (for access-control refreshes and admin views).
+    fn devices(&self) -> Vec<Arc<DeviceLink>>;
+}
+
+/// A router for a single node: everything is in this process's [`Registry`].
+pub struct LocalRouter {
+    registry: Registry,
+    metrics: Arc<Metrics>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl LocalRouter {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        LocalRouter { registry: Registry::default(), metrics }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Queues one serialized frame to every session of every member, except one session.
+    fn fan_out(&self, audience: &Audience, frame: Utf8Bytes, except: Option<SessionId>) {
+        let mut delivered = 0u64;
+        for user in audience.members() {
+            self.registry.for_each_session(user, |s| {
+                if Some(s.id) != except && s.deliver(frame.clone(), &self.metrics) {
+                    delivered += 1;
+                }
+            });
+        }
+        self.metrics.reports_fanned_out.fetch_add(1, Ordering::Relaxed);
+        self.metrics.deliveries.fetch_add(delivered, Ordering::Relaxed);
+    }
+
+    fn sysmsg(&self, link: &DeviceLink, online: bool) {
+        let Some(audience) = link.audience() else { return };
+        let params = if online { r#"{"online":true}"# } else { r#"{"online":false}"# };
+        let params = protocol::raw(params.to_owned());
+        let frame = Outbound {
+            action: Some("sysmsg"),
+            deviceid: Some(link.deviceid.as_str()),
+            apikey: Some(audience.owner.as_str()),
+            ts: Some(now_secs()),
+            params: Some(&params),
+            ..Default::default()
+        }
+        .to_text();
+        self.fan_out(&audience, frame.into(), None);
+    }
+}
+
+impl Router for LocalRouter {
+    fn attach_app(&self, user: &UserKey, session: SessionHandle) {
+        self.registry.insert_user(user, session);
+    }
+
+    fn detach_app(&self, user: &UserKey, session: SessionId) {
+        self.registry.remove_user(user, session);
+    }
+
+    fn command(&self, caller: &UserKey, cmd: Command<'_>) -> Result<PendingAck, RouteError> {
+        let link = self.registry.device(cmd.deviceid).ok_or(RouteError::Offline)?;
+        let audience = link.audience().ok_or(RouteError::Denied)?;
+        if !audience.contains(caller) {
+            return Err(RouteError::Denied);
+        }
+        let frame = Outbound {
+            action: Some(cmd.kind.action()),
+            deviceid: Some(link.deviceid.as_str()),
+            apikey: Some(audience.owner.as_str()),
+            user_agent: Some("app"),
+            sequence: Some(cmd.sequence),
+            ts: Some(0),
+            params: Some(cmd.params),
+            from: Some("app"),
+            ..Default::default()
+        }
+        .to_text();
+        let (tx, rx) = oneshot::channel();
+        let key = protocol::sequence_key(cmd.sequence);
+        let token = link.add_waiter(key.clone(), tx);
+        if !link.session.deliver(frame.into(), &self.metrics) {
+            link.remove_waiter(&key, token);
+            return Err(RouteError::Offline);
+        }
+        self.metrics.commands_routed.fetch_add(1, Ordering::Relaxed);
+        Ok(PendingAck::new(rx, link, key, token, audience.owner.clone()))
+    }
+
+    fn echo_command(&self, deviceid: &DeviceId, params: &RawValue, except: SessionId) {
+        let Some(link) = self.registry.device(deviceid) else { return };
+        let Some(audience) = link.audience() else { return };
+        let frame = Outbound {
+            action: Some("update"),
+            deviceid: Some(deviceid.as_str()),
+            apikey: Some(audience.owner.as_str()),
+            user_agent: Some("app"),
+            params: Some(params),
+            ..Default::default()
+        }
+        .to_text();
+        self.fan_out(&audience, frame.into(), Some(except));
+    }
+
+    fn attach_device(&self, link: Arc<DeviceLink>) {
+        if let Some(old) = self.registry.insert_device(link.clone()) {
+            self.metrics.devices_replaced.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(device = %link.deviceid, old = %old.session.id, new = %link.session.id, "device connection replaced");
+            old.session.close(CloseReason::Replaced);
+            old.fail_pending();
+        }
+        self.sysmsg(&link, true);
+    }
+
+    fn detach_device(&self, link: &Arc<DeviceLink>) {
+        link.fail_pending();
+        if self.registry.remove_device(&link.deviceid, link.session.id) {
+            self.sysmsg(link, false);
+        }
+    }
+
+    fn report(&self, link: &DeviceLink, params: &RawValue) {
+        let Some(audience) = link.audience() else { return };
+        let frame = Outbound {
+            action: Some("update"),
+            deviceid: Some(link.deviceid.as_str()),
+            apikey: Some(audience.owner.as_str()),
+            user_agent: Some("device"),
+            params: Some(params),
+            ..Default::default()
+        }
+        .to_text();
+        self.fan_out(&audience, frame.into(), None);
+    }
+
+    fn devices(&self) -> Vec<Arc<DeviceLink>> {
+        self.registry.devices()
+    }
+}

@@ -1,0 +1,118 @@
+//! Accept loops for the plain and the TLS listener. Each accepted connection takes a slot of the
+//! node's connection cap, gets a deadline for its TLS handshake and for its request head, and is
+//! served by hyper with upgrades enabled (a WebSocket session keeps the slot until it ends). On
+//! shutdown the loops stop accepting and open HTTP connections are drained gracefully.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::metrics::Metrics;
+use crate::Hub;
+
+/// Deadline for a TLS handshake and for a request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open HTTP connections may take to finish on shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One connection's place in the cap; released when the last holder (connection or WebSocket
+/// session) drops it.
+#[derive(Clone)]
+pub struct ConnSlot(#[allow(dead_code)] Arc<SlotInner>);
+
+struct SlotInner {
+    _permit: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for SlotInner {
+    fn drop(&mut self) {
+        self.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts until shutdown. `tls` makes this the HTTPS/WSS listener.
+pub async fn serve(hub: Arc<Hub>, listener: TcpListener, tls: Option<TlsAcceptor>, limit: Arc<Semaphore>) {
+    let app = crate::http::app(hub.clone());
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = hub.shutdown.cancelled() => break,
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            hub.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, "connection cap reached, refusing");
+            drop(stream);
+            continue;
+        };
+        hub.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+        let slot = ConnSlot(Arc::new(SlotInner { _permit: permit, metrics: hub.metrics.clone() }));
+        let _ = stream.set_nodelay(true);
+        let (hub, app, tls) = (hub.clone(), app.clone(), tls.clone());
+        let tasks = hub.tasks.clone();
+        tasks.spawn(async move {
+            match tls {
+                None => connection(hub, app, TokioIo::new(stream), peer, slot).await,
+                Some(acceptor) => match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => connection(hub, app, TokioIo::new(tls), peer, slot).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
+            }
+        });
+    }
+    tracing::debug!("listener closed");
+}
+
+async fn connection<I>(hub: Arc<Hub>, app: axum::Router, io: TokioIo<I>, peer: SocketAddr, slot: ConnSlot)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(peer);
+        req.extensions_mut().insert(slot.clone());
+        app.clone().oneshot(req)
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEAD_TIMEOUT).max_buf_size(64 * 1024);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(64);
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        }
+        _ = hub.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
+        }
+    }
+}
+
+/// Binds a listener; `port 0` picks a free port (tests).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}

@@ -1,0 +1,157 @@
+//! One task per WebSocket. A new socket must send its handshake (`userOnline` for apps,
+//! `register`/`tmpReg` for devices) before the deadline; nothing is registered before that
+//! succeeds. The task then owns the socket for its whole life: it reads frames, writes what its
+//! bounded outbox receives, answers heartbeats and closes on silence, on a close request (slow
+//! consumer, replaced device) or on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument;
+
+use crate::protocol::{self, FrameError, HbConfig, Inbound};
+use crate::registry::CloseReason;
+use crate::Hub;
+
+mod app;
+mod device;
+mod handshake;
+
+/// The socket type every session owns: an upgraded HTTP/1.1 connection, plain or TLS.
+pub type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Limits for the WebSocket codec: small read buffer, bounded messages and write buffer.
+pub fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max_frame_bytes * 4)
+        .max_message_size(Some(max_frame_bytes))
+        .max_frame_size(Some(max_frame_bytes))
+}
+
+/// Runs a session on an upgraded socket until it ends.
+pub async fn run(hub: Arc<Hub>, ws: Ws, peer: SocketAddr) {
+    let span = tracing::info_span!("ws", %peer, session = tracing::field::Empty, device = tracing::field::Empty, user = tracing::field::Empty);
+    handshake::run(hub, ws).instrument(span).await;
+}
+
+/// The `config` every handshake reply carries.
+pub(crate) fn hb_config(hub: &Hub) -> HbConfig {
+    HbConfig { hb: 1, hb_interval: hub.config.hb_interval.as_secs() }
+}
+
+/// What one read from the socket meant for the session loop.
+pub(crate) enum Read {
+    Text(Utf8Bytes),
+    /// A frame that needs no answer from the session (control frames, pongs).
+    Nothing,
+    /// A binary frame: not part of this protocol.
+    Binary,
+    /// The peer closed or the connection failed; the session ends.
+    End,
+    /// A message over the size limit: close 1009.
+    TooBig,
+}
+
+pub(crate) async fn read(ws: &mut Ws) -> Read {
+    match ws.next().await {
+        Some(Ok(Message::Text(t))) => Read::Text(t),
+        Some(Ok(Message::Binary(_))) => Read::Binary,
+        Some(Ok(Message::Ping(_))) => {
+            // tungstenite queued the Pong; flush it now rather than with the next write.
+            let _ = ws.flush().await;
+            Read::Nothing
+        }
+        Some(Ok(Message::Pong(_) | Message::Frame(_))) => Read::Nothing,
+        Some(Ok(Message::Close(_))) | None => Read::End,
+        Some(Err(tungstenite::Error::Capacity(e))) => {
+            tracing::debug!(error = %e, "frame over the size limit");
+            Read::TooBig
+        }
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "connection ended");
+            Read::End
+        }
+    }
+}
+
+pub(crate) async fn send(ws: &mut Ws, text: String) -> bool {
+    ws.send(Message::Text(text.into())).await.is_ok()
+}
+
+/// Sends a close frame and gives the peer a moment to answer; errors mean it is gone already.
+pub(crate) async fn close(ws: &mut Ws, code: CloseCode, reason: &'static str) {
+    let frame = CloseFrame { code, reason: reason.into() };
+    if ws.close(Some(frame)).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async { while ws.next().await.is_some() {} }).await;
+    }
+}
+
+/// Writes everything the outbox holds right now in one flush.
+pub(crate) async fn write_batch(ws: &mut Ws, first: Utf8Bytes, outbox: &mut mpsc::Receiver<Utf8Bytes>) -> bool {
+    if ws.feed(Message::Text(first)).await.is_err() {
+        return false;
+    }
+    for _ in 0..64 {
+        match outbox.try_recv() {
+            Ok(frame) => {
+                if ws.feed(Message::Text(frame)).await.is_err() {
+                    return false;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    ws.flush().await.is_ok()
+}
+
+/// Closes for a hub-side reason with the matching code.
+pub(crate) async fn close_for(ws: &mut Ws, reason: CloseReason) {
+    match reason {
+        CloseReason::SlowConsumer => close(ws, CloseCode::Policy, "outbound queue full").await,
+        CloseReason::Replaced => close(ws, CloseCode::Normal, "replaced by a newer connection").await,
+    }
+}
+
+/// The error frame for a frame that could not be used; counts it.
+pub(crate) fn reject(hub: &Hub, err: &FrameError, frame: Option<&Inbound<'_>>) -> String {
+    hub.metrics.frames_rejected.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(error = %err, "frame rejected");
+    let reason = match err {
+        FrameError::Malformed(_) => "malformed JSON or wrong field type".to_owned(),
+        other => other.to_string(),
+    };
+    protocol::error_frame(400, &reason, frame.and_then(|f| f.sequence))
+}
+
+/// When a silent session must be closed, re-armed lazily from the last time anything arrived.
+pub(crate) struct Silence {
+    limit: Duration,
+    pub last_seen: Instant,
+}
+
+impl Silence {
+    pub fn new(hub: &Hub) -> Self {
+        Silence { limit: hub.config.hb_interval + hub.config.hb_grace, last_seen: Instant::now() }
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.last_seen + self.limit
+    }
+
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.deadline()
+    }
+}

@@ -1,0 +1,243 @@
+//! An app session after `userOnline`: commands go to the router, each waits for its device's
+//! ack in this task (so ending the session drops every wait and its waiter entry), and whatever
+//! the router queues for this user is written out in order.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use super::{read, reject, send, write_batch, Read, Silence, Ws};
+use crate::ids::{AppId, DeviceId, SessionId, UserKey};
+use crate::protocol::{self, FrameError, Inbound, Outbound};
+use crate::registry::SessionHandle;
+use crate::router::pending::Outcome;
+use crate::router::{Command, CommandKind, RouteError};
+use crate::Hub;
+
+/// A finished wait: what to tell the app.
+struct Done {
+    sequence: Box<RawValue>,
+    deviceid: DeviceId,
+    owner: UserKey,
+    kind: CommandKind,
+    params: Box<RawValue>,
+    outcome: Outcome,
+}
+
+type Wait = Pin<Box<dyn Future<Output = Done> + Send>>;
+
+pub(super) async fn run(hub: Arc<Hub>, mut ws: Ws, user: UserKey, appid: AppId) {
+    let (handle, mut outbox, control) = SessionHandle::new(hub.config.outbox_capacity);
+    let id = handle.id;
+    tracing::Span::current().record("session", tracing::field::display(id)).record("user", tracing::field::display(&user));
+    tracing::info!(%appid, "app online");
+    hub.router.attach_app(&user, handle);
+    hub.metrics.app_sessions.fetch_add(1, Ordering::Relaxed);
+
+    let mut waits: FuturesUnordered<Wait> = FuturesUnordered::new();
+    let mut silence = Silence::new(&hub);
+    let heartbeat = tokio::time::sleep_until(silence.deadline());
+    tokio::pin!(heartbeat);
+
+    loop {
+        tokio::select! {
+            reason = control.closed() => {
+                tracing::info!(?reason, "app session closed by the hub");
+                super::close_for(&mut ws, reason).await;
+                break;
+            }
+            _ = hub.shutdown.cancelled() => {
+                super::close(&mut ws, CloseCode::Away, "shutting down").await;
+                break;
+            }
+            Some(frame) = outbox.recv() => {
+                if !write_batch(&mut ws, frame, &mut outbox).await {
+                    break;
+                }
+            }
+            Some(done) = waits.next(), if !waits.is_empty() => {
+                if !send(&mut ws, answer(&hub, done, id)).await {
+                    break;
+                }
+            }
+            _ = &mut heartbeat => {
+                if silence.expired() {
+                    hub.metrics.heartbeat_expired.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!("app silent past its heartbeat, closing");
+                    super::close(&mut ws, CloseCode::Normal, "heartbeat timeout").await;
+                    break;
+                }
+                heartbeat.as_mut().reset(silence.deadline());
+            }
+            r = read(&mut ws) => {
+                silence.last_seen = Instant::now();
+                let reply = match r {
+                    Read::Text(text) => on_text(&hub, &user, text.as_str(), &mut waits).await,
+                    Read::Binary => Some(reject(&hub, &FrameError::Malformed("binary frame".into()), None)),
+                    Read::Nothing => None,
+                    Read::TooBig => {
+                        super::close(&mut ws, CloseCode::Size, "message too big").await;
+                        break;
+                    }
+                    Read::End => break,
+                };
+                if let Some(reply) = reply {
+                    if !send(&mut ws, reply).await {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    hub.router.detach_app(&user, id);
+    hub.metrics.app_sessions.fetch_sub(1, Ordering::Relaxed);
+    tracing::info!(abandoned = waits.len(), "app offline");
+}
+
+/// Handles one text frame; returns the immediate reply, if any. Routed commands answer later.
+async fn on_text(hub: &Hub, user: &UserKey, text: &str, waits: &mut FuturesUnordered<Wait>) -> Option<String> {
+    if text == "ping" {
+        return Some("pong".to_owned());
+    }
+    let frame = match Inbound::parse(text) {
+        Ok(f) => f,
+        Err(e) => return Some(reject(hub, &e, None)),
+    };
+    let kind = match frame.action.as_deref() {
+        Some("update") => CommandKind::Update,
+        Some("query") => CommandKind::Query,
+        Some("upgrade") => CommandKind::Upgrade,
+        Some("userOnline") => {
+            let reply = Outbound {
+                error: Some(0),
+                apikey: Some(user.as_str()),
+                config: Some(super::hb_config(hub)),
+                sequence: frame.sequence,
+                ..Default::default()
+            };
+            return Some(reply.to_text());
+        }
+        Some(other) => return Some(reject(hub, &FrameError::UnknownAction(other.to_owned()), Some(&frame))),
+        None => return Some(reject(hub, &FrameError::Missing("action"), Some(&frame))),
+    };
+    match command(hub, user, kind, &frame, waits).await {
+        Ok(()) => None,
+        Err(CommandRefused::Bad(e)) => Some(reject(hub, &e, Some(&frame))),
+        Err(CommandRefused::Code(code, reason)) => {
+            if code == 504 {
+                hub.metrics.timeouts_504.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(
+                Outbound {
+                    error: Some(code),
+                    reason: Some(reason),
+                    deviceid: frame.deviceid.as_deref(),
+                    sequence: frame.sequence,
+                    ..Default::default()
+                }
+                .to_text(),
+            )
+        }
+    }
+}
+
+enum CommandRefused {
+    Bad(FrameError),
+    Code(i64, &'static str),
+}
+
+async fn command(
+    hub: &Hub,
+    user: &UserKey,
+    kind: CommandKind,
+    frame: &Inbound<'_>,
+    waits: &mut FuturesUnordered<Wait>,
+) -> Result<(), CommandRefused> {
+    let deviceid = DeviceId::new(frame.require_deviceid().map_err(CommandRefused::Bad)?);
+    let sequence = frame.sequence.ok_or(CommandRefused::Bad(FrameError::Missing("sequence")))?;
+    let empty_list;
+    let params: &RawValue = match (kind, frame.params) {
+        (CommandKind::Query, None) => {
+            empty_list = protocol::raw("[]".to_owned());
+            &empty_list
+        }
+        (CommandKind::Query, Some(p)) if p.get().trim_start().starts_with('[') => p,
+        (CommandKind::Query, Some(_)) => return Err(CommandRefused::Bad(FrameError::WrongType("params"))),
+        (CommandKind::Update, Some(p)) if p.get().trim_start().starts_with('[') => p,
+        _ => frame.object_params().map_err(CommandRefused::Bad)?,
+    };
+    if let Some(own) = frame.self_apikey.as_deref() {
+        if !own.is_empty() && own != user.as_str() {
+            return Err(CommandRefused::Code(406, "selfApikey is not this session's user"));
+        }
+    }
+    if waits.len() >= hub.config.max_inflight {
+        return Err(CommandRefused::Code(429, "too many commands waiting for devices"));
+    }
+    let pending = match hub.router.command(user, Command { kind, deviceid: &deviceid, sequence, params }) {
+        Ok(p) => p,
+        Err(RouteError::Denied) => return Err(CommandRefused::Code(406, "no permission for this device")),
+        Err(RouteError::Offline) => {
+            // Offline: tell a member 504 as the seed says, and anyone else no more than a denial.
+            return Err(match hub.store.audience(&deviceid).await {
+                Ok(Some(a)) if a.contains(user) => CommandRefused::Code(504, "device is offline"),
+                Ok(_) => CommandRefused::Code(406, "no permission for this device"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "store unavailable");
+                    CommandRefused::Code(500, "internal error")
+                }
+            });
+        }
+    };
+    let owner = pending.owner.clone();
+    let deadline = Instant::now() + hub.config.ack_timeout;
+    let sequence = sequence.to_owned();
+    let params = params.to_owned();
+    waits.push(Box::pin(async move {
+        let outcome = pending.wait(deadline).await;
+        Done { sequence, deviceid, owner, kind, params, outcome }
+    }));
+    Ok(())
+}
+
+/// The reply to the app for a finished wait; a successful update is echoed to the device's other
+/// listeners.
+fn answer(hub: &Hub, done: Done, session: SessionId) -> String {
+    let Done { sequence, deviceid, owner, kind, params, outcome } = done;
+    let mut reply = Outbound {
+        deviceid: Some(deviceid.as_str()),
+        apikey: Some(owner.as_str()),
+        sequence: Some(&sequence),
+        ..Default::default()
+    };
+    let ack;
+    match outcome {
+        Outcome::Acked(a) => {
+            hub.metrics.acks_delivered.fetch_add(1, Ordering::Relaxed);
+            ack = a;
+            reply.error = Some(ack.error);
+            reply.params = ack.params.as_deref();
+            if ack.error == 0 && kind == CommandKind::Update {
+                hub.router.echo_command(&deviceid, &params, session);
+            }
+        }
+        Outcome::TimedOut => {
+            hub.metrics.timeouts_504.fetch_add(1, Ordering::Relaxed);
+            reply.error = Some(504);
+            reply.reason = Some("device did not answer in time");
+        }
+        Outcome::Gone => {
+            hub.metrics.timeouts_504.fetch_add(1, Ordering::Relaxed);
+            reply.error = Some(504);
+            reply.reason = Some("device went offline");
+        }
+    }
+    reply.to_text()
+}

@@ -1,0 +1,106 @@
+//! Background work that keeps the store and the live sessions in step, off the routing path:
+//! [`StateWriter`] saves reported device state in batches, and [`watch_acl`] reloads who may
+//! reach each online device when sharing or ownership changes (also from `switchyard admin`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::registry::DeviceLink;
+use crate::router::Router;
+use crate::store::Store;
+
+/// How long reports are gathered before one transaction saves them.
+const BATCH_WINDOW: Duration = Duration::from_millis(250);
+
+/// Queues devices whose state changed. Each link is queued at most once while it is dirty, so
+/// the queue is bounded by the number of online devices.
+#[derive(Clone)]
+pub struct StateWriter {
+    tx: mpsc::UnboundedSender<Arc<DeviceLink>>,
+}
+
+impl StateWriter {
+    /// Starts the writer. Once `stop` fires it saves everything still queued and ends; stop it
+    /// only after the sessions that mark devices have ended.
+    pub fn start(store: Store, stop: CancellationToken) -> (StateWriter, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (StateWriter { tx }, tokio::spawn(run(store, rx, stop)))
+    }
+
+    pub fn mark(&self, link: &Arc<DeviceLink>) {
+        if !link.dirty.swap(true, Ordering::AcqRel) {
+            let _ = self.tx.send(link.clone());
+        }
+    }
+}
+
+async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Arc<DeviceLink>>, stop: CancellationToken) {
+    loop {
+        let first = tokio::select! {
+            first = rx.recv() => first,
+            _ = stop.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        tokio::select! {
+            _ = tokio::time::sleep(BATCH_WINDOW) => {}
+            _ = stop.cancelled() => {}
+        }
+        let mut links = vec![first];
+        while let Ok(l) = rx.try_recv() {
+            links.push(l);
+        }
+        save(&store, links).await;
+    }
+    let mut rest = Vec::new();
+    while let Ok(l) = rx.try_recv() {
+        rest.push(l);
+    }
+    if !rest.is_empty() {
+        tracing::info!(devices = rest.len(), "saving device state before exit");
+        save(&store, rest).await;
+    }
+}
+
+async fn save(store: &Store, links: Vec<Arc<DeviceLink>>) {
+    let batch: Vec<_> = links
+        .iter()
+        .map(|l| {
+            l.dirty.store(false, Ordering::Release);
+            let state = l.state.lock().unwrap_or_else(|p| p.into_inner());
+            (l.deviceid.clone(), serde_json::Value::Object(state.clone()).to_string())
+        })
+        .collect();
+    if let Err(e) = store.save_params(&batch).await {
+        tracing::error!(error = %e, devices = batch.len(), "saving device state failed");
+    }
+}
+
+/// Polls the store's access-control version; when it moves, reloads the audience of every
+/// online device. Ends on `shutdown`.
+pub async fn watch_acl(store: Store, router: Arc<dyn Router>, every: Duration, shutdown: CancellationToken) {
+    let mut seen = store.acl_version().await.unwrap_or(-1);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Ok(version) = store.acl_version().await else { continue };
+        if version == seen {
+            continue;
+        }
+        seen = version;
+        let links = router.devices();
+        tracing::debug!(version, devices = links.len(), "sharing changed, reloading audiences");
+        for link in links {
+            match store.audience(&link.deviceid).await {
+                Ok(a) => link.set_audience(a),
+                Err(e) => tracing::warn!(error = %e, device = %link.deviceid, "reloading audience failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! The persistent store: app ids, users, tokens, devices, shares and device state.
+//!
+//! One [`Store`] over an sqlx pool. The default backend is an embedded SQLite file under the data
+//! directory (WAL mode, so `switchyard admin` can write while a hub runs). Nothing here is called
+//! on the routing path: sessions read at handshake time, and device state is written in batches by
+//! [`crate::state::StateWriter`].
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Row;
+
+use crate::ids::{AppId, DeviceId, UserKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot prepare data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub apikey: UserKey,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub country_code: String,
+    pub nickname: String,
+    pub region: String,
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub deviceid: DeviceId,
+    pub factory_apikey: String,
+    pub model: String,
+    pub uiid: i64,
+    pub owner: Option<UserKey>,
+    pub name: String,
+    /// The last stored state, a JSON object.
+    pub params: String,
+}
+
+/// Who may hear and command a device: its owner first, then the users it is shared with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audience {
+    pub owner: UserKey,
+    pub sharees: Vec<UserKey>,
+}
+
+impl Audience {
+    pub fn contains(&self, user: &UserKey) -> bool {
+        &self.owner == user || self.sharees.contains(user)
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = &UserKey> {
+        std::iter::once(&self.owner).chain(self.sharees.iter())
+    }
+}
+
+/// An access and refresh token pair as handed to a client; only their hashes are stored.
+#[derive(Debug, Clone)]
+pub struct TokenPair {
+    pub at: String,
+    pub rt: String,
+}
+
+/// What an access token turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenCheck {
+    Valid { apikey: UserKey, appid: AppId },
+    Expired,
+    Unknown,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+pub fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+/// A new user apikey in the UUID shape the cloud uses.
+fn new_apikey() -> String {
+    let h = random_hex(16);
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite store in `data_dir` and applies migrations.
+    pub async fn open(data_dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
+        let path = data_dir.join("switchyard.db");
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Bumps the access-control version so every running hub reloads who may reach which device.
+    async fn bump_acl(&self) -> Result<()> {
+        sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'acl_version'").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn acl_version(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = 'acl_version'").fetch_one(&self.pool).await?)
+    }
+
+    // --- app ids -------------------------------------------------------------------------
+
+    pub async fn add_app(&self, appid: &str, secret: &str) -> Result<()> {
+        sqlx::query("INSERT INTO apps (appid, secret, created_at) VALUES (?, ?, ?)")
+            .bind(appid)
+            .bind(secret)
+            .bind(now_secs())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| if unique_violation(&e) { StoreError::Conflict(format!("app {appid}")) } else { e.into() })?;
+        Ok(())
+    }
+
+    pub async fn app_secret(&self, appid: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT secret FROM apps WHERE appid = ?").bind(appid).fetch_optional(&self.pool).await?)
+    }
+
+    // --- users ---------------------------------------------------------------------------
+
+    pub async fn add_user(
+        &self,
+        email: Option<&str>,
+        phone: Option<&str>,
+        country_code: &str,
+        password_hash: &str,
+        region: &str,
+    ) -> Result<UserKey> {
+        let apikey = new_apikey();
+        let email = email.map(str::to_ascii_lowercase);
+        sqlx::query(
+            "INSERT INTO users (apikey, email, phone, country_code, password_hash, region, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&apikey)
+        .bind(&email)
+        .bind(phone)
+        .bind(country_code)
+        .bind(password_hash)
+        .bind(region)
+        .bind(now_secs())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if unique_violation(&e) {
+                StoreError::Conflict(format!("user {}", email.as_deref().or(phone).unwrap_or("")))
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(UserKey::new(apikey))
+    }
+
+    const USER_COLUMNS: &str = "apikey, email, phone, country_code, nickname, region, password_hash, created_at";
+
+    fn user_from(row: sqlx::sqlite::SqliteRow) -> User {
+        User {
+            apikey: UserKey::new(row.get::<String, _>(0)),
+            email: row.get(1),
+            phone: row.get(2),
+            country_code: row.get(3),
+            nickname: row.get(4),
+            region: row.get(5),
+            password_hash: row.get(6),
+            created_at: row.get(7),
+        }
+    }
+
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        let sql = format!("SELECT {} FROM users WHERE email = ?", Self::USER_COLUMNS);
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(email.to_ascii_lowercase()).fetch_optional(&self.pool).await?;
+        Ok(row.map(Self::user_from))
+    }
+
+    pub async fn user_by_phone(&self, phone: &str) -> Result<Option<User>> {
+        let sql = format!("SELECT {} FROM users WHERE phone = ?", Self::USER_COLUMNS);
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(phone).fetch_optional(&self.pool).await?;
+        Ok(row.map(Self::user_from))
+    }
+
+    pub async fn user(&self, apikey: &UserKey) -> Result<Option<User>> {
+        let sql = format!("SELECT {} FROM users WHERE apikey = ?", Self::USER_COLUMNS);
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(apikey.as_str()).fetch_optional(&self.pool).await?;
+        Ok(row.map(Self::user_from))
+    }
+
+    pub async fn users(&self) -> Result<Vec<User>> {
+        let sql = format!("SELECT {} FROM users ORDER BY created_at, apikey", Self::USER_COLUMNS);
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(Self::user_from).collect())
+    }
+
+    // --- tokens --------------------------------------------------------------------------
+
+    /// Issues a new access/refresh pair for `apikey` through `appid`.
+    pub async fn issue_tokens(&self, apikey: &UserKey, appid: &str, at_ttl: Duration, rt_ttl: Duration) -> Result<TokenPair> {
+        let pair = TokenPair { at: random_hex(20), rt: random_hex(20) };
+        let pair_id = random_hex(8);
+        let now = now_secs();
+        let mut tx = self.pool.begin().await?;
+        for (token, kind, ttl) in [(&pair.at, "at", at_ttl), (&pair.rt, "rt", rt_ttl)] {
+            sqlx::query("INSERT INTO tokens (hash, kind, pair, apikey, appid, expires_at) VALUES (?, ?, ?, ?, ?, ?)")
+                .bind(token_hash(token))
+                .bind(kind)
+                .bind(&pair_id)
+                .bind(apikey.as_str())
+                .bind(appid)
+                .bind(now + ttl.as_secs() as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Keep expired tokens a while so their owners hear 402 (expired), not 401 (unknown).
+        sqlx::query("DELETE FROM tokens WHERE expires_at < ?").bind(now - 90 * 86_400).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(pair)
+    }
+
+    async fn check(&self, token: &str, kind: &str) -> Result<(TokenCheck, Option<String>)> {
+        let row = sqlx::query("SELECT apikey, appid, expires_at, pair FROM tokens WHERE hash = ? AND kind = ?")
+            .bind(token_hash(token))
+            .bind(kind)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            None => (TokenCheck::Unknown, None),
+            Some(row) if row.get::<i64, _>(2) < now_secs() => (TokenCheck::Expired, None),
+            Some(row) => (
+                TokenCheck::Valid { apikey: UserKey::new(row.get::<String, _>(0)), appid: AppId::new(row.get::<String, _>(1)) },
+                Some(row.get(3)),
+            ),
+        })
+    }
+
+    pub async fn check_access(&self, at: &str) -> Result<TokenCheck> {
+        Ok(self.check(at, "at").await?.0)
+    }
+
+    /// Exchanges a refresh token for a new pair; the old pair stops working at once.
+    pub async fn refresh(&self, rt: &str, at_ttl: Duration, rt_ttl: Duration) -> Result<(TokenCheck, Option<TokenPair>)> {
+        let (check, pair_id) = self.check(rt, "rt").await?;
+        let TokenCheck::Valid { apikey, appid } = &check else { return Ok((check, None)) };
+        let deleted = sqlx::query("DELETE FROM tokens WHERE pair = ?").bind(pair_id).execute(&self.pool).await?;
+        if deleted.rows_affected() == 0 {
+            // Another request rotated the same refresh token first.
+            return Ok((TokenCheck::Unknown, None));
+        }
+        let pair = self.issue_tokens(apikey, appid.as_str(), at_ttl, rt_ttl).await?;
+        Ok((check, Some(pair)))
+    }
+
+    /// Revokes the pair an access token belongs to.
+    pub async fn revoke(&self, at: &str) -> Result<()> {
+        sqlx::query("DELETE FROM tokens WHERE pair = (SELECT pair FROM tokens WHERE hash = ? AND kind = 'at')")
+            .bind(token_hash(at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // --- devices and shares --------------------------------------------------------------
+
+    pub async fn add_device(
+        &self,
+        deviceid: &DeviceId,
+        factory_apikey: &str,
+        model: &str,
+        uiid: i64,
+        owner: Option<&UserKey>,
+        name: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO devices (deviceid, factory_apikey, model, uiid, owner, name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(deviceid.as_str())
+        .bind(factory_apikey)
+        .bind(model)
+        .bind(uiid)
+        .bind(owner.map(UserKey::as_str))
+        .bind(name)
+        .bind(now_secs())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| if unique_violation(&e) { StoreError::Conflict(format!("device {deviceid}")) } else { e.into() })?;
+        self.bump_acl().await
+    }
+
+    const DEVICE_COLUMNS: &str = "deviceid, factory_apikey, model, uiid, owner, name, params";
+
+    fn device_from(row: sqlx::sqlite::SqliteRow) -> Device {
+        Device {
+            deviceid: DeviceId::new(row.get::<String, _>(0)),
+            factory_apikey: row.get(1),
+            model: row.get(2),
+            uiid: row.get(3),
+            owner: row.get::<Option<String>, _>(4).map(UserKey::new),
+            name: row.get(5),
+            params: row.get(6),
+        }
+    }
+
+    pub async fn device(&self, deviceid: &str) -> Result<Option<Device>> {
+        let sql = format!("SELECT {} FROM devices WHERE deviceid = ?", Self::DEVICE_COLUMNS);
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(deviceid).fetch_optional(&self.pool).await?.map(Self::device_from))
+    }
+
+    pub async fn devices(&self) -> Result<Vec<Device>> {
+        let sql = format!("SELECT {} FROM devices ORDER BY deviceid", Self::DEVICE_COLUMNS);
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?.into_iter().map(Self::device_from).collect())
+    }
+
+    /// Shares `deviceid` with `with`; sharing with the owner or twice is a conflict.
+    pub async fn share_device(&self, deviceid: &DeviceId, with: &UserKey, permit: i64) -> Result<()> {
+        let device = self.device(deviceid.as_str()).await?.ok_or_else(|| StoreError::NotFound(format!("device {deviceid}")))?;
+        if device.owner.is_none() {
+            return Err(StoreError::NotFound(format!("an owner of device {deviceid}")));
+        }
+        if device.owner.as_ref() == Some(with) {
+            return Err(StoreError::Conflict(format!("ownership of device {deviceid} by {with}")));
+        }
+        sqlx::query("INSERT INTO shares (deviceid, apikey, permit, created_at) VALUES (?, ?, ?, ?)")
+            .bind(deviceid.as_str())
+            .bind(with.as_str())
+            .bind(permit)
+            .bind(now_secs())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| if unique_violation(&e) { StoreError::Conflict(format!("share of {deviceid} with {with}")) } else { e.into() })?;
+        self.bump_acl().await
+    }
+
+    /// Owner and sharees of one device; `None` when it has no owner (or does not exist).
+    pub async fn audience(&self, deviceid: &DeviceId) -> Result<Option<Audience>> {
+        let owner: Option<Option<String>> =
+            sqlx::query_scalar("SELECT owner FROM devices WHERE deviceid = ?").bind(deviceid.as_str()).fetch_optional(&self.pool).await?;
+        let Some(Some(owner)) = owner else { return Ok(None) };
+        let sharees: Vec<String> = sqlx::query_scalar("SELECT apikey FROM shares WHERE deviceid = ? ORDER BY created_at, apikey")
+            .bind(deviceid.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(Some(Audience { owner: UserKey::new(owner), sharees: sharees.into_iter().map(UserKey::new).collect() }))
+    }
+
+    /// Writes the latest state of several devices in one transaction.
+    pub async fn save_params(&self, batch: &[(DeviceId, String)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (deviceid, params) in batch {
+            sqlx::query("UPDATE devices SET params = ? WHERE deviceid = ?")
+                .bind(params)
+                .bind(deviceid.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
