@@ -148,13 +148,53 @@ pub struct DeviceArgs {
     /// Register with `tmpReg` (a device not yet bound to a user)
     #[arg(long)]
     pub tmp_reg: bool,
+    /// Exit when the connection is lost instead of reconnecting
+    #[arg(long)]
+    pub once: bool,
     #[command(flatten)]
     pub target: Target,
 }
 
-/// Runs the device until the connection ends or Ctrl-C.
+/// Runs the device until Ctrl-C. Like firmware, it dispatches and registers again when the
+/// connection is lost (after 1, 2, 4 … 30 s); a refused registration ends it with an error.
 pub async fn device(args: DeviceArgs) -> Result<()> {
     let mut state: Map<String, Value> = serde_json::from_str(&args.params).context("--params must be a JSON object")?;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match device_session(&args, &mut state).await {
+            Ok(Session::Stopped) => return Ok(()),
+            Ok(Session::Lost(why)) => {
+                tracing::warn!(reason = %why, retry_in = ?backoff, "connection lost, reconnecting");
+                backoff = Duration::from_secs(1);
+            }
+            Err(e) if args.once => return Err(e),
+            Err(e) if e.downcast_ref::<Refused>().is_some() => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), retry_in = ?backoff, "cannot reach the hub, retrying");
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+        if args.once {
+            bail!("connection lost");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+/// The hub refused the registration: retrying will not help.
+#[derive(Debug, thiserror::Error)]
+#[error("registration refused: {0}")]
+pub struct Refused(pub Value);
+
+enum Session {
+    Stopped,
+    Lost(String),
+}
+
+async fn device_session(args: &DeviceArgs, state: &mut Map<String, Value>) -> Result<Session> {
     let http = args.target.http()?;
     let dispatch: Value = http
         .post(format!("{}/dispatch/device", args.target.base()))
@@ -173,7 +213,7 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
     send_json(&mut ws, &json!({"userAgent":"device","apikey":args.factory_apikey,"deviceid":args.deviceid,"action":action,"version":2,"romVersion":"1.0.0","model":args.model,"ts":0})).await?;
     let reply = next_json(&mut ws).await?;
     if reply["error"] != 0 {
-        bail!("registration refused: {reply}");
+        return Err(Refused(reply).into());
     }
     let apikey = reply["apikey"].as_str().unwrap_or_default().to_owned();
     let hb = reply["config"]["hbInterval"].as_u64().unwrap_or(145).max(1);
@@ -196,9 +236,12 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
             }
             _ = tokio::signal::ctrl_c() => {
                 let _ = ws.close(None).await;
-                return Ok(());
+                return Ok(Session::Stopped);
             }
-            f = next_json(&mut ws) => f?,
+            f = next_json(&mut ws) => match f {
+                Ok(f) => f,
+                Err(e) => return Ok(Session::Lost(format!("{e:#}"))),
+            },
         };
         match frame["action"].as_str() {
             Some("update") => {
@@ -207,7 +250,7 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
                 if args.mute {
                     continue;
                 }
-                apply(&mut state, &params);
+                apply(state, &params);
                 send_json(&mut ws, &with(json!({"error":0,"sequence":frame["sequence"]}))).await?;
                 send_json(&mut ws, &with(json!({"action":"update","params":params}))).await?;
                 print_line(&json!({"event":"state","deviceid":args.deviceid,"params":state}));

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
 
@@ -31,8 +33,23 @@ pub fn app(hub: Arc<Hub>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(error::not_found)
+        // A known path with the wrong method is an unknown API too: answer with the envelope,
+        // not an empty 405.
+        .method_not_allowed_fallback(error::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(envelope_too_large))
         .with_state(hub)
+}
+
+/// Bodies over the limit are refused by the extractor with a bare 413; give them the envelope.
+async fn envelope_too_large(res: Response) -> Response {
+    if res.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let mut e = error::ApiError::new(413, "request body too large").into_response();
+        *e.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+        e
+    } else {
+        res
+    }
 }
 
 async fn metrics(axum::extract::State(hub): axum::extract::State<Arc<Hub>>) -> String {

@@ -63,13 +63,43 @@ pub struct Hub {
     pub shutdown: CancellationToken,
     /// Every connection and session task, so shutdown can wait for them.
     pub tasks: TaskTracker,
-    /// Where `/dispatch` sends clients.
+    /// Where `/dispatch` sends clients: domain and port, and the IP for firmware that uses it.
     public_ws: (String, u16),
+    public_ip: String,
 }
 
 impl Hub {
     pub fn public_ws(&self) -> (String, u16) {
         self.public_ws.clone()
+    }
+
+    pub fn public_ip(&self) -> &str {
+        &self.public_ip
+    }
+}
+
+/// The IP `/dispatch` gives alongside the domain: the host itself when it is an IP, else what it
+/// resolves to now. Warns when clients could not use the answer.
+async fn advertised_ip((host, port): &(String, u16)) -> String {
+    let ip = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => Some(ip),
+        Err(_) => tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host((host.as_str(), *port)))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .and_then(|mut a| a.next())
+            .map(|a| a.ip()),
+    };
+    match ip {
+        Some(ip) if ip.is_unspecified() => {
+            tracing::warn!(%ip, "dispatch would advertise an unspecified address; set --public-ws (and --public-ip)");
+            ip.to_string()
+        }
+        Some(ip) => ip.to_string(),
+        None => {
+            tracing::warn!(%host, "cannot resolve the public host; dispatch advertises it as IP too (set --public-ip)");
+            host.clone()
+        }
     }
 }
 
@@ -123,6 +153,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         let a = https_addr.or(http_addr).expect("at least one listener is configured");
         (a.ip().to_string(), a.port())
     });
+    let public_ip = match &config.public_ip {
+        Some(ip) => ip.clone(),
+        None => advertised_ip(&public_ws).await,
+    };
 
     let metrics = Arc::new(Metrics::default());
     let router: Arc<dyn Router> = Arc::new(LocalRouter::new(metrics.clone()));
@@ -139,6 +173,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown,
         tasks: TaskTracker::new(),
         public_ws,
+        public_ip,
     });
     let limit = Arc::new(Semaphore::new(hub.config.max_connections));
     if let Some(l) = http {

@@ -21,7 +21,7 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
 use crate::protocol::{self, FrameError, HbConfig, Inbound};
-use crate::registry::CloseReason;
+use crate::registry::{CloseReason, Control};
 use crate::Hub;
 
 mod app;
@@ -92,11 +92,15 @@ pub(crate) async fn send(ws: &mut Ws, text: String) -> bool {
 }
 
 /// Sends a close frame and gives the peer a moment to answer; errors mean it is gone already.
+/// Bounded as a whole: a peer that stopped reading cannot hold the session open.
 pub(crate) async fn close(ws: &mut Ws, code: CloseCode, reason: &'static str) {
     let frame = CloseFrame { code, reason: reason.into() };
-    if ws.close(Some(frame)).await.is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(1), async { while ws.next().await.is_some() {} }).await;
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        if ws.close(Some(frame)).await.is_ok() {
+            while ws.next().await.is_some() {}
+        }
+    })
+    .await;
 }
 
 /// Writes everything the outbox holds right now in one flush.
@@ -115,6 +119,22 @@ pub(crate) async fn write_batch(ws: &mut Ws, first: Utf8Bytes, outbox: &mut mpsc
         }
     }
     ws.flush().await.is_ok()
+}
+
+/// Runs a write unless the hub asks the session to close, or shuts down, while it is blocked: a
+/// peer that stops reading fills its socket and would otherwise keep a closed session (and its
+/// registry entry) alive forever. False when the write failed or was abandoned; the caller ends
+/// the session without a close frame, which could not get through a full socket anyway.
+pub(crate) async fn write_unless_closed(hub: &Hub, control: &Control, write: impl std::future::Future<Output = bool>) -> bool {
+    tokio::select! {
+        biased;
+        ok = write => ok,
+        reason = control.closed() => {
+            tracing::info!(?reason, "closed by the hub while a write was blocked");
+            false
+        }
+        _ = hub.shutdown.cancelled() => false,
+    }
 }
 
 /// Closes for a hub-side reason with the matching code.

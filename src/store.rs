@@ -279,10 +279,20 @@ impl Store {
         Ok(self.check(at, "at").await?.0)
     }
 
-    /// Exchanges a refresh token for a new pair; the old pair stops working at once.
-    pub async fn refresh(&self, rt: &str, at_ttl: Duration, rt_ttl: Duration) -> Result<(TokenCheck, Option<TokenPair>)> {
+    /// Exchanges a refresh token for a new pair; the old pair stops working at once. With
+    /// `bound_at`, the access token must belong to the same pair as `rt`.
+    pub async fn refresh(&self, rt: &str, bound_at: Option<&str>, at_ttl: Duration, rt_ttl: Duration) -> Result<(TokenCheck, Option<TokenPair>)> {
         let (check, pair_id) = self.check(rt, "rt").await?;
         let TokenCheck::Valid { apikey, appid } = &check else { return Ok((check, None)) };
+        if let Some(at) = bound_at {
+            let at_pair: Option<String> = sqlx::query_scalar("SELECT pair FROM tokens WHERE hash = ? AND kind = 'at'")
+                .bind(token_hash(at))
+                .fetch_optional(&self.pool)
+                .await?;
+            if at_pair != pair_id {
+                return Ok((TokenCheck::Unknown, None));
+            }
+        }
         let deleted = sqlx::query("DELETE FROM tokens WHERE pair = ?").bind(pair_id).execute(&self.pool).await?;
         if deleted.rows_affected() == 0 {
             // Another request rotated the same refresh token first.

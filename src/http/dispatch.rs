@@ -11,6 +11,6 @@ use crate::Hub;
 
 pub async fn dispatch(State(hub): State<Arc<Hub>>) -> Json<Value> {
     let (domain, port) = hub.public_ws();
-    let ip = hub.config.public_ip.clone().unwrap_or_else(|| domain.clone());
+    let ip = hub.public_ip();
     Json(json!({ "error": 0, "reason": "ok", "IP": ip, "port": port, "domain": domain }))
 }

@@ -88,23 +88,34 @@ struct Refresh {
 }
 
 pub async fn refresh(State(hub): State<Arc<Hub>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
-    // Either a Sign, or the access token being replaced (expired is fine: that is the point).
-    match credential(&headers)? {
+    // Either a Sign, or the access token being replaced (expired is fine: that is the point),
+    // which must belong to the same pair as the refresh token.
+    let bound_at = match credential(&headers)? {
         Credential::Sign(_) => {
             signed(&hub, &method, &uri, &headers, &body).await?;
+            None
         }
         Credential::Bearer(at) => {
-            if hub.store.check_access(at).await? == TokenCheck::Unknown {
-                return Err(ApiError::new(401, "invalid access token"));
+            match hub.store.check_access(at).await? {
+                TokenCheck::Unknown => return Err(ApiError::new(401, "invalid access token")),
+                TokenCheck::Valid { appid, .. } if appid_mismatch(&headers, appid.as_str()) => {
+                    return Err(ApiError::new(407, "appid does not match the access token"));
+                }
+                _ => {}
             }
+            Some(at)
         }
-    }
+    };
     let req: Refresh = parse_body(&body)?;
-    match hub.store.refresh(&req.rt, hub.config.access_token_ttl, hub.config.refresh_token_ttl).await? {
+    match hub.store.refresh(&req.rt, bound_at, hub.config.access_token_ttl, hub.config.refresh_token_ttl).await? {
         (_, Some(pair)) => Ok(ok(json!({ "at": pair.at, "rt": pair.rt }))),
         (TokenCheck::Expired, None) => Err(ApiError::new(402, "refresh token expired")),
         _ => Err(ApiError::new(401, "invalid refresh token")),
     }
+}
+
+fn appid_mismatch(headers: &HeaderMap, appid: &str) -> bool {
+    headers.get("x-ck-appid").and_then(|v| v.to_str().ok()).is_some_and(|h| !h.is_empty() && h != appid)
 }
 
 pub async fn logout(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {

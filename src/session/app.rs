@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::{read, reject, send, write_batch, Read, Silence, Ws};
+use super::{read, reject, send, write_batch, write_unless_closed, Read, Silence, Ws};
 use crate::ids::{AppId, DeviceId, SessionId, UserKey};
 use crate::protocol::{self, FrameError, Inbound, Outbound};
 use crate::registry::SessionHandle;
@@ -33,20 +33,23 @@ struct Done {
 
 type Wait = Pin<Box<dyn Future<Output = Done> + Send>>;
 
-pub(super) async fn run(hub: Arc<Hub>, mut ws: Ws, user: UserKey, appid: AppId) {
+/// Attaches the session, then sends the handshake `reply`, so anything sent after the reply
+/// already finds the session online.
+pub(super) async fn run(hub: Arc<Hub>, mut ws: Ws, user: UserKey, appid: AppId, reply: String) {
     let (handle, mut outbox, control) = SessionHandle::new(hub.config.outbox_capacity);
     let id = handle.id;
     tracing::Span::current().record("session", tracing::field::display(id)).record("user", tracing::field::display(&user));
     tracing::info!(%appid, "app online");
     hub.router.attach_app(&user, handle);
     hub.metrics.app_sessions.fetch_add(1, Ordering::Relaxed);
+    let online = send(&mut ws, reply).await;
 
     let mut waits: FuturesUnordered<Wait> = FuturesUnordered::new();
     let mut silence = Silence::new(&hub);
     let heartbeat = tokio::time::sleep_until(silence.deadline());
     tokio::pin!(heartbeat);
 
-    loop {
+    while online {
         tokio::select! {
             reason = control.closed() => {
                 tracing::info!(?reason, "app session closed by the hub");
@@ -58,12 +61,12 @@ pub(super) async fn run(hub: Arc<Hub>, mut ws: Ws, user: UserKey, appid: AppId) 
                 break;
             }
             Some(frame) = outbox.recv() => {
-                if !write_batch(&mut ws, frame, &mut outbox).await {
+                if !write_unless_closed(&hub, &control, write_batch(&mut ws, frame, &mut outbox)).await {
                     break;
                 }
             }
             Some(done) = waits.next(), if !waits.is_empty() => {
-                if !send(&mut ws, answer(&hub, done, id)).await {
+                if !write_unless_closed(&hub, &control, send(&mut ws, answer(&hub, done, id))).await {
                     break;
                 }
             }
@@ -89,7 +92,7 @@ pub(super) async fn run(hub: Arc<Hub>, mut ws: Ws, user: UserKey, appid: AppId) 
                     Read::End => break,
                 };
                 if let Some(reply) = reply {
-                    if !send(&mut ws, reply).await {
+                    if !write_unless_closed(&hub, &control, send(&mut ws, reply)).await {
                         break;
                     }
                 }

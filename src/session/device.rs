@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::{read, reject, send, write_batch, Read, Silence, Ws};
+use super::{read, reject, send, write_batch, write_unless_closed, Read, Silence, Ws};
 use crate::ids::DeviceId;
 use crate::protocol::{self, FrameError, Inbound, Outbound};
 use crate::registry::{Ack, DeviceLink, SessionHandle};
@@ -23,6 +23,7 @@ pub(super) async fn run(
     apikey: String,
     audience: Option<Audience>,
     state: serde_json::Map<String, serde_json::Value>,
+    reply: String,
 ) {
     let (handle, mut outbox, control) = SessionHandle::new(hub.config.outbox_capacity);
     tracing::Span::current().record("session", tracing::field::display(handle.id)).record("device", tracing::field::display(&deviceid));
@@ -30,12 +31,15 @@ pub(super) async fn run(
     let link = Arc::new(DeviceLink::new(deviceid, handle, audience, state));
     hub.router.attach_device(link.clone());
     hub.metrics.device_sessions.fetch_add(1, Ordering::Relaxed);
+    // Attached first, so a command sent right after the reply already finds the device; such a
+    // command waits in the outbox until the loop below writes it.
+    let online = send(&mut ws, reply).await;
 
     let mut silence = Silence::new(&hub);
     let heartbeat = tokio::time::sleep_until(silence.deadline());
     tokio::pin!(heartbeat);
 
-    loop {
+    while online {
         tokio::select! {
             reason = control.closed() => {
                 tracing::info!(?reason, "device session closed by the hub");
@@ -47,7 +51,7 @@ pub(super) async fn run(
                 break;
             }
             Some(frame) = outbox.recv() => {
-                if !write_batch(&mut ws, frame, &mut outbox).await {
+                if !write_unless_closed(&hub, &control, write_batch(&mut ws, frame, &mut outbox)).await {
                     break;
                 }
             }
@@ -73,7 +77,7 @@ pub(super) async fn run(
                     Read::End => break,
                 };
                 if let Some(reply) = reply {
-                    if !send(&mut ws, reply).await {
+                    if !write_unless_closed(&hub, &control, send(&mut ws, reply)).await {
                         break;
                     }
                 }

@@ -23,6 +23,10 @@ pub(super) async fn run(hub: Arc<Hub>, mut ws: Ws) {
             return super::close(&mut ws, CloseCode::Policy, "handshake timeout").await;
         }
         Ok(Err(Read::TooBig)) => return super::close(&mut ws, CloseCode::Size, "message too big").await,
+        Ok(Err(Read::Binary)) => {
+            let reply = reject(&hub, &FrameError::Malformed("binary frame".into()), None);
+            return refuse(&hub, &mut ws, reply).await;
+        }
         Ok(Err(_)) => return,
         Ok(Ok(text)) => text,
     };
@@ -87,10 +91,7 @@ async fn app_online(hub: Arc<Hub>, mut ws: Ws, frame: &Inbound<'_>) {
     }
     let user = UserKey::new(apikey);
     let reply = Outbound { error: Some(0), apikey: Some(apikey), config: Some(super::hb_config(&hub)), sequence: seq, ..Default::default() };
-    if !send(&mut ws, reply.to_text()).await {
-        return;
-    }
-    app::run(hub, ws, user, AppId::new(appid)).await;
+    app::run(hub, ws, user, AppId::new(appid), reply.to_text()).await;
 }
 
 async fn device_register(hub: Arc<Hub>, mut ws: Ws, frame: &Inbound<'_>) {
@@ -134,12 +135,10 @@ async fn device_register(hub: Arc<Hub>, mut ws: Ws, frame: &Inbound<'_>) {
         config: Some(super::hb_config(&hub)),
         ..Default::default()
     };
-    if !send(&mut ws, reply.to_text()).await {
-        return;
-    }
+    let reply = reply.to_text();
     let state = match serde_json::from_str::<serde_json::Value>(&record.params) {
         Ok(serde_json::Value::Object(map)) => map,
         _ => serde_json::Map::new(),
     };
-    device::run(hub, ws, id, apikey, audience, state).await;
+    device::run(hub, ws, id, apikey, audience, state, reply).await;
 }

@@ -1,0 +1,314 @@
+//! The Switchyard hub under test. Either started here (a child `switchyard serve` with a temp
+//! data dir, free loopback ports, a generated TLS certificate, a connection cap above this
+//! machine's file limit and `RUST_LOG=warn`, killed when dropped) or one someone else started
+//! (`--hub-url`, `--hub-pid`, `--data-dir`). Seeding opens the same SQLite store from this
+//! process while the hub runs (WAL mode allows it): app id, users with access tokens, devices
+//! with factory keys, shares. `/healthz` and `/metrics` are read over a raw HTTP/1.1 request.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::{StreamExt, TryStreamExt};
+use rustls::ClientConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use switchyard::ids::{DeviceId, UserKey};
+use switchyard::store::{Store, StoreError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+pub const APPID: &str = "loadtest-app";
+pub const SECRET: &str = "loadtest-secret-0123";
+
+/// Where the hub is, or how to start it.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct HubOpts {
+    /// The switchyard binary to start [default: `switchyard` next to this binary]
+    #[arg(long, value_name = "PATH")]
+    pub hub_bin: Option<PathBuf>,
+    /// Target a running hub instead of starting one: its plain WebSocket URL (ws://HOST:PORT/api/ws)
+    #[arg(long, value_name = "URL", requires_all = ["hub_pid", "data_dir"])]
+    pub hub_url: Option<String>,
+    /// With --hub-url: the hub's WSS URL, for --tls and conn-tls
+    #[arg(long, value_name = "URL")]
+    pub hub_tls_url: Option<String>,
+    /// With --hub-url: the hub's process id (its CPU and memory are read from /proc)
+    #[arg(long, value_name = "PID")]
+    pub hub_pid: Option<u32>,
+    /// With --hub-url: the hub's --data-dir, to seed users and devices into its store
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// With --hub-tls-url: the PEM certificate to trust
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// The hub's ack deadline (passed to a hub started here; must match a running hub's)
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    pub ack_timeout_ms: u64,
+    /// Extra argument for a hub started here (repeatable), e.g. --hub-arg=--outbox-capacity=64
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub hub_arg: Vec<String>,
+}
+
+/// A seeded user; `at` is empty when no token was issued.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub uid: String,
+    pub at: String,
+}
+
+/// A seeded device.
+#[derive(Clone, Debug)]
+pub struct Device {
+    pub id: String,
+    pub key: String,
+    pub owner: String,
+}
+
+pub struct Hub {
+    child: Option<Child>,
+    pub pid: u32,
+    pub plain: SocketAddr,
+    pub tls_addr: Option<SocketAddr>,
+    pub tls: Option<Arc<ClientConfig>>,
+    /// The certificate to trust for the TLS listener.
+    pub ca: Option<PathBuf>,
+    pub store: Store,
+    pub ack_timeout: Duration,
+    pub log: Option<PathBuf>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A free loopback port (bound, then released for the child to take).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn default_bin(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().ok_or_else(|| anyhow!("no directory for {}", exe.display()))?;
+    Ok(dir.join(name))
+}
+
+pub fn client_tls(ca: &Path) -> Result<Arc<ClientConfig>> {
+    switchyard::tls::install_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))? {
+        roots.add(cert?)?;
+    }
+    Ok(Arc::new(ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()))
+}
+
+fn addr_of(url: &str) -> Result<SocketAddr> {
+    let rest = url.split_once("://").map(|x| x.1).ok_or_else(|| anyhow!("`{url}` is not a URL"))?;
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    let hostport = hostport.replace("localhost", "127.0.0.1");
+    hostport.parse().with_context(|| format!("`{url}`: expected ws://IP:PORT/..."))
+}
+
+/// One HTTP/1.1 GET over plain TCP; returns (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default();
+        anyhow::Ok((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(5), fut).await.map_err(|_| anyhow!("GET {path}: timed out"))?
+}
+
+/// Prometheus text → name → value (no labels in the hub's output).
+pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some((it.next()?.to_owned(), it.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+impl Hub {
+    pub async fn start(opts: &HubOpts) -> Result<Hub> {
+        switchyard::tls::install_provider();
+        match &opts.hub_url {
+            Some(url) => Self::attach(opts, url).await,
+            None => Self::spawn(opts).await,
+        }
+    }
+
+    async fn attach(opts: &HubOpts, url: &str) -> Result<Hub> {
+        let plain = addr_of(url)?;
+        let pid = opts.hub_pid.ok_or_else(|| anyhow!("--hub-url needs --hub-pid"))?;
+        let dir = opts.data_dir.clone().ok_or_else(|| anyhow!("--hub-url needs --data-dir"))?;
+        let tls_addr = opts.hub_tls_url.as_deref().map(addr_of).transpose()?;
+        let tls = match (&tls_addr, &opts.ca) {
+            (Some(_), Some(ca)) => Some(client_tls(ca)?),
+            (Some(_), None) => bail!("--hub-tls-url needs --ca"),
+            _ => None,
+        };
+        let store = Store::open(&dir).await.with_context(|| format!("opening the store in {}", dir.display()))?;
+        add_app(&store).await?;
+        Ok(Hub { child: None, pid, plain, tls_addr, tls, ca: opts.ca.clone(), store, ack_timeout: Duration::from_millis(opts.ack_timeout_ms), log: None, _dir: None })
+    }
+
+    async fn spawn(opts: &HubOpts) -> Result<Hub> {
+        let bin = match &opts.hub_bin {
+            Some(b) => b.clone(),
+            None => default_bin("switchyard")?,
+        };
+        if !bin.exists() {
+            bail!("hub binary {} not found: build it (cargo build --release -p switchyard) or pass --hub-bin", bin.display());
+        }
+        let dir = tempfile::Builder::new().prefix("loadtest-hub-").tempdir()?;
+        let (cert, key, data) = (dir.path().join("cert.pem"), dir.path().join("key.pem"), dir.path().join("data"));
+        switchyard::tls::ensure_dev_cert(&cert, &key)?;
+        let (http_port, https_port) = (free_port()?, free_port()?);
+        let log = dir.path().join("hub.log");
+        let out = std::fs::File::create(&log)?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--http")
+            .arg(format!("127.0.0.1:{http_port}"))
+            .arg("--https")
+            .arg(format!("127.0.0.1:{https_port}"))
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .arg("--max-connections")
+            .arg("1000000")
+            .arg("--ack-timeout-ms")
+            .arg(opts.ack_timeout_ms.to_string())
+            .args(&opts.hub_arg)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let pid = child.id().ok_or_else(|| anyhow!("hub exited at once"))?;
+        let plain: SocketAddr = ([127, 0, 0, 1], http_port).into();
+        let t0 = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!("hub exited with {status} before it was healthy:\n{}", tail(&log, 20));
+            }
+            if matches!(http_get(plain, "/healthz").await, Ok((200, _))) {
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(30) {
+                bail!("hub not healthy after 30 s:\n{}", tail(&log, 20));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let store = Store::open(&data).await.context("opening the hub's store")?;
+        add_app(&store).await?;
+        Ok(Hub {
+            child: Some(child),
+            pid,
+            plain,
+            tls_addr: Some(([127, 0, 0, 1], https_port).into()),
+            tls: Some(client_tls(&cert)?),
+            ca: Some(cert.clone()),
+            store,
+            ack_timeout: Duration::from_millis(opts.ack_timeout_ms),
+            log: Some(log),
+            _dir: Some(dir),
+        })
+    }
+
+    /// The hub's counters, if it answers.
+    pub async fn metrics(&self) -> Option<HashMap<String, f64>> {
+        match http_get(self.plain, "/metrics").await {
+            Ok((200, body)) => Some(parse_metrics(&body)),
+            _ => None,
+        }
+    }
+
+    /// `Some(reason)` if a hub started here has exited.
+    pub fn exited(&mut self) -> Option<String> {
+        let child = self.child.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(status)) => Some(format!("hub exited with {status}:\n{}", self.log.as_deref().map(|l| tail(l, 20)).unwrap_or_default())),
+            _ => None,
+        }
+    }
+
+    /// Warnings the hub logged (a hub started here logs at warn level).
+    pub fn warnings(&self) -> Vec<String> {
+        let Some(log) = &self.log else { return Vec::new() };
+        std::fs::read_to_string(log).unwrap_or_default().lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).map(str::to_owned).collect()
+    }
+
+    pub async fn stop(mut self) {
+        self.store.close().await;
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    pub async fn users(&self, prefix: &str, n: usize, tokens: bool) -> Result<Vec<User>> {
+        let store = &self.store;
+        futures_util::stream::iter(0..n)
+            .map(|i| async move {
+                let email = format!("{prefix}-u{i}@loadtest.invalid");
+                let apikey = store.add_user(Some(&email), None, "+86", "loadtest-no-login", "cn").await?;
+                let at = if tokens {
+                    store.issue_tokens(&apikey, APPID, Duration::from_secs(86_400), Duration::from_secs(2 * 86_400)).await?.at
+                } else {
+                    String::new()
+                };
+                anyhow::Ok(User { uid: apikey.as_str().to_owned(), at })
+            })
+            .buffered(4)
+            .try_collect()
+            .await
+    }
+
+    /// `n` devices; device `i` is owned by `owners[i % len]`.
+    pub async fn devices(&self, prefix: &str, owners: &[User], n: usize) -> Result<Vec<Device>> {
+        let store = &self.store;
+        futures_util::stream::iter(0..n)
+            .map(|i| async move {
+                let owner = &owners[i % owners.len()];
+                let d = Device { id: format!("{prefix}d{i:06}"), key: format!("fk-{prefix}-{i}"), owner: owner.uid.clone() };
+                store.add_device(&DeviceId::new(d.id.as_str()), &d.key, "LOADTEST", 1, Some(&UserKey::new(owner.uid.as_str())), "load").await?;
+                anyhow::Ok(d)
+            })
+            .buffered(4)
+            .try_collect()
+            .await
+    }
+
+    pub async fn share(&self, device: &Device, with: &[User]) -> Result<()> {
+        for u in with {
+            self.store.share_device(&DeviceId::new(device.id.as_str()), &UserKey::new(u.uid.as_str()), 15).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn add_app(store: &Store) -> Result<()> {
+    match store.add_app(APPID, SECRET).await {
+        Ok(()) | Err(StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The last `n` lines of a log file.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
