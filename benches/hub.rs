@@ -91,8 +91,8 @@ fn pending(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             let (tx, mut rx) = oneshot::channel();
-            let key: Box<str> = n.to_string().into();
-            link.add_waiter(key.clone(), tx);
+            let key: std::sync::Arc<str> = n.to_string().into();
+            link.add_waiter(key.clone(), tx, 1024);
             link.complete(&key, Ack { error: 0, params: None });
             rx.try_recv().is_ok()
         })

@@ -284,14 +284,16 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<String> {
             }
         }
         AdminCommand::Device(DeviceCommand::List) => {
-            let mut out = format!("{:<16} {:<14} {:<6} {:<38} {}", "DEVICEID", "MODEL", "UIID", "OWNER", "PARAMS");
+            let mut out = format!("{:<16} {:<14} {:<6} {:<38} {:<8} {}", "DEVICEID", "MODEL", "UIID", "OWNER", "SHARES", "PARAMS");
             for d in store.devices().await? {
+                let shares = store.audience(&d.deviceid).await?.map_or(0, |a| a.sharees.len());
                 out.push_str(&format!(
-                    "\n{:<16} {:<14} {:<6} {:<38} {}",
+                    "\n{:<16} {:<14} {:<6} {:<38} {:<8} {}",
                     d.deviceid,
                     if d.model.is_empty() { "-" } else { &d.model },
                     d.uiid,
                     d.owner.as_ref().map_or("-".to_owned(), ToString::to_string),
+                    shares,
                     d.params
                 ));
             }

@@ -20,6 +20,8 @@ pub mod ws;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// A request (body included) must be answered within this, or it gets 408.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub fn app(hub: Arc<Hub>) -> Router {
     Router::new()
@@ -37,6 +39,7 @@ pub fn app(hub: Arc<Hub>) -> Router {
         // not an empty 405.
         .method_not_allowed_fallback(error::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(axum::middleware::map_response(envelope_too_large))
         .with_state(hub)
 }

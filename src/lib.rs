@@ -21,6 +21,7 @@
 //! See `ARCHITECTURE.md` for how a frame travels from an app to a device and back.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,6 +64,8 @@ pub struct Hub {
     pub shutdown: CancellationToken,
     /// Every connection and session task, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// The store's access-control version as last seen; changes when sharing or ownership does.
+    pub acl_generation: Arc<AtomicI64>,
     /// Where `/dispatch` sends clients: domain and port, and the IP for firmware that uses it.
     public_ws: (String, u16),
     public_ip: String,
@@ -162,7 +165,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let router: Arc<dyn Router> = Arc::new(LocalRouter::new(metrics.clone()));
     let writer_stop = CancellationToken::new();
     let (state, writer) = StateWriter::start(store.clone(), writer_stop.clone());
-    let acl = tokio::spawn(state::watch_acl(store.clone(), router.clone(), Duration::from_secs(2), shutdown.clone()));
+    let acl_generation = Arc::new(AtomicI64::new(store.acl_version().await?));
+    let acl = tokio::spawn(state::watch_acl(store.clone(), router.clone(), acl_generation.clone(), Duration::from_secs(2), shutdown.clone()));
     let hub = Arc::new(Hub {
         config,
         store,
@@ -172,6 +176,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         state,
         shutdown,
         tasks: TaskTracker::new(),
+        acl_generation,
         public_ws,
         public_ip,
     });

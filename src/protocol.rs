@@ -85,7 +85,7 @@ fn is_scalar_id(raw: &RawValue) -> bool {
 }
 
 /// The text a sequence is matched by, so `"17"` and `17` name the same request.
-pub fn sequence_key(raw: &RawValue) -> Box<str> {
+pub fn sequence_key(raw: &RawValue) -> std::sync::Arc<str> {
     let t = raw.get().trim();
     match serde_json::from_str::<Cow<'_, str>>(t) {
         Ok(s) => s.into(),

@@ -3,7 +3,7 @@
 //! sits on the hot path. A [`SessionHandle`] is how anyone but the owning task reaches a socket:
 //! a bounded outbox (`try_send` only) and a close request.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -68,7 +68,23 @@ pub struct SessionHandle {
     control: Arc<Control>,
 }
 
+/// Why a frame could not be queued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    Full,
+    Closed,
+}
+
 impl SessionHandle {
+    /// Queues a frame without waiting and without judging the peer: a full queue is the
+    /// caller's to answer (a command for a busy device), not a reason to close the session.
+    pub fn offer(&self, frame: Utf8Bytes) -> Result<(), Refused> {
+        self.outbox.try_send(frame).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Refused::Full,
+            mpsc::error::TrySendError::Closed(_) => Refused::Closed,
+        })
+    }
+
     /// A handle and the two ends its session task keeps.
     pub fn new(capacity: usize) -> (SessionHandle, mpsc::Receiver<Utf8Bytes>, Arc<Control>) {
         let (tx, rx) = mpsc::channel(capacity);
@@ -119,10 +135,10 @@ pub struct DeviceLink {
     audience: RwLock<Option<Arc<Audience>>>,
     /// Commands waiting for this device's ack, by sequence text. Several apps may use the same
     /// sequence at once: each key holds its waiters in arrival order.
-    pending: Mutex<HashMap<Box<str>, Vec<Waiter>>>,
+    pending: Mutex<HashMap<Arc<str>, Vec<Waiter>>>,
     next_token: AtomicU64,
-    /// The device's latest reported params, a JSON object.
-    pub state: Mutex<serde_json::Map<String, serde_json::Value>>,
+    /// The device's latest reported params.
+    pub state: Mutex<DeviceState>,
     /// Set when `state` changed since the state writer last saved it.
     pub dirty: AtomicBool,
 }
@@ -132,7 +148,7 @@ impl DeviceLink {
         deviceid: DeviceId,
         session: SessionHandle,
         audience: Option<Audience>,
-        state: serde_json::Map<String, serde_json::Value>,
+        state: DeviceState,
     ) -> Self {
         DeviceLink {
             deviceid,
@@ -154,10 +170,15 @@ impl DeviceLink {
     }
 
     /// Registers a waiter for `key`; the returned token removes exactly this waiter later.
-    pub fn add_waiter(&self, key: Box<str>, tx: oneshot::Sender<Ack>) -> u64 {
+    /// `None` when `limit` sequences are already waiting on this device.
+    pub fn add_waiter(&self, key: Arc<str>, tx: oneshot::Sender<Ack>, limit: usize) -> Option<u64> {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default().push(Waiter { token, tx });
-        token
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() >= limit && !pending.contains_key(&key) {
+            return None;
+        }
+        pending.entry(key).or_default().push(Waiter { token, tx });
+        Some(token)
     }
 
     pub fn remove_waiter(&self, key: &str, token: u64) {
@@ -193,6 +214,68 @@ impl DeviceLink {
 
     pub fn pending_len(&self) -> usize {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).values().map(Vec::len).sum()
+    }
+}
+
+/// A device's reported params: each key's latest value kept as raw JSON, so reports are merged
+/// and answered without re-encoding values, with their total size tracked for the cap.
+#[derive(Debug, Default, Clone)]
+pub struct DeviceState {
+    values: BTreeMap<Box<str>, Box<RawValue>>,
+    bytes: usize,
+}
+
+/// A report that would make the stored state larger than allowed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StateTooLarge {
+    pub limit: usize,
+}
+
+fn entry_bytes(key: &str, value: &RawValue) -> usize {
+    key.len() + value.get().len() + 4
+}
+
+impl DeviceState {
+    /// Reads a stored JSON object; anything else is an empty state.
+    pub fn from_json(text: &str) -> Self {
+        let values: BTreeMap<Box<str>, Box<RawValue>> = serde_json::from_str(text).unwrap_or_default();
+        let bytes = values.iter().map(|(k, v)| entry_bytes(k, v)).sum();
+        DeviceState { values, bytes }
+    }
+
+    /// Merges a report's keys; refused whole when the result would exceed `limit` bytes.
+    pub fn merge(&mut self, delta: BTreeMap<String, &RawValue>, limit: usize) -> Result<(), StateTooLarge> {
+        let mut bytes = self.bytes;
+        for (k, v) in &delta {
+            bytes -= self.values.get(k.as_str()).map_or(0, |old| entry_bytes(k, old));
+            bytes += entry_bytes(k, v);
+        }
+        if bytes > limit {
+            return Err(StateTooLarge { limit });
+        }
+        for (k, v) in delta {
+            self.values.insert(k.into(), v.to_owned());
+        }
+        self.bytes = bytes;
+        Ok(())
+    }
+
+    /// The JSON object of the named keys (all when `keys` is empty); `None` when it would be empty.
+    pub fn pick(&self, keys: &[String]) -> Option<String> {
+        let picked: BTreeMap<&str, &RawValue> = if keys.is_empty() {
+            self.values.iter().map(|(k, v)| (&**k, &**v)).collect()
+        } else {
+            keys.iter().filter_map(|k| self.values.get_key_value(k.as_str())).map(|(k, v)| (&**k, &**v)).collect()
+        };
+        (!picked.is_empty()).then(|| serde_json::to_string(&picked).expect("raw values serialize"))
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.values).expect("raw values serialize")
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 

@@ -14,12 +14,15 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::ids::{DeviceId, SessionId, UserKey};
 use crate::metrics::Metrics;
 use crate::protocol::{self, Outbound};
-use crate::registry::{CloseReason, DeviceLink, Registry, SessionHandle};
+use crate::registry::{CloseReason, DeviceLink, Refused, Registry, SessionHandle};
 use crate::store::Audience;
 
 pub mod pending;
 
 pub use pending::PendingAck;
+
+/// Distinct sequences that may wait for one device's acks at once.
+pub const MAX_PENDING_PER_DEVICE: usize = 1024;
 
 /// What an app asked a device to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +58,9 @@ pub enum RouteError {
     /// The caller neither owns the device nor has it shared with them.
     #[error("no permission for this device")]
     Denied,
+    /// The device has as many commands queued or waiting as it may; it stays connected.
+    #[error("device is busy")]
+    Busy,
 }
 
 /// The seam between sessions and delivery.
@@ -154,10 +160,13 @@ impl Router for LocalRouter {
         .to_text();
         let (tx, rx) = oneshot::channel();
         let key = protocol::sequence_key(cmd.sequence);
-        let token = link.add_waiter(key.clone(), tx);
-        if !link.session.deliver(frame.into(), &self.metrics) {
+        let token = link.add_waiter(key.clone(), tx, MAX_PENDING_PER_DEVICE).ok_or(RouteError::Busy)?;
+        if let Err(refused) = link.session.offer(frame.into()) {
             link.remove_waiter(&key, token);
-            return Err(RouteError::Offline);
+            return Err(match refused {
+                Refused::Full => RouteError::Busy,
+                Refused::Closed => RouteError::Offline,
+            });
         }
         self.metrics.commands_routed.fetch_add(1, Ordering::Relaxed);
         Ok(PendingAck::new(rx, link, key, token, audience.owner.clone()))
@@ -180,6 +189,9 @@ impl Router for LocalRouter {
 
     fn attach_device(&self, link: Arc<DeviceLink>) {
         if let Some(old) = self.registry.insert_device(link.clone()) {
+            // The old link's state may be newer than what the store had at register time.
+            let state = old.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            *link.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
             self.metrics.devices_replaced.fetch_add(1, Ordering::Relaxed);
             tracing::info!(device = %link.deviceid, old = %old.session.id, new = %link.session.id, "device connection replaced");
             old.session.close(CloseReason::Replaced);

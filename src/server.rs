@@ -1,27 +1,32 @@
 //! Accept loops for the plain and the TLS listener. Each accepted connection takes a slot of the
-//! node's connection cap, gets a deadline for its TLS handshake and for its request head, and is
-//! served by hyper with upgrades enabled (a WebSocket session keeps the slot until it ends). On
-//! shutdown the loops stop accepting and open HTTP connections are drained gracefully.
+//! node's connection cap, gets deadlines for its TLS handshake, its first request, its request
+//! heads and its idle time between requests, and is served by hyper (HTTP/1.1) with upgrades
+//! enabled (a WebSocket session keeps the slot until it ends). On shutdown the loops stop
+//! accepting and open HTTP connections are drained gracefully.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::Request;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::metrics::Metrics;
 use crate::Hub;
 
-/// Deadline for a TLS handshake and for a request head.
+/// Deadline for a TLS handshake and for a request head once it has started.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A new connection must send its first request within this.
+const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A keep-alive connection may idle this long between requests.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 /// How long open HTTP connections may take to finish on shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -82,31 +87,105 @@ pub async fn serve(hub: Arc<Hub>, listener: TcpListener, tls: Option<TlsAcceptor
     tracing::debug!("listener closed");
 }
 
+/// Requests in flight on one connection and when the last one ended, for the idle deadline.
+struct Activity {
+    started: Instant,
+    in_flight: AtomicUsize,
+    requests: AtomicUsize,
+    /// Milliseconds after `started` at which the last request ended.
+    last_ms: AtomicU64,
+}
+
+/// Counts a request in flight until dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(a: Arc<Activity>) -> Self {
+        a.in_flight.fetch_add(1, Ordering::AcqRel);
+        a.requests.fetch_add(1, Ordering::Relaxed);
+        InFlight(a)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.last_ms.store(self.0.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Activity {
+    /// When to look again: the idle deadline, or soon while a request is in flight (the
+    /// router's timeout bounds the request itself).
+    fn next_check(&self) -> Instant {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            Instant::now() + Duration::from_secs(1)
+        } else {
+            self.idle_deadline()
+        }
+    }
+
+    /// When this connection, if still idle, should be closed.
+    fn idle_deadline(&self) -> Instant {
+        if self.requests.load(Ordering::Relaxed) == 0 {
+            self.started + FIRST_REQUEST_TIMEOUT
+        } else {
+            self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + KEEPALIVE_IDLE
+        }
+    }
+}
+
+/// Serves one HTTP/1.1 connection (WebSocket needs HTTP/1.1; h2 is not offered). A connection
+/// that sends no request within [`FIRST_REQUEST_TIMEOUT`], or idles between requests longer than
+/// [`KEEPALIVE_IDLE`], is closed; a request in flight is bounded by the router's timeout.
 async fn connection<I>(hub: Arc<Hub>, app: axum::Router, io: TokioIo<I>, peer: SocketAddr, slot: ConnSlot)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Arc::new(Activity {
+        started: Instant::now(),
+        in_flight: AtomicUsize::new(0),
+        requests: AtomicUsize::new(0),
+        last_ms: AtomicU64::new(0),
+    });
+    let seen = activity.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(peer);
         req.extensions_mut().insert(slot.clone());
-        app.clone().oneshot(req)
-    });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEAD_TIMEOUT).max_buf_size(64 * 1024);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(64);
-    let conn = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
-            }
+        let guard = InFlight::new(seen.clone());
+        let response = app.clone().oneshot(req);
+        async move {
+            let r = response.await;
+            drop(guard);
+            r
         }
-        _ = hub.shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(64 * 1024)
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                }
+                return;
+            }
+            _ = tokio::time::sleep_until(activity.next_check()) => {
+                if activity.in_flight.load(Ordering::Acquire) == 0 && Instant::now() >= activity.idle_deadline() {
+                    tracing::debug!(%peer, "closing an idle HTTP connection");
+                    break;
+                }
+            }
+            _ = hub.shutdown.cancelled() => break,
         }
     }
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
 }
 
 /// Binds a listener; `port 0` picks a free port (tests).

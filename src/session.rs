@@ -31,11 +31,12 @@ mod handshake;
 /// The socket type every session owns: an upgraded HTTP/1.1 connection, plain or TLS.
 pub type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
-/// Limits for the WebSocket codec: small read buffer, bounded messages and write buffer.
+/// Limits for the WebSocket codec: a small read buffer (it grows only for a larger frame),
+/// bounded messages, and a write buffer that gathers queued frames until the batch's flush.
 pub fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4096)
-        .write_buffer_size(0)
+        .write_buffer_size(16 * 1024)
         .max_write_buffer_size(max_frame_bytes * 4)
         .max_message_size(Some(max_frame_bytes))
         .max_frame_size(Some(max_frame_bytes))

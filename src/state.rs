@@ -2,7 +2,7 @@
 //! [`StateWriter`] saves reported device state in batches, and [`watch_acl`] reloads who may
 //! reach each online device when sharing or ownership changes (also from `switchyard admin`).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ const BATCH_WINDOW: Duration = Duration::from_millis(250);
 #[derive(Clone)]
 pub struct StateWriter {
     tx: mpsc::UnboundedSender<Arc<DeviceLink>>,
+    store: Store,
 }
 
 impl StateWriter {
@@ -28,7 +29,14 @@ impl StateWriter {
     /// only after the sessions that mark devices have ended.
     pub fn start(store: Store, stop: CancellationToken) -> (StateWriter, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (StateWriter { tx }, tokio::spawn(run(store, rx, stop)))
+        (StateWriter { tx, store: store.clone() }, tokio::spawn(run(store, rx, stop)))
+    }
+
+    /// Saves one device's state at once if it is dirty (when its session ends).
+    pub async fn save_now(&self, link: &Arc<DeviceLink>) {
+        if link.dirty.load(Ordering::Acquire) {
+            save(&self.store, vec![link.clone()]).await;
+        }
     }
 
     pub fn mark(&self, link: &Arc<DeviceLink>) {
@@ -70,8 +78,7 @@ async fn save(store: &Store, links: Vec<Arc<DeviceLink>>) {
         .iter()
         .map(|l| {
             l.dirty.store(false, Ordering::Release);
-            let state = l.state.lock().unwrap_or_else(|p| p.into_inner());
-            (l.deviceid.clone(), serde_json::Value::Object(state.clone()).to_string())
+            (l.deviceid.clone(), l.state.lock().unwrap_or_else(|p| p.into_inner()).to_json())
         })
         .collect();
     if let Err(e) = store.save_params(&batch).await {
@@ -80,9 +87,10 @@ async fn save(store: &Store, links: Vec<Arc<DeviceLink>>) {
 }
 
 /// Polls the store's access-control version; when it moves, reloads the audience of every
-/// online device. Ends on `shutdown`.
-pub async fn watch_acl(store: Store, router: Arc<dyn Router>, every: Duration, shutdown: CancellationToken) {
-    let mut seen = store.acl_version().await.unwrap_or(-1);
+/// online device and publishes the new version in `generation` (app sessions drop their cached
+/// list of reachable devices when it changes). Ends on `shutdown`.
+pub async fn watch_acl(store: Store, router: Arc<dyn Router>, generation: Arc<AtomicI64>, every: Duration, shutdown: CancellationToken) {
+    let mut seen = generation.load(Ordering::Acquire);
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
@@ -94,6 +102,7 @@ pub async fn watch_acl(store: Store, router: Arc<dyn Router>, every: Duration, s
             continue;
         }
         seen = version;
+        generation.store(version, Ordering::Release);
         let links = router.devices();
         tracing::debug!(version, devices = links.len(), "sharing changed, reloading audiences");
         for link in links {

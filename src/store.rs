@@ -394,6 +394,16 @@ impl Store {
         Ok(Some(Audience { owner: UserKey::new(owner), sharees: sharees.into_iter().map(UserKey::new).collect() }))
     }
 
+    /// Every device `user` owns or has shared with them.
+    pub async fn reachable(&self, user: &UserKey) -> Result<std::collections::HashSet<DeviceId>> {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT deviceid FROM devices WHERE owner = ? UNION SELECT deviceid FROM shares WHERE apikey = ?")
+            .bind(user.as_str())
+            .bind(user.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(ids.into_iter().map(DeviceId::new).collect())
+    }
+
     /// Writes the latest state of several devices in one transaction.
     pub async fn save_params(&self, batch: &[(DeviceId, String)]) -> Result<()> {
         let mut tx = self.pool.begin().await?;

@@ -91,8 +91,12 @@ impl Env {
             Peer::Mosquitto => {
                 let bin = mosquitto_bin().ok_or_else(|| anyhow!("mosquitto is not installed (run loadtest/install-peers.sh)"))?;
                 let dir = tempfile::Builder::new().prefix("loadtest-mosquitto-").tempdir()?;
-                let port = hub::free_port()?;
+                let (port, plain_port) = (hub::free_port()?, hub::free_port()?);
                 let conf = dir.path().join("mosquitto.conf");
+                // Two quirks of Debian's mosquitto 2.0.11 + libwebsockets, both seen here:
+                // with only a websockets listener it exits ("Unable to start any listening
+                // sockets"), hence the unused plain listener; and `listener PORT 127.0.0.1` makes
+                // libwebsockets bind every interface, while `lo` binds 127.0.0.1 only.
                 std::fs::write(
                     &conf,
                     format!(
@@ -105,7 +109,9 @@ impl Env {
                          set_tcp_nodelay true\n\
                          max_connections -1\n\
                          allow_anonymous true\n\
-                         listener {port} 127.0.0.1\n\
+                         listener {plain_port} 127.0.0.1\n\
+                         protocol mqtt\n\
+                         listener {port} lo\n\
                          protocol websockets\n"
                     ),
                 )?;

@@ -26,6 +26,15 @@ pub fn credential(headers: &HeaderMap) -> Result<Credential<'_>, ApiError> {
     }
 }
 
+/// `X-CK-Nonce` may be absent; when sent it must be 8 letters or digits, as the seed says.
+pub fn check_nonce(headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers.get("x-ck-nonce").map(|v| v.as_bytes()) {
+        None | Some(b"") => Ok(()),
+        Some(n) if n.len() == 8 && n.iter().all(u8::is_ascii_alphanumeric) => Ok(()),
+        Some(_) => Err(ApiError::bad_request("X-CK-Nonce must be 8 letters or digits")),
+    }
+}
+
 fn appid_header(headers: &HeaderMap) -> Option<&str> {
     headers.get("x-ck-appid").and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty())
 }
@@ -33,6 +42,7 @@ fn appid_header(headers: &HeaderMap) -> Option<&str> {
 /// Checks a `Sign` request: a known app id and a signature over the raw body (POST) or the raw
 /// query string (GET).
 pub async fn signed(hub: &Hub, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<AppId, ApiError> {
+    check_nonce(headers)?;
     let appid = appid_header(headers).ok_or_else(|| ApiError::new(407, "missing X-CK-Appid"))?;
     let secret = hub.store.app_secret(appid).await?.ok_or_else(|| ApiError::new(407, "appid not allowed"))?;
     let Credential::Sign(signature) = credential(headers)? else {
@@ -53,6 +63,7 @@ pub struct Caller {
 }
 
 pub async fn bearer(hub: &Hub, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    check_nonce(headers)?;
     let Credential::Bearer(token) = credential(headers)? else {
         return Err(ApiError::new(401, "this route needs a Bearer access token"));
     };

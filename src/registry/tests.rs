@@ -10,8 +10,8 @@ fn waiters_with_the_same_sequence_complete_in_order() {
     let (l, _rx) = link("d1");
     let (tx1, mut rx1) = oneshot::channel();
     let (tx2, mut rx2) = oneshot::channel();
-    l.add_waiter("7".into(), tx1);
-    l.add_waiter("7".into(), tx2);
+    l.add_waiter("7".into(), tx1, 8).unwrap();
+    l.add_waiter("7".into(), tx2, 8).unwrap();
     assert!(l.complete("7", Ack { error: 0, params: None }));
     assert_eq!(rx1.try_recv().unwrap().error, 0);
     assert!(rx2.try_recv().is_err());
@@ -25,11 +25,11 @@ fn waiters_with_the_same_sequence_complete_in_order() {
 fn removed_and_failed_waiters_leave_nothing_behind() {
     let (l, _rx) = link("d1");
     let (tx, _rx1) = oneshot::channel();
-    let t = l.add_waiter("1".into(), tx);
+    let t = l.add_waiter("1".into(), tx, 8).unwrap();
     l.remove_waiter("1", t);
     assert_eq!(l.pending_len(), 0);
     let (tx, mut rx2) = oneshot::channel();
-    l.add_waiter("2".into(), tx);
+    l.add_waiter("2".into(), tx, 8).unwrap();
     l.fail_pending();
     assert!(matches!(rx2.try_recv(), Err(oneshot::error::TryRecvError::Closed)));
 }
@@ -55,4 +55,33 @@ fn a_replaced_device_is_not_removed_by_its_old_session() {
     assert!(!reg.remove_device(&old.deviceid, old.session.id));
     assert_eq!(reg.device(&new.deviceid).unwrap().session.id, new.session.id);
     assert!(reg.remove_device(&new.deviceid, new.session.id));
+}
+
+#[test]
+fn the_pending_table_is_bounded_per_device() {
+    let (l, _rx) = link("d1");
+    let (tx, _r1) = oneshot::channel();
+    l.add_waiter("1".into(), tx, 2).unwrap();
+    let (tx, _r2) = oneshot::channel();
+    l.add_waiter("2".into(), tx, 2).unwrap();
+    let (tx, _r3) = oneshot::channel();
+    assert!(l.add_waiter("3".into(), tx, 2).is_none());
+    let (tx, _r4) = oneshot::channel();
+    assert!(l.add_waiter("2".into(), tx, 2).is_some(), "a second waiter for a waiting sequence still fits");
+}
+
+#[test]
+fn device_state_merges_raw_values_within_its_cap() {
+    let mut s = DeviceState::from_json(r#"{"switch":"off","rssi":-40}"#);
+    let delta: BTreeMap<String, &RawValue> = serde_json::from_str(r#"{"switch":"on","timers":[1,2]}"#).unwrap();
+    s.merge(delta, 1024).unwrap();
+    assert_eq!(s.to_json(), r#"{"rssi":-40,"switch":"on","timers":[1,2]}"#);
+    assert_eq!(s.pick(&["switch".to_owned(), "nope".to_owned()]).unwrap(), r#"{"switch":"on"}"#);
+    assert!(s.pick(&["nope".to_owned()]).is_none());
+    let before = s.to_json();
+    let big = format!(r#"{{"blob":"{}"}}"#, "x".repeat(2000));
+    let delta: BTreeMap<String, &RawValue> = serde_json::from_str(&big).unwrap();
+    assert_eq!(s.merge(delta, 1024), Err(StateTooLarge { limit: 1024 }));
+    assert_eq!(s.to_json(), before, "a refused report changes nothing");
+    assert!(DeviceState::default().pick(&[]).is_none());
 }

@@ -29,7 +29,7 @@ pub struct PendingAck {
 
 struct WaiterGuard {
     link: Arc<DeviceLink>,
-    key: Box<str>,
+    key: Arc<str>,
     token: u64,
 }
 
@@ -40,7 +40,7 @@ impl Drop for WaiterGuard {
 }
 
 impl PendingAck {
-    pub(crate) fn new(rx: oneshot::Receiver<Ack>, link: Arc<DeviceLink>, key: Box<str>, token: u64, owner: UserKey) -> Self {
+    pub(crate) fn new(rx: oneshot::Receiver<Ack>, link: Arc<DeviceLink>, key: Arc<str>, token: u64, owner: UserKey) -> Self {
         PendingAck { rx, guard: WaiterGuard { link, key, token }, owner }
     }
 

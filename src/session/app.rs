@@ -2,6 +2,7 @@
 //! ack in this task (so ending the session drops every wait and its waiter entry), and whatever
 //! the router queues for this user is written out in order.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -26,8 +27,8 @@ struct Done {
     sequence: Box<RawValue>,
     deviceid: DeviceId,
     owner: UserKey,
-    kind: CommandKind,
-    params: Box<RawValue>,
+    /// The command's params when it was an update (echoed to the other sessions on success).
+    params: Option<Box<RawValue>>,
     outcome: Outcome,
 }
 
@@ -45,6 +46,7 @@ pub(super) async fn run(hub: Arc<Hub>, mut ws: Ws, user: UserKey, appid: AppId, 
     let online = send(&mut ws, reply).await;
 
     let mut waits: FuturesUnordered<Wait> = FuturesUnordered::new();
+    let mut reachable: Option<Reachable> = None;
     let mut silence = Silence::new(&hub);
     let heartbeat = tokio::time::sleep_until(silence.deadline());
     tokio::pin!(heartbeat);
@@ -82,7 +84,7 @@ pub(super) async fn run(hub: Arc<Hub>, mut ws: Ws, user: UserKey, appid: AppId, 
             r = read(&mut ws) => {
                 silence.last_seen = Instant::now();
                 let reply = match r {
-                    Read::Text(text) => on_text(&hub, &user, text.as_str(), &mut waits).await,
+                    Read::Text(text) => on_text(&hub, &user, text.as_str(), &mut waits, &mut reachable).await,
                     Read::Binary => Some(reject(&hub, &FrameError::Malformed("binary frame".into()), None)),
                     Read::Nothing => None,
                     Read::TooBig => {
@@ -105,7 +107,13 @@ pub(super) async fn run(hub: Arc<Hub>, mut ws: Ws, user: UserKey, appid: AppId, 
 }
 
 /// Handles one text frame; returns the immediate reply, if any. Routed commands answer later.
-async fn on_text(hub: &Hub, user: &UserKey, text: &str, waits: &mut FuturesUnordered<Wait>) -> Option<String> {
+async fn on_text(
+    hub: &Hub,
+    user: &UserKey,
+    text: &str,
+    waits: &mut FuturesUnordered<Wait>,
+    reachable: &mut Option<Reachable>,
+) -> Option<String> {
     if text == "ping" {
         return Some("pong".to_owned());
     }
@@ -130,7 +138,7 @@ async fn on_text(hub: &Hub, user: &UserKey, text: &str, waits: &mut FuturesUnord
         Some(other) => return Some(reject(hub, &FrameError::UnknownAction(other.to_owned()), Some(&frame))),
         None => return Some(reject(hub, &FrameError::Missing("action"), Some(&frame))),
     };
-    match command(hub, user, kind, &frame, waits).await {
+    match command(hub, user, kind, &frame, waits, reachable).await {
         Ok(()) => None,
         Err(CommandRefused::Bad(e)) => Some(reject(hub, &e, Some(&frame))),
         Err(CommandRefused::Code(code, reason)) => {
@@ -151,6 +159,12 @@ async fn on_text(hub: &Hub, user: &UserKey, text: &str, waits: &mut FuturesUnord
     }
 }
 
+/// The devices this session's user may reach, as of one access-control generation.
+struct Reachable {
+    generation: i64,
+    devices: HashSet<DeviceId>,
+}
+
 enum CommandRefused {
     Bad(FrameError),
     Code(i64, &'static str),
@@ -162,6 +176,7 @@ async fn command(
     kind: CommandKind,
     frame: &Inbound<'_>,
     waits: &mut FuturesUnordered<Wait>,
+    reachable: &mut Option<Reachable>,
 ) -> Result<(), CommandRefused> {
     let deviceid = DeviceId::new(frame.require_deviceid().map_err(CommandRefused::Bad)?);
     let sequence = frame.sequence.ok_or(CommandRefused::Bad(FrameError::Missing("sequence")))?;
@@ -187,25 +202,37 @@ async fn command(
     let pending = match hub.router.command(user, Command { kind, deviceid: &deviceid, sequence, params }) {
         Ok(p) => p,
         Err(RouteError::Denied) => return Err(CommandRefused::Code(406, "no permission for this device")),
+        Err(RouteError::Busy) => return Err(CommandRefused::Code(504, "device is busy")),
         Err(RouteError::Offline) => {
             // Offline: tell a member 504 as the seed says, and anyone else no more than a denial.
-            return Err(match hub.store.audience(&deviceid).await {
-                Ok(Some(a)) if a.contains(user) => CommandRefused::Code(504, "device is offline"),
-                Ok(_) => CommandRefused::Code(406, "no permission for this device"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "store unavailable");
-                    CommandRefused::Code(500, "internal error")
+            // Membership comes from this session's cached list, loaded once per sharing change,
+            // so commands for unknown ids cost no store query each.
+            let generation = hub.acl_generation.load(Ordering::Acquire);
+            if reachable.as_ref().is_none_or(|r| r.generation != generation) {
+                match hub.store.reachable(user).await {
+                    Ok(devices) => *reachable = Some(Reachable { generation, devices }),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "store unavailable");
+                        return Err(CommandRefused::Code(500, "internal error"));
+                    }
                 }
+            }
+            let member = reachable.as_ref().is_some_and(|r| r.devices.contains(&deviceid));
+            return Err(if member {
+                CommandRefused::Code(504, "device is offline")
+            } else {
+                CommandRefused::Code(406, "no permission for this device")
             });
         }
     };
     let owner = pending.owner.clone();
     let deadline = Instant::now() + hub.config.ack_timeout;
     let sequence = sequence.to_owned();
-    let params = params.to_owned();
+    // Only a successful update echoes its params to the other sessions.
+    let params = (kind == CommandKind::Update).then(|| params.to_owned());
     waits.push(Box::pin(async move {
         let outcome = pending.wait(deadline).await;
-        Done { sequence, deviceid, owner, kind, params, outcome }
+        Done { sequence, deviceid, owner, params, outcome }
     }));
     Ok(())
 }
@@ -213,7 +240,7 @@ async fn command(
 /// The reply to the app for a finished wait; a successful update is echoed to the device's other
 /// listeners.
 fn answer(hub: &Hub, done: Done, session: SessionId) -> String {
-    let Done { sequence, deviceid, owner, kind, params, outcome } = done;
+    let Done { sequence, deviceid, owner, params, outcome } = done;
     let mut reply = Outbound {
         deviceid: Some(deviceid.as_str()),
         apikey: Some(owner.as_str()),
@@ -227,8 +254,8 @@ fn answer(hub: &Hub, done: Done, session: SessionId) -> String {
             ack = a;
             reply.error = Some(ack.error);
             reply.params = ack.params.as_deref();
-            if ack.error == 0 && kind == CommandKind::Update {
-                hub.router.echo_command(&deviceid, &params, session);
+            if let (0, Some(params)) = (ack.error, &params) {
+                hub.router.echo_command(&deviceid, params, session);
             }
         }
         Outcome::TimedOut => {

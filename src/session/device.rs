@@ -2,6 +2,7 @@
 //! by the state writer) and fanned out; acks complete the waiting app command; `date` and
 //! `query` are answered here; commands the router queues are written to the device in order.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use super::{read, reject, send, write_batch, write_unless_closed, Read, Silence, Ws};
 use crate::ids::DeviceId;
 use crate::protocol::{self, FrameError, Inbound, Outbound};
-use crate::registry::{Ack, DeviceLink, SessionHandle};
+use crate::registry::{Ack, DeviceLink, DeviceState, SessionHandle};
 use crate::store::Audience;
 use crate::Hub;
 
@@ -22,7 +23,7 @@ pub(super) async fn run(
     deviceid: DeviceId,
     apikey: String,
     audience: Option<Audience>,
-    state: serde_json::Map<String, serde_json::Value>,
+    state: DeviceState,
     reply: String,
 ) {
     let (handle, mut outbox, control) = SessionHandle::new(hub.config.outbox_capacity);
@@ -86,6 +87,8 @@ pub(super) async fn run(
     }
     hub.router.detach_device(&link);
     hub.metrics.device_sessions.fetch_sub(1, Ordering::Relaxed);
+    // Save now rather than with the next batch, so a quick reconnect reads the latest state.
+    hub.state.save_now(&link).await;
     tracing::info!("device offline");
 }
 
@@ -122,10 +125,15 @@ fn on_text(hub: &Hub, link: &Arc<DeviceLink>, apikey: &str, text: &str) -> Optio
                 Ok(p) => p,
                 Err(e) => return Some(reject(hub, &e, Some(&frame))),
             };
-            let Ok(values) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(params.get()) else {
+            let Ok(delta) = serde_json::from_str::<BTreeMap<String, &RawValue>>(params.get()) else {
                 return Some(reject(hub, &FrameError::WrongType("params"), Some(&frame)));
             };
-            link.state.lock().unwrap_or_else(|p| p.into_inner()).extend(values);
+            let merged = link.state.lock().unwrap_or_else(|p| p.into_inner()).merge(delta, hub.config.max_frame_bytes);
+            if let Err(e) = merged {
+                hub.metrics.frames_rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(limit = e.limit, "state report refused: stored state would be too large");
+                return Some(protocol::error_frame(400, "device state would exceed the size limit", frame.sequence));
+            }
             hub.state.mark(link);
             hub.router.report(link, params);
             Some(ok().to_text())
@@ -163,15 +171,7 @@ fn query(link: &DeviceLink, frame: &Inbound<'_>, ok: Outbound<'_>) -> String {
         Some(Ok(keys)) => keys,
         Some(Err(_)) => return protocol::error_frame(400, "field `params` has the wrong type", frame.sequence),
     };
-    let answer = {
-        let state = link.state.lock().unwrap_or_else(|p| p.into_inner());
-        let picked: serde_json::Map<String, serde_json::Value> = if wanted.is_empty() {
-            state.clone()
-        } else {
-            wanted.iter().filter_map(|k| state.get(k).map(|v| (k.clone(), v.clone()))).collect()
-        };
-        (!picked.is_empty()).then(|| protocol::raw(serde_json::Value::Object(picked).to_string()))
-    };
+    let answer = link.state.lock().unwrap_or_else(|p| p.into_inner()).pick(&wanted).map(protocol::raw);
     let params: &RawValue = answer.as_deref().unwrap_or_else(|| protocol::zero());
     Outbound { params: Some(params), ..ok }.to_text()
 }

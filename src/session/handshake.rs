@@ -109,7 +109,7 @@ async fn device_register(hub: Arc<Hub>, mut ws: Ws, frame: &Inbound<'_>) {
     };
     let refusal = match &record {
         None => Some((404, "Not Found")),
-        Some(d) if Some(d.factory_apikey.as_str()) != frame.apikey.as_deref() => Some((403, "Forbidden")),
+        Some(d) if !crate::auth::same_secret(&d.factory_apikey, frame.apikey.as_deref().unwrap_or("")) => Some((403, "Forbidden")),
         Some(d) if d.owner.is_none() && !temporary => Some((403, "Not Registered")),
         Some(_) => None,
     };
@@ -136,9 +136,6 @@ async fn device_register(hub: Arc<Hub>, mut ws: Ws, frame: &Inbound<'_>) {
         ..Default::default()
     };
     let reply = reply.to_text();
-    let state = match serde_json::from_str::<serde_json::Value>(&record.params) {
-        Ok(serde_json::Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
-    };
+    let state = crate::registry::DeviceState::from_json(&record.params);
     device::run(hub, ws, id, apikey, audience, state, reply).await;
 }

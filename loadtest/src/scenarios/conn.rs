@@ -362,7 +362,7 @@ impl WorkerPool {
     /// Waits for every worker's "opened" line and merges them.
     async fn opened(&mut self, pb: &indicatif::ProgressBar) -> Result<super::Opened> {
         let t0 = Instant::now();
-        let mut o = super::Opened { conns: Vec::new(), connect: hist(), errors: BTreeMap::new(), first_errors: Vec::new(), secs: 0.0, remote_ok: 0 };
+        let mut o = super::Opened { conns: Vec::new(), connect: hist(), errors: BTreeMap::new(), first_errors: Vec::new(), secs: 0.0, local_ok: 0, remote_ok: 0 };
         for (_, lines) in &mut self.children {
             let line = lines.next_line().await?.ok_or_else(|| anyhow!("a worker exited before opening its connections"))?;
             let v: serde_json::Value = serde_json::from_str(&line).context("worker output")?;

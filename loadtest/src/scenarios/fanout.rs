@@ -31,15 +31,18 @@ struct Listening {
 }
 
 /// A listening session: records each delivery's latency. On the echo peer, which cannot fan
-/// out, each listener sends its own reports at `echo_rate` and hears them back.
-fn spawn_listener(mut conn: Conn, l: Arc<Listening>, stop: CancellationToken, echo_rate: Option<f64>, pad: String) -> tokio::task::JoinHandle<()> {
+/// out, each listener sends its own reports at `echo.0` per second for `echo.1` and hears them
+/// back.
+fn spawn_listener(mut conn: Conn, l: Arc<Listening>, stop: CancellationToken, echo: Option<(f64, Duration)>, pad: String) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut pacer = echo_rate.map(Pacer::new);
+        let mut pacer = echo.map(|(rate, _)| Pacer::new(rate));
+        let end = Instant::now() + echo.map_or(Duration::ZERO, |e| e.1);
         loop {
+            let sending = pacer.is_some() && Instant::now() < end;
             let wake = pacer.as_ref().map_or_else(|| Instant::now() + Duration::from_secs(3600), |p| p.due_at(p.sent));
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep_until(wake.into()), if pacer.is_some() => {
+                _ = tokio::time::sleep_until(wake.into()), if sending => {
                     let p = pacer.as_mut().expect("checked");
                     for _ in 0..p.due().min(64) {
                         if conn.send_report(now_us(), &pad).await.is_err() {
@@ -143,16 +146,15 @@ pub async fn fanout(env: &Env, args: &RunArgs) -> Result<Report> {
     tokio::time::sleep(Duration::from_millis(300)).await; // let the online sysmsg pass
     let l = Arc::new(Listening::default());
     let stop = CancellationToken::new();
-    let echo_rate = (env.peer == Peer::Echo).then_some(rate);
+    let echo = (env.peer == Peer::Echo).then_some((rate, dur));
     let sessions = o.ok() as u64;
-    let tasks: Vec<_> = o.conns.iter_mut().filter_map(Option::take).map(|c| spawn_listener(c, l.clone(), stop.clone(), echo_rate, pad.clone())).collect();
+    let tasks: Vec<_> = o.conns.iter_mut().filter_map(Option::take).map(|c| spawn_listener(c, l.clone(), stop.clone(), echo, pad.clone())).collect();
     let pb = timed_bar(env.progress, dur, "reports");
     let phase = Phase::start(env.pid(), &[]);
     let reports = match dev.as_mut() {
         Some(d) => publish(d, rate, dur, &pad).await?,
         None => {
             tokio::time::sleep(dur).await;
-            stop.cancel();
             0
         }
     };

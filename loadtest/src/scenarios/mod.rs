@@ -323,13 +323,15 @@ pub struct Opened {
     pub errors: BTreeMap<String, u64>,
     pub first_errors: Vec<String>,
     pub secs: f64,
+    /// How many opened here (they may since have been taken out of `conns`).
+    pub local_ok: usize,
     /// Opened by worker processes (not in `conns`).
     pub remote_ok: usize,
 }
 
 impl Opened {
     pub fn ok(&self) -> usize {
-        self.conns.iter().filter(|c| c.is_some()).count() + self.remote_ok
+        self.local_ok + self.remote_ok
     }
 
     pub fn failed(&self) -> u64 {
@@ -362,13 +364,14 @@ pub async fn open_many(target: &Target, logins: Vec<Login>, index0: usize, total
             });
         }
     });
-    let mut out = Opened { conns: (0..n).map(|_| None).collect(), connect: hist(), errors: BTreeMap::new(), first_errors: Vec::new(), secs: 0.0, remote_ok: 0 };
+    let mut out = Opened { conns: (0..n).map(|_| None).collect(), connect: hist(), errors: BTreeMap::new(), first_errors: Vec::new(), secs: 0.0, local_ok: 0, remote_ok: 0 };
     while let Some((i, took, r)) = rx.recv().await {
         pb.inc(1);
         match r {
             Ok(c) => {
                 out.connect.saturating_record(us(took).max(1));
                 out.conns[i] = Some(c);
+                out.local_ok += 1;
             }
             Err(e) => {
                 *out.errors.entry(e.stage.to_owned()).or_default() += 1;

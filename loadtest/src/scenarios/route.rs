@@ -104,11 +104,13 @@ async fn paced(mut conn: Conn, targets: Vec<(String, String)>, rate: f64, dur: D
                     let seq = seq0 + pacer.sent;
                     let (dev, owner) = &targets[(pacer.sent as usize) % targets.len()];
                     let due = pacer.due_at(pacer.sent);
+                    // Taken before the write: a generator descheduled after its write must not
+                    // make the server look faster than it is (a 504 "before" the deadline).
+                    let t = Instant::now();
                     if let Err(e) = conn.send_command(dev, owner, seq).await {
                         c.failed = Some(format!("sending an update failed: {e}"));
                         return (None, c);
                     }
-                    let t = Instant::now();
                     recs.lag.record(us(t.saturating_duration_since(due)));
                     inflight.insert(seq, t);
                     pacer.sent += 1;
