@@ -43,7 +43,6 @@ pub(super) async fn run(hub: Arc<Hub>, mut ws: Ws, user: UserKey, appid: AppId, 
     tracing::info!(%appid, "app online");
     hub.router.attach_app(&user, handle);
     hub.metrics.app_sessions.fetch_add(1, Ordering::Relaxed);
-    let online = send(&mut ws, reply).await;
 
     let mut waits: FuturesUnordered<Wait> = FuturesUnordered::new();
     let mut reachable: Option<Reachable> = None;
@@ -51,51 +50,56 @@ pub(super) async fn run(hub: Arc<Hub>, mut ws: Ws, user: UserKey, appid: AppId, 
     let heartbeat = tokio::time::sleep_until(silence.deadline());
     tokio::pin!(heartbeat);
 
-    while online {
-        tokio::select! {
-            reason = control.closed() => {
-                tracing::info!(?reason, "app session closed by the hub");
-                super::close_for(&mut ws, reason).await;
-                break;
-            }
-            _ = hub.shutdown.cancelled() => {
-                super::close(&mut ws, CloseCode::Away, "shutting down").await;
-                break;
-            }
-            Some(frame) = outbox.recv() => {
-                if !write_unless_closed(&hub, &control, write_batch(&mut ws, frame, &mut outbox)).await {
+    'session: {
+        if !send(&mut ws, reply).await {
+            break 'session;
+        }
+        loop {
+            tokio::select! {
+                reason = control.closed() => {
+                    tracing::info!(?reason, "app session closed by the hub");
+                    super::close_for(&mut ws, reason).await;
                     break;
                 }
-            }
-            Some(done) = waits.next(), if !waits.is_empty() => {
-                if !write_unless_closed(&hub, &control, send(&mut ws, answer(&hub, done, id))).await {
+                _ = hub.shutdown.cancelled() => {
+                    super::close(&mut ws, CloseCode::Away, "shutting down").await;
                     break;
                 }
-            }
-            _ = &mut heartbeat => {
-                if silence.expired() {
-                    hub.metrics.heartbeat_expired.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!("app silent past its heartbeat, closing");
-                    super::close(&mut ws, CloseCode::Normal, "heartbeat timeout").await;
-                    break;
-                }
-                heartbeat.as_mut().reset(silence.deadline());
-            }
-            r = read(&mut ws) => {
-                silence.last_seen = Instant::now();
-                let reply = match r {
-                    Read::Text(text) => on_text(&hub, &user, text.as_str(), &mut waits, &mut reachable).await,
-                    Read::Binary => Some(reject(&hub, &FrameError::Malformed("binary frame".into()), None)),
-                    Read::Nothing => None,
-                    Read::TooBig => {
-                        super::close(&mut ws, CloseCode::Size, "message too big").await;
+                Some(frame) = outbox.recv() => {
+                    if !write_unless_closed(&hub, &control, write_batch(&mut ws, frame, &mut outbox)).await {
                         break;
                     }
-                    Read::End => break,
-                };
-                if let Some(reply) = reply {
-                    if !write_unless_closed(&hub, &control, send(&mut ws, reply)).await {
+                }
+                Some(done) = waits.next(), if !waits.is_empty() => {
+                    if !write_unless_closed(&hub, &control, send(&mut ws, answer(&hub, done, id))).await {
                         break;
+                    }
+                }
+                _ = &mut heartbeat => {
+                    if silence.expired() {
+                        hub.metrics.heartbeat_expired.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!("app silent past its heartbeat, closing");
+                        super::close(&mut ws, CloseCode::Normal, "heartbeat timeout").await;
+                        break;
+                    }
+                    heartbeat.as_mut().reset(silence.deadline());
+                }
+                r = read(&mut ws) => {
+                    silence.last_seen = Instant::now();
+                    let reply = match r {
+                        Read::Text(text) => on_text(&hub, &user, text.as_str(), &mut waits, &mut reachable).await,
+                        Read::Binary => Some(reject(&hub, &FrameError::Malformed("binary frame".into()), None)),
+                        Read::Nothing => None,
+                        Read::TooBig => {
+                            super::close(&mut ws, CloseCode::Size, "message too big").await;
+                            break;
+                        }
+                        Read::End => break,
+                    };
+                    if let Some(reply) = reply {
+                        if !write_unless_closed(&hub, &control, send(&mut ws, reply)).await {
+                            break;
+                        }
                     }
                 }
             }

@@ -34,52 +34,56 @@ pub(super) async fn run(
     hub.metrics.device_sessions.fetch_add(1, Ordering::Relaxed);
     // Attached first, so a command sent right after the reply already finds the device; such a
     // command waits in the outbox until the loop below writes it.
-    let online = send(&mut ws, reply).await;
 
     let mut silence = Silence::new(&hub);
     let heartbeat = tokio::time::sleep_until(silence.deadline());
     tokio::pin!(heartbeat);
 
-    while online {
-        tokio::select! {
-            reason = control.closed() => {
-                tracing::info!(?reason, "device session closed by the hub");
-                super::close_for(&mut ws, reason).await;
-                break;
-            }
-            _ = hub.shutdown.cancelled() => {
-                super::close(&mut ws, CloseCode::Away, "shutting down").await;
-                break;
-            }
-            Some(frame) = outbox.recv() => {
-                if !write_unless_closed(&hub, &control, write_batch(&mut ws, frame, &mut outbox)).await {
+    'session: {
+        if !send(&mut ws, reply).await {
+            break 'session;
+        }
+        loop {
+            tokio::select! {
+                reason = control.closed() => {
+                    tracing::info!(?reason, "device session closed by the hub");
+                    super::close_for(&mut ws, reason).await;
                     break;
                 }
-            }
-            _ = &mut heartbeat => {
-                if silence.expired() {
-                    hub.metrics.heartbeat_expired.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!("device silent past its heartbeat, closing");
-                    super::close(&mut ws, CloseCode::Normal, "heartbeat timeout").await;
+                _ = hub.shutdown.cancelled() => {
+                    super::close(&mut ws, CloseCode::Away, "shutting down").await;
                     break;
                 }
-                heartbeat.as_mut().reset(silence.deadline());
-            }
-            r = read(&mut ws) => {
-                silence.last_seen = Instant::now();
-                let reply = match r {
-                    Read::Text(text) => on_text(&hub, &link, &apikey, text.as_str()),
-                    Read::Binary => Some(reject(&hub, &FrameError::Malformed("binary frame".into()), None)),
-                    Read::Nothing => None,
-                    Read::TooBig => {
-                        super::close(&mut ws, CloseCode::Size, "message too big").await;
+                Some(frame) = outbox.recv() => {
+                    if !write_unless_closed(&hub, &control, write_batch(&mut ws, frame, &mut outbox)).await {
                         break;
                     }
-                    Read::End => break,
-                };
-                if let Some(reply) = reply {
-                    if !write_unless_closed(&hub, &control, send(&mut ws, reply)).await {
+                }
+                _ = &mut heartbeat => {
+                    if silence.expired() {
+                        hub.metrics.heartbeat_expired.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!("device silent past its heartbeat, closing");
+                        super::close(&mut ws, CloseCode::Normal, "heartbeat timeout").await;
                         break;
+                    }
+                    heartbeat.as_mut().reset(silence.deadline());
+                }
+                r = read(&mut ws) => {
+                    silence.last_seen = Instant::now();
+                    let reply = match r {
+                        Read::Text(text) => on_text(&hub, &link, &apikey, text.as_str()),
+                        Read::Binary => Some(reject(&hub, &FrameError::Malformed("binary frame".into()), None)),
+                        Read::Nothing => None,
+                        Read::TooBig => {
+                            super::close(&mut ws, CloseCode::Size, "message too big").await;
+                            break;
+                        }
+                        Read::End => break,
+                    };
+                    if let Some(reply) = reply {
+                        if !write_unless_closed(&hub, &control, send(&mut ws, reply)).await {
+                            break;
+                        }
                     }
                 }
             }
