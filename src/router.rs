@@ -3,9 +3,10 @@
 //! it, so a broker-backed router can replace [`LocalRouter`] without session code knowing whether
 //! a peer is local. The router never awaits a peer: it queues with `try_send` and returns.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
@@ -14,7 +15,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::ids::{DeviceId, SessionId, UserKey};
 use crate::metrics::Metrics;
 use crate::protocol::{self, Outbound};
-use crate::registry::{CloseReason, DeviceLink, Refused, Registry, SessionHandle};
+use crate::registry::{CloseReason, DeviceLink, DeviceState, Refused, Registry, SessionHandle};
 use crate::store::Audience;
 
 pub mod pending;
@@ -85,6 +86,32 @@ pub trait Router: Send + Sync + 'static {
 pub struct LocalRouter {
     registry: Registry,
     metrics: Arc<Metrics>,
+    /// State of devices that went away in the last [`RECENT_STATE_TTL`]: a device that
+    /// reconnects at once may have read the store before its old session's final save landed.
+    recent: Mutex<RecentStates>,
+}
+
+/// How long a departed device's state is kept for a reconnect; its save lands well within this.
+const RECENT_STATE_TTL: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct RecentStates {
+    by_device: HashMap<DeviceId, (Instant, DeviceState)>,
+    order: VecDeque<(Instant, DeviceId)>,
+}
+
+impl RecentStates {
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, _)) = self.order.front() {
+            if now.duration_since(*at) < RECENT_STATE_TTL {
+                break;
+            }
+            let (at, id) = self.order.pop_front().expect("front exists");
+            if self.by_device.get(&id).is_some_and(|(t, _)| *t == at) {
+                self.by_device.remove(&id);
+            }
+        }
+    }
 }
 
 fn now_secs() -> u64 {
@@ -93,7 +120,7 @@ fn now_secs() -> u64 {
 
 impl LocalRouter {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        LocalRouter { registry: Registry::default(), metrics }
+        LocalRouter { registry: Registry::default(), metrics, recent: Mutex::default() }
     }
 
     pub fn registry(&self) -> &Registry {
@@ -188,6 +215,14 @@ impl Router for LocalRouter {
     }
 
     fn attach_device(&self, link: Arc<DeviceLink>) {
+        let recent = {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            recent.expire(Instant::now());
+            recent.by_device.remove(&link.deviceid).map(|(_, state)| state)
+        };
+        if let Some(state) = recent {
+            *link.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+        }
         if let Some(old) = self.registry.insert_device(link.clone()) {
             // The old link's state may be newer than what the store had at register time.
             let state = old.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -203,6 +238,13 @@ impl Router for LocalRouter {
     fn detach_device(&self, link: &Arc<DeviceLink>) {
         link.fail_pending();
         if self.registry.remove_device(&link.deviceid, link.session.id) {
+            let state = link.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let now = Instant::now();
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            recent.expire(now);
+            recent.by_device.insert(link.deviceid.clone(), (now, state));
+            recent.order.push_back((now, link.deviceid.clone()));
+            drop(recent);
             self.sysmsg(link, false);
         }
     }

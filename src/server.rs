@@ -25,8 +25,9 @@ use crate::Hub;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// A new connection must send its first request within this.
 const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// A keep-alive connection may idle this long between requests.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// A keep-alive connection may idle this long between requests. hyper's header-read timer also
+/// runs while it waits for the next request head, so this cannot usefully exceed HEAD_TIMEOUT.
+const KEEPALIVE_IDLE: Duration = HEAD_TIMEOUT;
 /// How long open HTTP connections may take to finish on shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
