@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::value::RawValue;
 use switchyard::ids::{DeviceId, UserKey};
 use switchyard::metrics::Metrics;
@@ -111,7 +111,8 @@ fn pending(c: &mut Criterion) {
                 RawValue::from_string(format!("\"{n}\"")).unwrap()
             },
             |seq| {
-                let pending = router.command(&owner, Command { kind: CommandKind::Update, deviceid: &id, sequence: &seq, params: &params }).unwrap();
+                let pending =
+                    router.command(&owner, Command { kind: CommandKind::Update, deviceid: &id, sequence: &seq, params: &params }).unwrap();
                 let _ = dev_rx.try_recv();
                 link.complete(&protocol::sequence_key(&seq), Ack { error: 0, params: None });
                 rt.block_on(pending.wait(tokio::time::Instant::now() + std::time::Duration::from_secs(1)))

@@ -222,7 +222,7 @@ pub enum EmulateCommand {
 
 /// Runs an admin command; returns the text for stdout.
 pub async fn admin(args: AdminArgs) -> anyhow::Result<String> {
-    use anyhow::{bail, Context};
+    use anyhow::{Context, bail};
 
     use crate::ids::{DeviceId, UserKey};
     use crate::store::Store;

@@ -80,9 +80,10 @@ impl Settings {
     }
 
     fn get(&self, key: &str) -> &str {
-        self.values.get(key).map(String::as_str).unwrap_or_else(|| {
-            KEYS.iter().find(|(k, _, _)| *k == key).map(|(_, d, _)| *d).unwrap_or("")
-        })
+        self.values
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_else(|| KEYS.iter().find(|(k, _, _)| *k == key).map(|(_, d, _)| *d).unwrap_or(""))
     }
 }
 

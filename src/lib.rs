@@ -21,8 +21,8 @@
 //! See `ARCHITECTURE.md` for how a frame travels from an app to a device and back.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -166,7 +166,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let writer_stop = CancellationToken::new();
     let (state, writer) = StateWriter::start(store.clone(), writer_stop.clone());
     let acl_generation = Arc::new(AtomicI64::new(store.acl_version().await?));
-    let acl = tokio::spawn(state::watch_acl(store.clone(), router.clone(), acl_generation.clone(), Duration::from_secs(2), shutdown.clone()));
+    let acl =
+        tokio::spawn(state::watch_acl(store.clone(), router.clone(), acl_generation.clone(), Duration::from_secs(2), shutdown.clone()));
     let hub = Arc::new(Hub {
         config,
         store,

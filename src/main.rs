@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use switchyard::cli::{Cli, Command, EmulateCommand};
 use switchyard::Config;
+use switchyard::cli::{Cli, Command, EmulateCommand};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -31,7 +31,9 @@ fn main() -> ExitCode {
                 }
                 Err(e) => fail(e),
             },
-            Command::Emulate(EmulateCommand::Device(args)) => switchyard::emulate::device(args).await.map_or_else(fail, |()| ExitCode::SUCCESS),
+            Command::Emulate(EmulateCommand::Device(args)) => {
+                switchyard::emulate::device(args).await.map_or_else(fail, |()| ExitCode::SUCCESS)
+            }
             Command::Emulate(EmulateCommand::App(args)) => {
                 switchyard::emulate::app(args).await.map_or_else(fail, |code| ExitCode::from(code as u8))
             }
@@ -79,7 +81,7 @@ async fn serve(args: switchyard::cli::ServeArgs) -> ExitCode {
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}

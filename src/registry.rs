@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::ids::{DeviceId, SessionId, UserKey};
@@ -144,12 +144,7 @@ pub struct DeviceLink {
 }
 
 impl DeviceLink {
-    pub fn new(
-        deviceid: DeviceId,
-        session: SessionHandle,
-        audience: Option<Audience>,
-        state: DeviceState,
-    ) -> Self {
+    pub fn new(deviceid: DeviceId, session: SessionHandle, audience: Option<Audience>, state: DeviceState) -> Self {
         DeviceLink {
             deviceid,
             session,

@@ -5,12 +5,12 @@
 //! accepting and open HTTP connections are drained gracefully.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::metrics::Metrics;
 use crate::Hub;
+use crate::metrics::Metrics;
 
 /// Deadline for a TLS handshake and for a request head once it has started.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -119,11 +119,7 @@ impl Activity {
     /// When to look again: the idle deadline, or soon while a request is in flight (the
     /// router's timeout bounds the request itself).
     fn next_check(&self) -> Instant {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            Instant::now() + Duration::from_secs(1)
-        } else {
-            self.idle_deadline()
-        }
+        if self.in_flight.load(Ordering::Acquire) > 0 { Instant::now() + Duration::from_secs(1) } else { self.idle_deadline() }
     }
 
     /// When this connection, if still idle, should be closed.

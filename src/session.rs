@@ -5,8 +5,8 @@
 //! consumer, replaced device) or on shutdown.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -14,15 +14,15 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
-use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
+use crate::Hub;
 use crate::protocol::{self, FrameError, HbConfig, Inbound};
 use crate::registry::{CloseReason, Control};
-use crate::Hub;
 
 mod app;
 mod device;
@@ -44,7 +44,8 @@ pub fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
 
 /// Runs a session on an upgraded socket until it ends.
 pub async fn run(hub: Arc<Hub>, ws: Ws, peer: SocketAddr) {
-    let span = tracing::info_span!("ws", %peer, session = tracing::field::Empty, device = tracing::field::Empty, user = tracing::field::Empty);
+    let span =
+        tracing::info_span!("ws", %peer, session = tracing::field::Empty, device = tracing::field::Empty, user = tracing::field::Empty);
     handshake::run(hub, ws).instrument(span).await;
 }
 

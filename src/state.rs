@@ -2,8 +2,8 @@
 //! [`StateWriter`] saves reported device state in batches, and [`watch_acl`] reloads who may
 //! reach each online device when sharing or ownership changes (also from `switchyard admin`).
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::ids::{AppId, DeviceId, UserKey};
 
@@ -120,8 +120,7 @@ fn unique_violation(e: &sqlx::Error) -> bool {
 impl Store {
     /// Opens (creating if needed) the SQLite store in `data_dir` and applies migrations.
     pub async fn open(data_dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
         let path = data_dir.join("switchyard.db");
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
             .create_if_missing(true)
@@ -186,11 +185,7 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(|e| {
-            if unique_violation(&e) {
-                StoreError::Conflict(format!("user {}", email.as_deref().or(phone).unwrap_or("")))
-            } else {
-                e.into()
-            }
+            if unique_violation(&e) { StoreError::Conflict(format!("user {}", email.as_deref().or(phone).unwrap_or(""))) } else { e.into() }
         })?;
         Ok(UserKey::new(apikey))
     }
@@ -281,7 +276,13 @@ impl Store {
 
     /// Exchanges a refresh token for a new pair; the old pair stops working at once. With
     /// `bound_at`, the access token must belong to the same pair as `rt`.
-    pub async fn refresh(&self, rt: &str, bound_at: Option<&str>, at_ttl: Duration, rt_ttl: Duration) -> Result<(TokenCheck, Option<TokenPair>)> {
+    pub async fn refresh(
+        &self,
+        rt: &str,
+        bound_at: Option<&str>,
+        at_ttl: Duration,
+        rt_ttl: Duration,
+    ) -> Result<(TokenCheck, Option<TokenPair>)> {
         let (check, pair_id) = self.check(rt, "rt").await?;
         let TokenCheck::Valid { apikey, appid } = &check else { return Ok((check, None)) };
         if let Some(at) = bound_at {
@@ -322,19 +323,17 @@ impl Store {
         owner: Option<&UserKey>,
         name: &str,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO devices (deviceid, factory_apikey, model, uiid, owner, name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(deviceid.as_str())
-        .bind(factory_apikey)
-        .bind(model)
-        .bind(uiid)
-        .bind(owner.map(UserKey::as_str))
-        .bind(name)
-        .bind(now_secs())
-        .execute(&self.pool)
-        .await
-        .map_err(|e| if unique_violation(&e) { StoreError::Conflict(format!("device {deviceid}")) } else { e.into() })?;
+        sqlx::query("INSERT INTO devices (deviceid, factory_apikey, model, uiid, owner, name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            .bind(deviceid.as_str())
+            .bind(factory_apikey)
+            .bind(model)
+            .bind(uiid)
+            .bind(owner.map(UserKey::as_str))
+            .bind(name)
+            .bind(now_secs())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| if unique_violation(&e) { StoreError::Conflict(format!("device {deviceid}")) } else { e.into() })?;
         self.bump_acl().await
     }
 
@@ -396,11 +395,12 @@ impl Store {
 
     /// Every device `user` owns or has shared with them.
     pub async fn reachable(&self, user: &UserKey) -> Result<std::collections::HashSet<DeviceId>> {
-        let ids: Vec<String> = sqlx::query_scalar("SELECT deviceid FROM devices WHERE owner = ? UNION SELECT deviceid FROM shares WHERE apikey = ?")
-            .bind(user.as_str())
-            .bind(user.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT deviceid FROM devices WHERE owner = ? UNION SELECT deviceid FROM shares WHERE apikey = ?")
+                .bind(user.as_str())
+                .bind(user.as_str())
+                .fetch_all(&self.pool)
+                .await?;
         Ok(ids.into_iter().map(DeviceId::new).collect())
     }
 
@@ -408,11 +408,7 @@ impl Store {
     pub async fn save_params(&self, batch: &[(DeviceId, String)]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for (deviceid, params) in batch {
-            sqlx::query("UPDATE devices SET params = ? WHERE deviceid = ?")
-                .bind(params)
-                .bind(deviceid.as_str())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query("UPDATE devices SET params = ? WHERE deviceid = ?").bind(params).bind(deviceid.as_str()).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

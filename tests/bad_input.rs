@@ -6,11 +6,11 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Client, TestHub, TestUser, APPID};
+use common::{APPID, Client, TestHub, TestUser};
 use futures_util::SinkExt;
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const DEV: &str = "1000000001";
 const HEALTHY_DEV: &str = "2000000002";
@@ -124,8 +124,16 @@ async fn bad_app_frames_get_400_and_the_session_stays_up() {
         ("sequence an object", json!({"action":"update","deviceid":DEV,"apikey":key,"sequence":{},"params":{}}).to_string(), None),
         ("sequence a bool", json!({"action":"update","deviceid":DEV,"apikey":key,"sequence":true,"params":{}}).to_string(), None),
         ("action a number", json!({"action":1,"deviceid":DEV,"sequence":"2","params":{}}).to_string(), None),
-        ("update without deviceid", json!({"action":"update","apikey":key,"sequence":"3","params":{"switch":"on"}}).to_string(), Some(r#""3""#)),
-        ("update with empty deviceid", json!({"action":"update","deviceid":"","sequence":"4","params":{"switch":"on"}}).to_string(), Some(r#""4""#)),
+        (
+            "update without deviceid",
+            json!({"action":"update","apikey":key,"sequence":"3","params":{"switch":"on"}}).to_string(),
+            Some(r#""3""#),
+        ),
+        (
+            "update with empty deviceid",
+            json!({"action":"update","deviceid":"","sequence":"4","params":{"switch":"on"}}).to_string(),
+            Some(r#""4""#),
+        ),
         ("update without sequence", json!({"action":"update","deviceid":DEV,"apikey":key,"params":{"switch":"on"}}).to_string(), None),
         ("update without params", json!({"action":"update","deviceid":DEV,"apikey":key,"sequence":5}).to_string(), Some("5")),
         ("update with string params", json!({"action":"update","deviceid":DEV,"sequence":6,"params":"on"}).to_string(), Some("6")),
@@ -161,7 +169,11 @@ async fn bad_device_frames_get_400_and_the_session_stays_up() {
         ("sequence an object", json!({"action":"update","deviceid":DEV,"sequence":{},"params":{"switch":"on"}}).to_string(), None),
         ("update without params", json!({"action":"update","deviceid":DEV,"apikey":key,"sequence":"1"}).to_string(), Some(r#""1""#)),
         ("update with list params", json!({"action":"update","deviceid":DEV,"apikey":key,"params":[1]}).to_string(), None),
-        ("query with object params", json!({"action":"query","deviceid":DEV,"apikey":key,"sequence":2,"params":{"a":1}}).to_string(), Some("2")),
+        (
+            "query with object params",
+            json!({"action":"query","deviceid":DEV,"apikey":key,"sequence":2,"params":{"a":1}}).to_string(),
+            Some("2"),
+        ),
         ("unknown action", json!({"action":"explode","deviceid":DEV,"apikey":key,"sequence":3}).to_string(), Some("3")),
         ("neither action nor error", json!({"deviceid":DEV,"apikey":key,"sequence":4}).to_string(), Some("4")),
     ];
@@ -185,7 +197,9 @@ async fn bad_device_frames_get_400_and_the_session_stays_up() {
 #[tokio::test]
 async fn a_frame_over_the_size_limit_closes_with_1009() {
     let (hub, alice, mut app, mut dev, mut healthy) = hub_with_alice().await;
-    let big = |c: char| json!({"action":"update","deviceid":DEV,"apikey":alice.apikey.as_str(),"sequence":"big","params":{"blob":c.to_string().repeat(BIG)}}).to_string();
+    let big = |c: char| {
+        json!({"action":"update","deviceid":DEV,"apikey":alice.apikey.as_str(),"sequence":"big","params":{"blob":c.to_string().repeat(BIG)}}).to_string()
+    };
 
     // Just under the limit is fine.
     let fits = json!({"action":"update","deviceid":DEV,"sequence":"fits","params":{"blob":"x".repeat(60 * 1024)}}).to_string();
@@ -212,7 +226,12 @@ async fn a_first_frame_that_is_not_a_handshake_gets_an_error_and_a_close() {
     let hub = TestHub::start().await;
     let mut healthy = Healthy::start(&hub).await;
     let cases: Vec<(&str, String, Option<&str>)> = vec![
-        ("update", json!({"action":"update","deviceid":HEALTHY_DEV,"apikey":healthy.bob.apikey.as_str(),"sequence":"1","params":{"switch":"off"}}).to_string(), Some(r#""1""#)),
+        (
+            "update",
+            json!({"action":"update","deviceid":HEALTHY_DEV,"apikey":healthy.bob.apikey.as_str(),"sequence":"1","params":{"switch":"off"}})
+                .to_string(),
+            Some(r#""1""#),
+        ),
         ("query", json!({"action":"query","deviceid":HEALTHY_DEV,"sequence":2}).to_string(), Some("2")),
         ("no action", json!({"deviceid":HEALTHY_DEV}).to_string(), None),
         ("ping", "ping".to_owned(), None),
@@ -245,12 +264,7 @@ async fn user_online_refusals() {
     let mut healthy = Healthy::start(&hub).await;
     let alice = hub.user("alice@example.com").await;
     let bob = healthy.bob.clone();
-    let expired = hub
-        .hub
-        .store
-        .issue_tokens(&alice.apikey, APPID, Duration::ZERO, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let expired = hub.hub.store.issue_tokens(&alice.apikey, APPID, Duration::ZERO, Duration::from_secs(60)).await.unwrap();
     let issued = std::time::Instant::now();
 
     let mut missing_at = user_online("", alice.apikey.as_str(), APPID);
@@ -343,14 +357,13 @@ async fn register_refusals_and_tmp_reg() {
 async fn a_device_speaking_for_another_deviceid_gets_406_and_stays_up() {
     let (hub, alice, mut app, mut dev, mut healthy) = hub_with_alice().await;
     let bob_key = healthy.bob.apikey.as_str().to_owned();
-    dev.send(json!({"userAgent":"device","apikey":bob_key,"deviceid":HEALTHY_DEV,"action":"update","sequence":"s","params":{"switch":"off"}}))
-        .await;
+    dev.send(
+        json!({"userAgent":"device","apikey":bob_key,"deviceid":HEALTHY_DEV,"action":"update","sequence":"s","params":{"switch":"off"}}),
+    )
+    .await;
     assert_error(&dev.recv_text().await, 406, Some(r#""s""#), "update for another device");
     // An ack in another device's name does not complete that device's pending command.
-    healthy
-        .app
-        .send(json!({"action":"update","deviceid":HEALTHY_DEV,"apikey":bob_key,"sequence":"b1","params":{"switch":"on"}}))
-        .await;
+    healthy.app.send(json!({"action":"update","deviceid":HEALTHY_DEV,"apikey":bob_key,"sequence":"b1","params":{"switch":"on"}})).await;
     assert_eq!(healthy.dev.recv().await["sequence"], "b1");
     dev.send(json!({"error":0,"deviceid":HEALTHY_DEV,"apikey":bob_key,"sequence":"b1"})).await;
     assert_error(&dev.recv_text().await, 406, Some(r#""b1""#), "ack for another device");
@@ -404,8 +417,10 @@ async fn a_slow_consumer_is_closed_without_holding_up_anyone_else() {
     let blob = "x".repeat(8 * 1024);
     let mut closed_at = None;
     for i in 0..2000 {
-        dev.send(json!({"userAgent":"device","apikey":alice.apikey.as_str(),"deviceid":DEV,"action":"update","params":{"n":i,"blob":blob}}))
-            .await;
+        dev.send(
+            json!({"userAgent":"device","apikey":alice.apikey.as_str(),"deviceid":DEV,"action":"update","params":{"n":i,"blob":blob}}),
+        )
+        .await;
         assert_eq!(dev.recv().await["error"], 0, "report {i}");
         let r = reader.recv().await;
         assert_eq!(r["params"]["n"], i, "the reading session got every report in order");

@@ -102,7 +102,8 @@ fn serve_reports_invalid_environment_values() {
 
     // A flag overrides the variable: then the variable's bad value does not matter, and the
     // remaining problem (from another variable) is still found.
-    let mut cmd = command(&["serve", "--data-dir", data.to_str().unwrap(), "--http", "127.0.0.1:0", "--https", "off", "--ack-timeout-ms", "500"]);
+    let mut cmd =
+        command(&["serve", "--data-dir", data.to_str().unwrap(), "--http", "127.0.0.1:0", "--https", "off", "--ack-timeout-ms", "500"]);
     cmd.env("SWITCHYARD_ACK_TIMEOUT_MS", "abc").env("SWITCHYARD_REGION", "moon");
     let out = run(cmd);
     assert!(!out.success(), "{out}");
@@ -122,7 +123,9 @@ fn help_lists_commands_and_flags() {
 
     let serve = sy(&["serve", "--help"]);
     assert!(serve.success(), "{serve}");
-    for flag in ["--data-dir", "--http ", "--https", "--ack-timeout-ms", "--hb-interval-secs", "--config", "--tls-cert", "--tls-key", "--region"] {
+    for flag in
+        ["--data-dir", "--http ", "--https", "--ack-timeout-ms", "--hb-interval-secs", "--config", "--tls-cert", "--tls-key", "--region"]
+    {
         assert!(serve.stdout.contains(flag), "`serve --help` does not mention {flag}\n{serve}");
     }
     // Every flag names its environment variable.
@@ -221,7 +224,10 @@ async fn admin_devices_owners_and_shares() {
     let owner = admin_ok(dir.path(), &["user", "add", "--email", "owner@example.com", "--password", "pass1234"]).trim().to_owned();
     let friend = admin_ok(dir.path(), &["user", "add", "--email", "friend@example.com", "--password", "pass1234"]).trim().to_owned();
 
-    let out = admin_ok(dir.path(), &["device", "add", "--deviceid", "1000000001", "--factory-apikey", "fkey-1", "--model", "EMU-SW1", "--owner", "owner@example.com"]);
+    let out = admin_ok(
+        dir.path(),
+        &["device", "add", "--deviceid", "1000000001", "--factory-apikey", "fkey-1", "--model", "EMU-SW1", "--owner", "owner@example.com"],
+    );
     assert!(out.contains("1000000001") && out.contains(&owner), "{out}");
     let out = admin_ok(dir.path(), &["device", "add", "--deviceid", "1000000002", "--factory-apikey", "fkey-2"]);
     assert!(out.contains("not bound"), "{out}");

@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Client, TestHub, TestUser, APPID, PASSWORD, SECRET};
+use common::{APPID, Client, PASSWORD, SECRET, TestHub, TestUser};
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -142,7 +142,9 @@ fn is_complete_response(bytes: &[u8]) -> bool {
     let Some(head_end) = text.find("\r\n\r\n") else { return false };
     let len = text[..head_end]
         .lines()
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.trim().parse::<usize>().unwrap()))
+        .find_map(|l| {
+            l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.trim().parse::<usize>().unwrap())
+        })
         .unwrap_or(0);
     bytes.len() >= head_end + 4 + len
 }
@@ -218,7 +220,10 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_time() {
     assert!(end.error.is_none(), "expected a clean EOF, got {:?}", end.error);
     assert!(end.bytes.is_empty(), "nothing is sent to an idle connection: {}", end.text());
     // KEEPALIVE_IDLE is 10 s (hyper's header-read timer also runs between requests).
-    assert!(waited >= Duration::from_secs(9), "an idle keep-alive connection was closed after only {waited:?} of paused time (KEEPALIVE_IDLE is 10 s)");
+    assert!(
+        waited >= Duration::from_secs(9),
+        "an idle keep-alive connection was closed after only {waited:?} of paused time (KEEPALIVE_IDLE is 10 s)"
+    );
     assert!(waited < Duration::from_secs(45), "closed only after {waited:?} of paused time");
     hub.stop().await;
 }
@@ -692,7 +697,8 @@ async fn raw_exchange(addr: SocketAddr, head: String, body: Vec<u8>) -> RawEnd {
 async fn a_body_over_one_mib_gets_413_with_the_envelope() {
     let hub = TestHub::start().await;
     hub.user("big@example.com").await;
-    let body = json!({"email": "big@example.com", "password": PASSWORD, "pad": "x".repeat(switchyard::http::MAX_BODY_BYTES + 1024)}).to_string();
+    let body =
+        json!({"email": "big@example.com", "password": PASSWORD, "pad": "x".repeat(switchyard::http::MAX_BODY_BYTES + 1024)}).to_string();
     let head = format!(
         "POST /v2/user/login HTTP/1.1\r\nHost: localhost\r\nX-CK-Appid: {APPID}\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         sign(&body),
@@ -700,7 +706,12 @@ async fn a_body_over_one_mib_gets_413_with_the_envelope() {
     );
     let end = raw_exchange(hub.http, head, body.into_bytes()).await;
     let text = end.text();
-    assert!(text.starts_with("HTTP/1.1 413"), "expected HTTP 413, got {:?} (read ended with {:?})", &text[..text.len().min(300)], end.error);
+    assert!(
+        text.starts_with("HTTP/1.1 413"),
+        "expected HTTP 413, got {:?} (read ended with {:?})",
+        &text[..text.len().min(300)],
+        end.error
+    );
     let json_start = text.find("\r\n\r\n").map(|i| i + 4).unwrap_or_else(|| panic!("no head end in {text:?}"));
     let v = parse(&text[json_start..]);
     assert_eq!(v["error"], 413, "{v}");

@@ -6,9 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestHub, APPID, PASSWORD, SECRET};
+use common::{APPID, PASSWORD, SECRET, TestHub};
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// A response as the test sees it: HTTP status and the body parsed as JSON (Null when it is not).
 struct Reply {

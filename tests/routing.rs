@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use common::{Client, TestHub, TestUser};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use switchyard::Settings;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const DEV: &str = "1000000001";
 
@@ -559,11 +559,12 @@ async fn a_device_query_is_answered_from_stored_params() {
     assert!(t.contains(r#""params":0"#), "{t}");
     assert_eq!(parse(&t)["error"], 0, "{t}");
 
-    dev.send(json!({"userAgent":"device","apikey":alice.apikey.as_str(),"deviceid":DEV,"action":"update","params":{"switch":"on","rssi":-31}}))
-        .await;
+    dev.send(
+        json!({"userAgent":"device","apikey":alice.apikey.as_str(),"deviceid":DEV,"action":"update","params":{"switch":"on","rssi":-31}}),
+    )
+    .await;
     assert_eq!(dev.recv().await["error"], 0);
-    dev.send(json!({"userAgent":"device","apikey":alice.apikey.as_str(),"deviceid":DEV,"action":"update","params":{"switch":"off"}}))
-        .await;
+    dev.send(json!({"userAgent":"device","apikey":alice.apikey.as_str(),"deviceid":DEV,"action":"update","params":{"switch":"off"}})).await;
     assert_eq!(dev.recv().await["error"], 0);
 
     dev.send(q(Some(json!(["switch", "timers"])))).await;
@@ -582,8 +583,10 @@ async fn a_device_query_is_answered_from_stored_params() {
 #[tokio::test]
 async fn reported_state_is_saved_and_survives_a_stop() {
     let (mut hub, alice, mut dev, app) = owned(|s| s).await;
-    dev.send(json!({"userAgent":"device","apikey":alice.apikey.as_str(),"deviceid":DEV,"action":"update","params":{"switch":"on","rssi":-40}}))
-        .await;
+    dev.send(
+        json!({"userAgent":"device","apikey":alice.apikey.as_str(),"deviceid":DEV,"action":"update","params":{"switch":"on","rssi":-40}}),
+    )
+    .await;
     assert_eq!(dev.recv().await["error"], 0);
     drop((dev, app));
 

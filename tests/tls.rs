@@ -6,10 +6,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Client, TestHub, APPID};
-use rustls_pki_types::pem::PemObject;
+use common::{APPID, Client, TestHub};
 use rustls_pki_types::CertificateDer;
-use serde_json::{json, Value};
+use rustls_pki_types::pem::PemObject;
+use serde_json::{Value, json};
 
 const DEV: &str = "1000000001";
 
@@ -73,14 +73,7 @@ async fn a_full_round_trip_over_wss_and_dispatch_over_https() {
         .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
         .build()
         .unwrap();
-    let d: Value = https
-        .get(format!("https://localhost:{}/dispatch/app", hub.https.port()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let d: Value = https.get(format!("https://localhost:{}/dispatch/app", hub.https.port())).send().await.unwrap().json().await.unwrap();
     assert_eq!(d["error"], 0, "{d}");
     assert_eq!(d["reason"], "ok", "{d}");
     assert!(d["IP"].as_str().is_some_and(|ip| !ip.is_empty()), "{d}");
@@ -91,7 +84,8 @@ async fn a_full_round_trip_over_wss_and_dispatch_over_https() {
     // certificate cannot talk to it either.
     let plain = hub.http_client().get(format!("http://{}/dispatch/app", hub.https)).send().await;
     assert!(plain.is_err(), "plain HTTP on the TLS port answered: {plain:?}");
-    let untrusting = reqwest::Client::builder().timeout(Duration::from_secs(10)).tls_certs_only(Vec::<reqwest::Certificate>::new()).build().unwrap();
+    let untrusting =
+        reqwest::Client::builder().timeout(Duration::from_secs(10)).tls_certs_only(Vec::<reqwest::Certificate>::new()).build().unwrap();
     let r = untrusting.get(format!("https://localhost:{}/dispatch/app", hub.https.port())).send().await;
     assert!(r.is_err(), "an untrusted certificate was accepted: {r:?}");
 

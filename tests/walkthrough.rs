@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use procs::{admin_ok, command, free_port, is_uuid, run, Proc, WAIT};
+use procs::{Proc, WAIT, admin_ok, command, free_port, is_uuid, run};
 use serde_json::Value;
 
 const APPID: &str = "walk-app";
@@ -60,7 +60,8 @@ fn emulate_app(cwd: &Path, server: &str, ca: &Path, extra: &[&str]) -> std::proc
 }
 
 fn emulate_app_as(cwd: &Path, server: &str, ca: &Path, password: &str, extra: &[&str]) -> std::process::Command {
-    let mut args = vec!["emulate", "app", "--appid", APPID, "--secret", SECRET, "--email", EMAIL, "--password", password, "--server", server];
+    let mut args =
+        vec!["emulate", "app", "--appid", APPID, "--secret", SECRET, "--email", EMAIL, "--password", password, "--server", server];
     if server.starts_with("https://") {
         args.extend(["--ca", ca.to_str().unwrap()]);
     }
@@ -106,14 +107,28 @@ fn readme_walkthrough() {
 
     let apikey = admin_ok(&data, &["user", "add", "--email", EMAIL, "--password", PASSWORD]).trim().to_owned();
     assert!(is_uuid(&apikey), "{apikey}");
-    let added = admin_ok(&data, &["device", "add", "--deviceid", DEVICEID, "--factory-apikey", FACTORY_KEY, "--model", "SW1", "--owner", EMAIL, "--name", "Lamp"]);
+    let added = admin_ok(
+        &data,
+        &["device", "add", "--deviceid", DEVICEID, "--factory-apikey", FACTORY_KEY, "--model", "SW1", "--owner", EMAIL, "--name", "Lamp"],
+    );
     assert!(added.contains(&apikey), "{added}");
 
     let https_url = format!("https://127.0.0.1:{p_https}");
     let http_url = format!("http://127.0.0.1:{p_http}");
 
     // The device: dispatch and register over TLS, trusting the generated certificate.
-    let mut dev_cmd = command(&["emulate", "device", "--deviceid", DEVICEID, "--factory-apikey", FACTORY_KEY, "--server", &https_url, "--ca", ca.to_str().unwrap()]);
+    let mut dev_cmd = command(&[
+        "emulate",
+        "device",
+        "--deviceid",
+        DEVICEID,
+        "--factory-apikey",
+        FACTORY_KEY,
+        "--server",
+        &https_url,
+        "--ca",
+        ca.to_str().unwrap(),
+    ]);
     dev_cmd.current_dir(cwd);
     let mut device = Proc::spawn("device", dev_cmd);
     let registered = json_line(&device.wait_line("a registered event", |l| is_event(l, "registered")));
@@ -158,8 +173,24 @@ fn readme_walkthrough() {
     admin_ok(&data, &["device", "share", "--deviceid", DEVICEID, "--with", "bob@example.com"]);
     let bob_update = || {
         let mut c = command(&[
-            "emulate", "app", "--appid", APPID, "--secret", SECRET, "--email", "bob@example.com", "--password", PASSWORD,
-            "--server", &http_url, "--update", DEVICEID, "--params", r#"{"switch":"off"}"#, "--shared-by", &apikey,
+            "emulate",
+            "app",
+            "--appid",
+            APPID,
+            "--secret",
+            SECRET,
+            "--email",
+            "bob@example.com",
+            "--password",
+            PASSWORD,
+            "--server",
+            &http_url,
+            "--update",
+            DEVICEID,
+            "--params",
+            r#"{"switch":"off"}"#,
+            "--shared-by",
+            &apikey,
         ]);
         c.current_dir(cwd);
         run(c)

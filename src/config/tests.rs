@@ -11,11 +11,7 @@ fn defaults_resolve() {
 
 #[test]
 fn every_bad_value_is_reported_at_once() {
-    let s = Settings::new()
-        .set("http", "nonsense")
-        .set("ack_timeout_ms", "abc")
-        .set("hb_interval_secs", "0")
-        .set("region", "mars");
+    let s = Settings::new().set("http", "nonsense").set("ack_timeout_ms", "abc").set("hb_interval_secs", "0").set("region", "mars");
     let err = Config::resolve(&s).unwrap_err();
     assert_eq!(err.0.len(), 4, "{err}");
 }

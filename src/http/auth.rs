@@ -4,10 +4,10 @@
 use axum::http::{HeaderMap, Method, Uri};
 
 use super::error::ApiError;
+use crate::Hub;
 use crate::auth::verify_sign;
 use crate::ids::{AppId, UserKey};
 use crate::store::TokenCheck;
-use crate::Hub;
 
 pub enum Credential<'a> {
     Sign(&'a str),
@@ -15,10 +15,8 @@ pub enum Credential<'a> {
 }
 
 pub fn credential(headers: &HeaderMap) -> Result<Credential<'_>, ApiError> {
-    let value = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::new(401, "missing Authorization header"))?;
+    let value =
+        headers.get("authorization").and_then(|v| v.to_str().ok()).ok_or_else(|| ApiError::new(401, "missing Authorization header"))?;
     match value.split_once(' ') {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("sign") => Ok(Credential::Sign(rest.trim())),
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Credential::Bearer(rest.trim())),

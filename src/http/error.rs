@@ -2,9 +2,9 @@
 //! `{"error":N,"msg":"…","data":{}}` with HTTP status 200, as the cloud answers; internal errors
 //! are logged here and never shown to the client.
 
-use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
 
 use crate::store::StoreError;
 

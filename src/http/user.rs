@@ -2,17 +2,17 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
-use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use super::auth::{bearer, credential, signed, Credential};
-use super::error::{ok, ApiError};
-use crate::store::{TokenCheck, User};
+use super::auth::{Credential, bearer, credential, signed};
+use super::error::{ApiError, ok};
 use crate::Hub;
+use crate::store::{TokenCheck, User};
 
 /// The seed's user object.
 pub fn user_json(user: &User) -> Value {
@@ -54,7 +54,13 @@ struct Login {
     lang: Option<String>,
 }
 
-pub async fn login(State(hub): State<Arc<Hub>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn login(
+    State(hub): State<Arc<Hub>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let appid = signed(&hub, &method, &uri, &headers, &body).await?;
     let req: Login = parse_body(&body)?;
     if let Some(cc) = &req.country_code {
@@ -87,7 +93,13 @@ struct Refresh {
     rt: String,
 }
 
-pub async fn refresh(State(hub): State<Arc<Hub>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn refresh(
+    State(hub): State<Arc<Hub>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     // Either a Sign, or the access token being replaced (expired is fine: that is the point),
     // which must belong to the same pair as the refresh token.
     let bound_at = match credential(&headers)? {

@@ -5,22 +5,22 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::{read, reject, send, write_batch, write_unless_closed, Read, Silence, Ws};
+use super::{Read, Silence, Ws, read, reject, send, write_batch, write_unless_closed};
+use crate::Hub;
 use crate::ids::{AppId, DeviceId, SessionId, UserKey};
 use crate::protocol::{self, FrameError, Inbound, Outbound};
 use crate::registry::SessionHandle;
 use crate::router::pending::Outcome;
 use crate::router::{Command, CommandKind, RouteError};
-use crate::Hub;
 
 /// A finished wait: what to tell the app.
 struct Done {
@@ -245,12 +245,8 @@ async fn command(
 /// listeners.
 fn answer(hub: &Hub, done: Done, session: SessionId) -> String {
     let Done { sequence, deviceid, owner, params, outcome } = done;
-    let mut reply = Outbound {
-        deviceid: Some(deviceid.as_str()),
-        apikey: Some(owner.as_str()),
-        sequence: Some(&sequence),
-        ..Default::default()
-    };
+    let mut reply =
+        Outbound { deviceid: Some(deviceid.as_str()), apikey: Some(owner.as_str()), sequence: Some(&sequence), ..Default::default() };
     let ack;
     match outcome {
         Outcome::Acked(a) => {

@@ -3,19 +3,19 @@
 //! `query` are answered here; commands the router queues are written to the device in order.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::{read, reject, send, write_batch, write_unless_closed, Read, Silence, Ws};
+use super::{Read, Silence, Ws, read, reject, send, write_batch, write_unless_closed};
+use crate::Hub;
 use crate::ids::DeviceId;
 use crate::protocol::{self, FrameError, Inbound, Outbound};
 use crate::registry::{Ack, DeviceLink, DeviceState, SessionHandle};
 use crate::store::Audience;
-use crate::Hub;
 
 pub(super) async fn run(
     hub: Arc<Hub>,

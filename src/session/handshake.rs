@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::{app, device, read, reject, send, Read, Ws};
+use super::{Read, Ws, app, device, read, reject, send};
+use crate::Hub;
 use crate::ids::{AppId, DeviceId, UserKey};
 use crate::protocol::{self, FrameError, Inbound, Outbound};
 use crate::store::TokenCheck;
-use crate::Hub;
 
 pub(super) async fn run(hub: Arc<Hub>, mut ws: Ws) {
     let first = tokio::select! {
@@ -64,7 +64,13 @@ async fn refuse(_hub: &Hub, ws: &mut Ws, reply: String) {
 async fn app_online(hub: Arc<Hub>, mut ws: Ws, frame: &Inbound<'_>) {
     let seq = frame.sequence;
     let (Some(at), Some(apikey), Some(appid)) = (frame.at.as_deref(), frame.apikey.as_deref(), frame.appid.as_deref()) else {
-        let missing = if frame.at.is_none() { "at" } else if frame.apikey.is_none() { "apikey" } else { "appid" };
+        let missing = if frame.at.is_none() {
+            "at"
+        } else if frame.apikey.is_none() {
+            "apikey"
+        } else {
+            "appid"
+        };
         let reply = reject(&hub, &FrameError::Missing(missing), Some(frame));
         return refuse(&hub, &mut ws, reply).await;
     };
@@ -90,7 +96,8 @@ async fn app_online(hub: Arc<Hub>, mut ws: Ws, frame: &Inbound<'_>) {
         return refuse(&hub, &mut ws, protocol::error_frame(code, reason, seq)).await;
     }
     let user = UserKey::new(apikey);
-    let reply = Outbound { error: Some(0), apikey: Some(apikey), config: Some(super::hb_config(&hub)), sequence: seq, ..Default::default() };
+    let reply =
+        Outbound { error: Some(0), apikey: Some(apikey), config: Some(super::hb_config(&hub)), sequence: seq, ..Default::default() };
     app::run(hub, ws, user, AppId::new(appid), reply.to_text()).await;
 }
 

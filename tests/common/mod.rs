@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use switchyard::emulate::{connect, ClientWs};
+use serde_json::{Value, json};
+use switchyard::emulate::{ClientWs, connect};
 use switchyard::ids::{DeviceId, UserKey};
 use switchyard::{Config, Hub, Settings};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_util::sync::CancellationToken;
 
 pub const APPID: &str = "test-app";
@@ -76,22 +76,13 @@ impl TestHub {
     pub async fn user(&self, email: &str) -> TestUser {
         let hash = switchyard::auth::hash_password(PASSWORD);
         let apikey = self.hub.store.add_user(Some(email), None, "+86", &hash, "cn").await.unwrap();
-        let pair = self
-            .hub
-            .store
-            .issue_tokens(&apikey, APPID, Duration::from_secs(3600), Duration::from_secs(7200))
-            .await
-            .unwrap();
+        let pair = self.hub.store.issue_tokens(&apikey, APPID, Duration::from_secs(3600), Duration::from_secs(7200)).await.unwrap();
         TestUser { email: email.to_owned(), apikey, at: pair.at }
     }
 
     /// Adds a device with factory key `key-<id>`, owned by `owner` when given.
     pub async fn device_record(&self, id: &str, owner: Option<&TestUser>) {
-        self.hub
-            .store
-            .add_device(&DeviceId::new(id), &format!("key-{id}"), "EMU", 1, owner.map(|u| &u.apikey), "")
-            .await
-            .unwrap();
+        self.hub.store.add_device(&DeviceId::new(id), &format!("key-{id}"), "EMU", 1, owner.map(|u| &u.apikey), "").await.unwrap();
     }
 
     pub async fn share(&self, id: &str, with: &TestUser) {
