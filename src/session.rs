@@ -5,6 +5,7 @@
 //! consumer, replaced device) or on shutdown.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -35,18 +36,38 @@ pub type Ws = WebSocketStream<TokioIo<Upgraded>>;
 /// bounded messages, and a write buffer that gathers queued frames until the batch's flush.
 pub fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(max_frame_bytes * 4)
         .max_message_size(Some(max_frame_bytes))
         .max_frame_size(Some(max_frame_bytes))
 }
 
-/// Runs a session on an upgraded socket until it ends.
-pub async fn run(hub: Arc<Hub>, ws: Ws, peer: SocketAddr) {
-    let span =
-        tracing::info_span!("ws", %peer, session = tracing::field::Empty, device = tracing::field::Empty, user = tracing::field::Empty);
-    handshake::run(hub, ws).instrument(span).await;
+/// Runs a session on an upgraded connection until it ends.
+///
+/// The handshake runs boxed and the session it picks is boxed on its own, so once a session
+/// settles in, the task holds only that session's state and a few pointers: an idle session's
+/// memory is mostly its future (see ARCHITECTURE.md, Bounds).
+pub fn run(hub: Arc<Hub>, io: TokioIo<Upgraded>, peer: SocketAddr) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let span =
+            tracing::info_span!("ws", %peer, session = tracing::field::Empty, device = tracing::field::Empty, user = tracing::field::Empty);
+        if let Some(session) = Box::pin(open(hub, io)).instrument(span.clone()).await {
+            session.instrument(span).await;
+        }
+    }
+}
+
+type SessionFuture = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// The WebSocket and its handshake; returns the boxed session the handshake picked.
+async fn open(hub: Arc<Hub>, io: TokioIo<Upgraded>) -> Option<SessionFuture> {
+    let config = ws_config(hub.config.max_frame_bytes);
+    let mut ws = WebSocketStream::from_raw_socket(io, tokio_tungstenite::tungstenite::protocol::Role::Server, Some(config)).await;
+    Some(match handshake::run(&hub, &mut ws).await? {
+        handshake::Next::App { user, appid, reply } => Box::pin(app::run(hub, ws, user, appid, reply)),
+        handshake::Next::Device { id, apikey, audience, state, reply } => Box::pin(device::run(hub, ws, id, apikey, audience, state, reply)),
+    })
 }
 
 /// The `config` every handshake reply carries.

@@ -15,11 +15,11 @@ use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpSocket;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
 use crate::mqtt;
 
@@ -72,11 +72,18 @@ pub enum Login {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Inbound {
     /// The answer to a command this connection sent (app side).
-    Reply { seq: u64, error: i64 },
+    Reply {
+        seq: u64,
+        error: i64,
+    },
     /// A command for this device (device side).
-    Command { seq: u64 },
+    Command {
+        seq: u64,
+    },
     /// A fanned-out state report; `lt` is the sender's timestamp (µs since the generator's epoch).
-    Event { lt: Option<u64> },
+    Event {
+        lt: Option<u64>,
+    },
     Pong,
     /// Anything else (sysmsg, report acks, echoed app updates).
     Other,
@@ -351,10 +358,7 @@ impl Conn {
                         Inbound::Other
                     }
                 } else {
-                    Inbound::Reply {
-                        seq: field_num(text, "sequence").unwrap_or(-1) as u64,
-                        error: field_num(text, "error").unwrap_or(-1),
-                    }
+                    Inbound::Reply { seq: field_num(text, "sequence").unwrap_or(-1) as u64, error: field_num(text, "error").unwrap_or(-1) }
                 }
             }
         }
@@ -368,7 +372,10 @@ impl Conn {
                 if topic.starts_with("dev/") {
                     Inbound::Command { seq: field_num(&text, "sequence").unwrap_or(-1) as u64 }
                 } else if topic.starts_with("app/") {
-                    Inbound::Reply { seq: field_num(&text, "sequence").unwrap_or(-1) as u64, error: field_num(&text, "error").unwrap_or(-1) }
+                    Inbound::Reply {
+                        seq: field_num(&text, "sequence").unwrap_or(-1) as u64,
+                        error: field_num(&text, "error").unwrap_or(-1),
+                    }
                 } else {
                     Inbound::Event { lt: lt_of(&text) }
                 }
@@ -431,7 +438,6 @@ impl Conn {
             _ => self.text("ping".to_owned()).await,
         }
     }
-
 }
 
 #[cfg(test)]

@@ -12,11 +12,11 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use futures_util::{StreamExt, TryStreamExt};
 use rustls::ClientConfig;
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use switchyard::ids::{DeviceId, UserKey};
 use switchyard::store::{Store, StoreError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -157,7 +157,18 @@ impl Hub {
         };
         let store = Store::open(&dir).await.with_context(|| format!("opening the store in {}", dir.display()))?;
         add_app(&store).await?;
-        Ok(Hub { child: None, pid, plain, tls_addr, tls, ca: opts.ca.clone(), store, ack_timeout: Duration::from_millis(opts.ack_timeout_ms), log: None, _dir: None })
+        Ok(Hub {
+            child: None,
+            pid,
+            plain,
+            tls_addr,
+            tls,
+            ca: opts.ca.clone(),
+            store,
+            ack_timeout: Duration::from_millis(opts.ack_timeout_ms),
+            log: None,
+            _dir: None,
+        })
     }
 
     async fn spawn(opts: &HubOpts) -> Result<Hub> {
@@ -228,6 +239,11 @@ impl Hub {
         })
     }
 
+    /// True for a hub someone else started (`--hub-url`).
+    pub fn attached(&self) -> bool {
+        self.child.is_none()
+    }
+
     /// The hub's counters, if it answers.
     pub async fn metrics(&self) -> Option<HashMap<String, f64>> {
         match http_get(self.plain, "/metrics").await {
@@ -240,7 +256,9 @@ impl Hub {
     pub fn exited(&mut self) -> Option<String> {
         let child = self.child.as_mut()?;
         match child.try_wait() {
-            Ok(Some(status)) => Some(format!("hub exited with {status}:\n{}", self.log.as_deref().map(|l| tail(l, 20)).unwrap_or_default())),
+            Ok(Some(status)) => {
+                Some(format!("hub exited with {status}:\n{}", self.log.as_deref().map(|l| tail(l, 20)).unwrap_or_default()))
+            }
             _ => None,
         }
     }
@@ -248,7 +266,12 @@ impl Hub {
     /// Warnings the hub logged (a hub started here logs at warn level).
     pub fn warnings(&self) -> Vec<String> {
         let Some(log) = &self.log else { return Vec::new() };
-        std::fs::read_to_string(log).unwrap_or_default().lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).map(str::to_owned).collect()
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .map(str::to_owned)
+            .collect()
     }
 
     pub async fn stop(mut self) {
@@ -283,7 +306,9 @@ impl Hub {
             .map(|i| async move {
                 let owner = &owners[i % owners.len()];
                 let d = Device { id: format!("{prefix}d{i:06}"), key: format!("fk-{prefix}-{i}"), owner: owner.uid.clone() };
-                store.add_device(&DeviceId::new(d.id.as_str()), &d.key, "LOADTEST", 1, Some(&UserKey::new(owner.uid.as_str())), "load").await?;
+                store
+                    .add_device(&DeviceId::new(d.id.as_str()), &d.key, "LOADTEST", 1, Some(&UserKey::new(owner.uid.as_str())), "load")
+                    .await?;
                 anyhow::Ok(d)
             })
             .buffered(4)

@@ -63,7 +63,6 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run one scenario against a hub (or, with --peer, against Mosquitto or the echo server)
-    #[command(after_help = SCENARIOS)]
     Run {
         #[arg(value_enum)]
         scenario: Scenario,

@@ -4,7 +4,7 @@
 //! connection code ([`crate::client::Conn`]) as Switchyard: only the bytes inside the frames
 //! differ. No I/O here; [`Reader`] reassembles packets that span or share WebSocket messages.
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 
 pub const CONNACK: u8 = 2;
 pub const PUBLISH: u8 = 3;
@@ -73,9 +73,16 @@ pub fn pingreq() -> Vec<u8> {
 /// One decoded packet from the broker.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Packet {
-    ConnAck { code: u8 },
-    SubAck { granted: u8 },
-    Publish { topic: String, payload: Vec<u8> },
+    ConnAck {
+        code: u8,
+    },
+    SubAck {
+        granted: u8,
+    },
+    Publish {
+        topic: String,
+        payload: Vec<u8>,
+    },
     PingResp,
     /// Any other type (by its type nibble); not expected from a broker at QoS 0.
     Other(u8),

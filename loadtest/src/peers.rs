@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -38,7 +38,7 @@ impl Peer {
 
 enum Server {
     Hub(Box<Hub>),
-    Child { child: Child, pid: u32, _dir: Option<tempfile::TempDir>, log: Option<PathBuf> },
+    Child { child: Box<Child>, pid: u32, _dir: Option<tempfile::TempDir>, log: Option<PathBuf> },
 }
 
 /// A running server plus how to reach it and who may talk to it.
@@ -50,6 +50,8 @@ pub struct Env {
     /// Distinguishes this run's ids from earlier runs' in a shared store.
     pub prefix: String,
     pub progress: bool,
+    /// Wait out the hub's ACL poll after seeding (see [`Env::settle`]); off for smoke runs.
+    pub settle: bool,
     next_client: AtomicU64,
 }
 
@@ -132,7 +134,7 @@ impl Env {
                     bail!("{e}:\n{}", hub::tail(&log, 20));
                 }
                 let target = Target { proto: Proto::Mqtt, addr, path: "/mqtt".into(), tls: None };
-                (Server::Child { child, pid, _dir: Some(dir), log: Some(log) }, target, None)
+                (Server::Child { child: Box::new(child), pid, _dir: Some(dir), log: Some(log) }, target, None)
             }
             Peer::Echo => {
                 let exe = std::env::current_exe()?;
@@ -153,10 +155,10 @@ impl Env {
                 let addr: SocketAddr =
                     line.strip_prefix("listening on ").ok_or_else(|| anyhow!("unexpected echo server output: {line}"))?.parse()?;
                 let target = Target { proto: Proto::Echo, addr, path: "/".into(), tls: None };
-                (Server::Child { child, pid, _dir: None, log: None }, target, None)
+                (Server::Child { child: Box::new(child), pid, _dir: None, log: None }, target, None)
             }
         };
-        Ok(Env { peer, server, target, tls_target, prefix, progress, next_client: AtomicU64::new(0) })
+        Ok(Env { peer, server, target, tls_target, prefix, progress, settle: true, next_client: AtomicU64::new(0) })
     }
 
     pub fn pid(&self) -> u32 {
@@ -202,6 +204,16 @@ impl Env {
         match &self.server {
             Server::Hub(h) => h.share(device, with).await,
             Server::Child { .. } => Ok(()),
+        }
+    }
+
+    /// Every device added or shared bumps the hub's ACL version, and within 2 s its watcher
+    /// reloads the audience of every online device (two store queries each). Called after
+    /// seeding and before connecting, so that reload happens while nothing is online instead of
+    /// inside a measured phase.
+    pub async fn settle(&self) {
+        if self.settle && self.hub().is_some() {
+            tokio::time::sleep(Duration::from_millis(2300)).await;
         }
     }
 

@@ -53,6 +53,23 @@ pub fn machine_us() -> (u64, u64) {
     (busy * 1_000_000 / tck, total * 1_000_000 / tck)
 }
 
+/// The kernel's machine-wide (ListenOverflows, ListenDrops) counters from /proc/net/netstat:
+/// SYNs or completed handshakes dropped because an accept queue was full.
+pub fn listen_drops() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    let (Some(names), Some(values)) = (lines.first(), lines.get(1)) else { return (0, 0) };
+    let get = |key: &str| {
+        names
+            .split_whitespace()
+            .position(|n| n == key)
+            .and_then(|i| values.split_whitespace().nth(i))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (get("ListenOverflows"), get("ListenDrops"))
+}
+
 pub fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
@@ -99,7 +116,6 @@ impl PhaseStats {
     pub fn gen_cores(&self) -> f64 {
         if self.secs > 0.0 { self.gen_cpu_us as f64 / 1e6 / self.secs } else { 0.0 }
     }
-
 }
 
 fn gen_cpu(others: &[u32]) -> u64 {

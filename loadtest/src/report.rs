@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::procstat::{self, PhaseStats};
 
@@ -38,7 +38,6 @@ impl Rec {
         h.reset();
         out
     }
-
 }
 
 /// Histogram ⇄ hex text (V2 serialization), for worker processes.

@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::compare::{self, CompareArgs, Profile};
 use crate::hub::HubOpts;
 use crate::peers::{Env, Peer};
-use crate::report::{write_json, Report};
+use crate::report::{Report, write_json};
 use crate::scenarios::{self, RunArgs, Scenario};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -55,6 +55,7 @@ pub async fn smoke(args: &SmokeArgs, progress: bool) -> Result<bool> {
         let t = Instant::now();
         let r = match Env::start(Peer::Switchyard, &a.hub, progress).await {
             Ok(mut env) => {
+                env.settle = false;
                 let r = scenarios::run(&mut env, scenario, &a).await;
                 env.stop().await;
                 r
@@ -67,11 +68,22 @@ pub async fn smoke(args: &SmokeArgs, progress: bool) -> Result<bool> {
             r
         });
         r.print();
-        eprintln!("smoke: {} {} in {:.1} s", scenario.name(), if r.failures.is_empty() { "ok" } else { "FAILED" }, t.elapsed().as_secs_f64());
+        eprintln!(
+            "smoke: {} {} in {:.1} s",
+            scenario.name(),
+            if r.failures.is_empty() { "ok" } else { "FAILED" },
+            t.elapsed().as_secs_f64()
+        );
         reports.push(r);
     }
     if !args.no_compare {
-        let c = CompareArgs { quick: true, json: None, peers: vec![Peer::Switchyard, Peer::Mosquitto, Peer::Echo], n: None, hub: args.hub.clone() };
+        let c = CompareArgs {
+            quick: true,
+            json: None,
+            peers: vec![Peer::Switchyard, Peer::Mosquitto, Peer::Echo],
+            n: None,
+            hub: args.hub.clone(),
+        };
         match compare::compare(&c, Profile::Tiny, progress).await {
             Ok(rs) => reports.extend(rs),
             Err(e) => {

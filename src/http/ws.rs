@@ -9,9 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::Hub;
 use crate::server::ConnSlot;
@@ -32,14 +30,12 @@ pub async fn upgrade(State(hub): State<Arc<Hub>>, mut req: Request) -> Response 
     let peer = req.extensions().get::<SocketAddr>().copied().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let slot = req.extensions().get::<ConnSlot>().cloned();
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let config = session::ws_config(hub.config.max_frame_bytes);
     let tracked = hub.clone();
     hub.tasks.spawn(async move {
         let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-                session::run(tracked, ws, peer).await;
+                session::run(tracked, TokioIo::new(upgraded), peer).await;
             }
             Err(e) => tracing::debug!(error = %e, %peer, "upgrade failed"),
         }

@@ -36,78 +36,81 @@ type Wait = Pin<Box<dyn Future<Output = Done> + Send>>;
 
 /// Attaches the session, then sends the handshake `reply`, so anything sent after the reply
 /// already finds the session online.
-pub(super) async fn run(hub: Arc<Hub>, mut ws: Ws, user: UserKey, appid: AppId, reply: String) {
-    let (handle, mut outbox, control) = SessionHandle::new(hub.config.outbox_capacity);
-    let id = handle.id;
-    tracing::Span::current().record("session", tracing::field::display(id)).record("user", tracing::field::display(&user));
-    tracing::info!(%appid, "app online");
-    hub.router.attach_app(&user, handle);
-    hub.metrics.app_sessions.fetch_add(1, Ordering::Relaxed);
+/// A plain fn returning an `async move` block, so the arguments are not kept twice.
+pub(super) fn run(hub: Arc<Hub>, mut ws: Ws, user: UserKey, appid: AppId, reply: String) -> impl Future<Output = ()> + Send {
+    async move {
+        let (handle, mut outbox, control) = SessionHandle::new(hub.config.outbox_capacity);
+        let id = handle.id;
+        tracing::Span::current().record("session", tracing::field::display(id)).record("user", tracing::field::display(&user));
+        tracing::info!(%appid, "app online");
+        hub.router.attach_app(&user, handle);
+        hub.metrics.app_sessions.fetch_add(1, Ordering::Relaxed);
 
-    let mut waits: FuturesUnordered<Wait> = FuturesUnordered::new();
-    let mut reachable: Option<Reachable> = None;
-    let mut silence = Silence::new(&hub);
-    let heartbeat = tokio::time::sleep_until(silence.deadline());
-    tokio::pin!(heartbeat);
+        let mut waits: FuturesUnordered<Wait> = FuturesUnordered::new();
+        let mut reachable: Option<Reachable> = None;
+        let mut silence = Silence::new(&hub);
+        let heartbeat = tokio::time::sleep_until(silence.deadline());
+        tokio::pin!(heartbeat);
 
-    'session: {
-        if !send(&mut ws, reply).await {
-            break 'session;
-        }
-        loop {
-            tokio::select! {
-                reason = control.closed() => {
-                    tracing::info!(?reason, "app session closed by the hub");
-                    super::close_for(&mut ws, reason).await;
-                    break;
-                }
-                _ = hub.shutdown.cancelled() => {
-                    super::close(&mut ws, CloseCode::Away, "shutting down").await;
-                    break;
-                }
-                Some(frame) = outbox.recv() => {
-                    if !write_unless_closed(&hub, &control, write_batch(&mut ws, frame, &mut outbox)).await {
+        'session: {
+            if !send(&mut ws, reply).await {
+                break 'session;
+            }
+            loop {
+                tokio::select! {
+                    reason = control.closed() => {
+                        tracing::info!(?reason, "app session closed by the hub");
+                        Box::pin(super::close_for(&mut ws, reason)).await;
                         break;
                     }
-                }
-                Some(done) = waits.next(), if !waits.is_empty() => {
-                    if !write_unless_closed(&hub, &control, send(&mut ws, answer(&hub, done, id))).await {
+                    _ = hub.shutdown.cancelled() => {
+                        Box::pin(super::close(&mut ws, CloseCode::Away, "shutting down")).await;
                         break;
                     }
-                }
-                _ = &mut heartbeat => {
-                    if silence.expired() {
-                        hub.metrics.heartbeat_expired.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!("app silent past its heartbeat, closing");
-                        super::close(&mut ws, CloseCode::Normal, "heartbeat timeout").await;
-                        break;
-                    }
-                    heartbeat.as_mut().reset(silence.deadline());
-                }
-                r = read(&mut ws) => {
-                    silence.last_seen = Instant::now();
-                    let reply = match r {
-                        Read::Text(text) => on_text(&hub, &user, text.as_str(), &mut waits, &mut reachable).await,
-                        Read::Binary => Some(reject(&hub, &FrameError::Malformed("binary frame".into()), None)),
-                        Read::Nothing => None,
-                        Read::TooBig => {
-                            super::close(&mut ws, CloseCode::Size, "message too big").await;
+                    Some(frame) = outbox.recv() => {
+                        if !Box::pin(write_unless_closed(&hub, &control, write_batch(&mut ws, frame, &mut outbox))).await {
                             break;
                         }
-                        Read::End => break,
-                    };
-                    if let Some(reply) = reply {
-                        if !write_unless_closed(&hub, &control, send(&mut ws, reply)).await {
+                    }
+                    Some(done) = waits.next(), if !waits.is_empty() => {
+                        if !Box::pin(write_unless_closed(&hub, &control, send(&mut ws, answer(&hub, done, id)))).await {
                             break;
+                        }
+                    }
+                    _ = &mut heartbeat => {
+                        if silence.expired() {
+                            hub.metrics.heartbeat_expired.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!("app silent past its heartbeat, closing");
+                            Box::pin(super::close(&mut ws, CloseCode::Normal, "heartbeat timeout")).await;
+                            break;
+                        }
+                        heartbeat.as_mut().reset(silence.deadline());
+                    }
+                    r = read(&mut ws) => {
+                        silence.last_seen = Instant::now();
+                        let reply = match r {
+                            Read::Text(text) => Box::pin(on_text(&hub, &user, text.as_str(), &mut waits, &mut reachable)).await,
+                            Read::Binary => Some(reject(&hub, &FrameError::Malformed("binary frame".into()), None)),
+                            Read::Nothing => None,
+                            Read::TooBig => {
+                                Box::pin(super::close(&mut ws, CloseCode::Size, "message too big")).await;
+                                break;
+                            }
+                            Read::End => break,
+                        };
+                        if let Some(reply) = reply {
+                            if !Box::pin(write_unless_closed(&hub, &control, send(&mut ws, reply))).await {
+                                break;
+                            }
                         }
                     }
                 }
             }
         }
+        hub.router.detach_app(&user, id);
+        hub.metrics.app_sessions.fetch_sub(1, Ordering::Relaxed);
+        tracing::info!(abandoned = waits.len(), "app offline");
     }
-    hub.router.detach_app(&user, id);
-    hub.metrics.app_sessions.fetch_sub(1, Ordering::Relaxed);
-    tracing::info!(abandoned = waits.len(), "app offline");
 }
 
 /// Handles one text frame; returns the immediate reply, if any. Routed commands answer later.
@@ -213,7 +216,7 @@ async fn command(
             // so commands for unknown ids cost no store query each.
             let generation = hub.acl_generation.load(Ordering::Acquire);
             if reachable.as_ref().is_none_or(|r| r.generation != generation) {
-                match hub.store.reachable(user).await {
+                match Box::pin(hub.store.reachable(user)).await {
                     Ok(devices) => *reachable = Some(Reachable { generation, devices }),
                     Err(e) => {
                         tracing::warn!(error = %e, "store unavailable");

@@ -3,6 +3,7 @@
 //! `query` are answered here; commands the router queues are written to the device in order.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -17,7 +18,9 @@ use crate::protocol::{self, FrameError, Inbound, Outbound};
 use crate::registry::{Ack, DeviceLink, DeviceState, SessionHandle};
 use crate::store::Audience;
 
-pub(super) async fn run(
+/// A plain fn returning an `async move` block rather than an `async fn`: an async fn keeps a
+/// second copy of its arguments (the socket among them) for its whole life.
+pub(super) fn run(
     hub: Arc<Hub>,
     mut ws: Ws,
     deviceid: DeviceId,
@@ -25,75 +28,77 @@ pub(super) async fn run(
     audience: Option<Audience>,
     state: DeviceState,
     reply: String,
-) {
-    let (handle, mut outbox, control) = SessionHandle::new(hub.config.outbox_capacity);
-    tracing::Span::current().record("session", tracing::field::display(handle.id)).record("device", tracing::field::display(&deviceid));
-    tracing::info!(bound = audience.is_some(), "device online");
-    let link = Arc::new(DeviceLink::new(deviceid, handle, audience, state));
-    hub.router.attach_device(link.clone());
-    hub.metrics.device_sessions.fetch_add(1, Ordering::Relaxed);
-    // Attached first, so a command sent right after the reply already finds the device; such a
-    // command waits in the outbox until the loop below writes it.
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let (handle, mut outbox, control) = SessionHandle::new(hub.config.outbox_capacity);
+        tracing::Span::current().record("session", tracing::field::display(handle.id)).record("device", tracing::field::display(&deviceid));
+        tracing::info!(bound = audience.is_some(), "device online");
+        let link = Arc::new(DeviceLink::new(deviceid, handle, audience, state));
+        hub.router.attach_device(link.clone());
+        hub.metrics.device_sessions.fetch_add(1, Ordering::Relaxed);
+        // Attached first, so a command sent right after the reply already finds the device; such a
+        // command waits in the outbox until the loop below writes it.
 
-    let mut silence = Silence::new(&hub);
-    let heartbeat = tokio::time::sleep_until(silence.deadline());
-    tokio::pin!(heartbeat);
+        let mut silence = Silence::new(&hub);
+        let heartbeat = tokio::time::sleep_until(silence.deadline());
+        tokio::pin!(heartbeat);
 
-    'session: {
-        if !send(&mut ws, reply).await {
-            break 'session;
-        }
-        loop {
-            tokio::select! {
-                reason = control.closed() => {
-                    tracing::info!(?reason, "device session closed by the hub");
-                    super::close_for(&mut ws, reason).await;
-                    break;
-                }
-                _ = hub.shutdown.cancelled() => {
-                    super::close(&mut ws, CloseCode::Away, "shutting down").await;
-                    break;
-                }
-                Some(frame) = outbox.recv() => {
-                    if !write_unless_closed(&hub, &control, write_batch(&mut ws, frame, &mut outbox)).await {
+        'session: {
+            if !send(&mut ws, reply).await {
+                break 'session;
+            }
+            loop {
+                tokio::select! {
+                    reason = control.closed() => {
+                        tracing::info!(?reason, "device session closed by the hub");
+                        Box::pin(super::close_for(&mut ws, reason)).await;
                         break;
                     }
-                }
-                _ = &mut heartbeat => {
-                    if silence.expired() {
-                        hub.metrics.heartbeat_expired.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!("device silent past its heartbeat, closing");
-                        super::close(&mut ws, CloseCode::Normal, "heartbeat timeout").await;
+                    _ = hub.shutdown.cancelled() => {
+                        Box::pin(super::close(&mut ws, CloseCode::Away, "shutting down")).await;
                         break;
                     }
-                    heartbeat.as_mut().reset(silence.deadline());
-                }
-                r = read(&mut ws) => {
-                    silence.last_seen = Instant::now();
-                    let reply = match r {
-                        Read::Text(text) => on_text(&hub, &link, &apikey, text.as_str()),
-                        Read::Binary => Some(reject(&hub, &FrameError::Malformed("binary frame".into()), None)),
-                        Read::Nothing => None,
-                        Read::TooBig => {
-                            super::close(&mut ws, CloseCode::Size, "message too big").await;
+                    Some(frame) = outbox.recv() => {
+                        if !Box::pin(write_unless_closed(&hub, &control, write_batch(&mut ws, frame, &mut outbox))).await {
                             break;
                         }
-                        Read::End => break,
-                    };
-                    if let Some(reply) = reply {
-                        if !write_unless_closed(&hub, &control, send(&mut ws, reply)).await {
+                    }
+                    _ = &mut heartbeat => {
+                        if silence.expired() {
+                            hub.metrics.heartbeat_expired.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!("device silent past its heartbeat, closing");
+                            Box::pin(super::close(&mut ws, CloseCode::Normal, "heartbeat timeout")).await;
                             break;
+                        }
+                        heartbeat.as_mut().reset(silence.deadline());
+                    }
+                    r = read(&mut ws) => {
+                        silence.last_seen = Instant::now();
+                        let reply = match r {
+                            Read::Text(text) => on_text(&hub, &link, &apikey, text.as_str()),
+                            Read::Binary => Some(reject(&hub, &FrameError::Malformed("binary frame".into()), None)),
+                            Read::Nothing => None,
+                            Read::TooBig => {
+                                Box::pin(super::close(&mut ws, CloseCode::Size, "message too big")).await;
+                                break;
+                            }
+                            Read::End => break,
+                        };
+                        if let Some(reply) = reply {
+                            if !Box::pin(write_unless_closed(&hub, &control, send(&mut ws, reply))).await {
+                                break;
+                            }
                         }
                     }
                 }
             }
         }
+        hub.router.detach_device(&link);
+        hub.metrics.device_sessions.fetch_sub(1, Ordering::Relaxed);
+        // Save now rather than with the next batch, so a quick reconnect reads the latest state.
+        Box::pin(hub.state.save_now(&link)).await;
+        tracing::info!("device offline");
     }
-    hub.router.detach_device(&link);
-    hub.metrics.device_sessions.fetch_sub(1, Ordering::Relaxed);
-    // Save now rather than with the next batch, so a quick reconnect reads the latest state.
-    hub.state.save_now(&link).await;
-    tracing::info!("device offline");
 }
 
 fn on_text(hub: &Hub, link: &Arc<DeviceLink>, apikey: &str, text: &str) -> Option<String> {

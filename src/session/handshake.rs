@@ -2,37 +2,59 @@
 //! `register`/`tmpReg` a device session. Anything else is answered with an error frame and the
 //! socket is closed. Nothing is registered with the router before the handshake succeeds.
 
-use std::sync::Arc;
-
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::{Read, Ws, app, device, read, reject, send};
+use super::{Read, Ws, read, reject, send};
 use crate::Hub;
 use crate::ids::{AppId, DeviceId, UserKey};
 use crate::protocol::{self, FrameError, Inbound, Outbound};
-use crate::store::TokenCheck;
+use crate::registry::DeviceState;
+use crate::store::{Audience, TokenCheck};
 
-pub(super) async fn run(hub: Arc<Hub>, mut ws: Ws) {
+/// What the handshake decided: the session to run, with what it needs. The handshake future
+/// (store queries included) is gone before the long-lived session future starts.
+pub(super) enum Next {
+    App { user: UserKey, appid: AppId, reply: String },
+    Device { id: DeviceId, apikey: String, audience: Option<Audience>, state: DeviceState, reply: String },
+}
+
+/// Reads and checks the first frame. `None` when the socket was refused (and closed) or is gone.
+pub(super) async fn run(hub: &Hub, ws: &mut Ws) -> Option<Next> {
     let first = tokio::select! {
-        r = tokio::time::timeout(hub.config.handshake_timeout, first_text(&mut ws)) => r,
-        _ = hub.shutdown.cancelled() => return super::close(&mut ws, CloseCode::Away, "shutting down").await,
+        r = tokio::time::timeout(hub.config.handshake_timeout, first_text(ws)) => r,
+        _ = hub.shutdown.cancelled() => {
+            Box::pin(super::close(ws, CloseCode::Away, "shutting down")).await;
+            return None;
+        }
     };
     let text = match first {
         Err(_) => {
             tracing::debug!("no handshake before the deadline");
-            return super::close(&mut ws, CloseCode::Policy, "handshake timeout").await;
+            {
+        Box::pin(super::close(ws, CloseCode::Policy, "handshake timeout")).await;
+        return None;
+    }
         }
-        Ok(Err(Read::TooBig)) => return super::close(&mut ws, CloseCode::Size, "message too big").await,
+        Ok(Err(Read::TooBig)) => {
+            Box::pin(super::close(ws, CloseCode::Size, "message too big")).await;
+            return None;
+        }
         Ok(Err(Read::Binary)) => {
-            let reply = reject(&hub, &FrameError::Malformed("binary frame".into()), None);
-            return refuse(&hub, &mut ws, reply).await;
+            let reply = reject(hub, &FrameError::Malformed("binary frame".into()), None);
+            {
+        Box::pin(refuse(hub, ws, reply)).await;
+        return None;
+    }
         }
-        Ok(Err(_)) => return,
+        Ok(Err(_)) => return None,
         Ok(Ok(text)) => text,
     };
     let frame = match Inbound::parse(&text) {
         Ok(f) => f,
-        Err(e) => return refuse(&hub, &mut ws, reject(&hub, &e, None)).await,
+        Err(e) => {
+            Box::pin(refuse(hub, ws, reject(hub, &e, None))).await;
+            return None;
+        }
     };
     match frame.action.as_deref() {
         Some("userOnline") => app_online(hub, ws, &frame).await,
@@ -40,7 +62,8 @@ pub(super) async fn run(hub: Arc<Hub>, mut ws: Ws) {
         _ => {
             let reply = protocol::error_frame(400, "first frame must be userOnline or register", frame.sequence);
             hub.metrics.frames_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            refuse(&hub, &mut ws, reply).await
+            Box::pin(refuse(hub, ws, reply)).await;
+            None
         }
     }
 }
@@ -58,10 +81,10 @@ async fn first_text(ws: &mut Ws) -> Result<String, Read> {
 
 async fn refuse(_hub: &Hub, ws: &mut Ws, reply: String) {
     send(ws, reply).await;
-    super::close(ws, CloseCode::Policy, "handshake refused").await;
+    Box::pin(super::close(ws, CloseCode::Policy, "handshake refused")).await;
 }
 
-async fn app_online(hub: Arc<Hub>, mut ws: Ws, frame: &Inbound<'_>) {
+async fn app_online(hub: &Hub, ws: &mut Ws, frame: &Inbound<'_>) -> Option<Next> {
     let seq = frame.sequence;
     let (Some(at), Some(apikey), Some(appid)) = (frame.at.as_deref(), frame.apikey.as_deref(), frame.appid.as_deref()) else {
         let missing = if frame.at.is_none() {
@@ -71,10 +94,13 @@ async fn app_online(hub: Arc<Hub>, mut ws: Ws, frame: &Inbound<'_>) {
         } else {
             "appid"
         };
-        let reply = reject(&hub, &FrameError::Missing(missing), Some(frame));
-        return refuse(&hub, &mut ws, reply).await;
+        let reply = reject(hub, &FrameError::Missing(missing), Some(frame));
+        {
+        Box::pin(refuse(hub, ws, reply)).await;
+        return None;
+    }
     };
-    let refusal = match hub.store.check_access(at).await {
+    let refusal = match Box::pin(hub.store.check_access(at)).await {
         Err(e) => {
             tracing::warn!(error = %e, "store unavailable during userOnline");
             Some((500, "internal error"))
@@ -93,25 +119,34 @@ async fn app_online(hub: Arc<Hub>, mut ws: Ws, frame: &Inbound<'_>) {
     };
     if let Some((code, reason)) = refusal {
         tracing::info!(code, reason, "userOnline refused");
-        return refuse(&hub, &mut ws, protocol::error_frame(code, reason, seq)).await;
+        {
+        Box::pin(refuse(hub, ws, protocol::error_frame(code, reason, seq))).await;
+        return None;
+    }
     }
     let user = UserKey::new(apikey);
     let reply =
-        Outbound { error: Some(0), apikey: Some(apikey), config: Some(super::hb_config(&hub)), sequence: seq, ..Default::default() };
-    app::run(hub, ws, user, AppId::new(appid), reply.to_text()).await;
+        Outbound { error: Some(0), apikey: Some(apikey), config: Some(super::hb_config(hub)), sequence: seq, ..Default::default() };
+    Some(Next::App { user, appid: AppId::new(appid), reply: reply.to_text() })
 }
 
-async fn device_register(hub: Arc<Hub>, mut ws: Ws, frame: &Inbound<'_>) {
+async fn device_register(hub: &Hub, ws: &mut Ws, frame: &Inbound<'_>) -> Option<Next> {
     let Ok(deviceid) = frame.require_deviceid() else {
-        let reply = reject(&hub, &FrameError::Missing("deviceid"), Some(frame));
-        return refuse(&hub, &mut ws, reply).await;
+        let reply = reject(hub, &FrameError::Missing("deviceid"), Some(frame));
+        {
+        Box::pin(refuse(hub, ws, reply)).await;
+        return None;
+    }
     };
     let temporary = frame.action.as_deref() == Some("tmpReg");
-    let record = match hub.store.device(deviceid).await {
+    let record = match Box::pin(hub.store.device(deviceid)).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "store unavailable during register");
-            return refuse(&hub, &mut ws, protocol::register_refusal(500, "Internal Error", deviceid)).await;
+            {
+        Box::pin(refuse(hub, ws, protocol::register_refusal(500, "Internal Error", deviceid))).await;
+        return None;
+    }
         }
     };
     let refusal = match &record {
@@ -123,15 +158,21 @@ async fn device_register(hub: Arc<Hub>, mut ws: Ws, frame: &Inbound<'_>) {
     if let Some((code, reason)) = refusal {
         tracing::info!(device = deviceid, code, reason, "register refused");
         hub.metrics.frames_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return refuse(&hub, &mut ws, protocol::register_refusal(code, reason, deviceid)).await;
+        {
+        Box::pin(refuse(hub, ws, protocol::register_refusal(code, reason, deviceid))).await;
+        return None;
+    }
     }
     let record = record.expect("checked above");
     let id = DeviceId::new(deviceid);
-    let audience = match hub.store.audience(&id).await {
+    let audience = match Box::pin(hub.store.audience(&id)).await {
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(error = %e, "store unavailable during register");
-            return refuse(&hub, &mut ws, protocol::register_refusal(500, "Internal Error", deviceid)).await;
+            {
+        Box::pin(refuse(hub, ws, protocol::register_refusal(500, "Internal Error", deviceid))).await;
+        return None;
+    }
         }
     };
     let apikey = record.owner.as_ref().map_or(record.factory_apikey.as_str(), UserKey::as_str).to_owned();
@@ -139,10 +180,10 @@ async fn device_register(hub: Arc<Hub>, mut ws: Ws, frame: &Inbound<'_>) {
         error: Some(0),
         deviceid: Some(deviceid),
         apikey: Some(&apikey),
-        config: Some(super::hb_config(&hub)),
+        config: Some(super::hb_config(hub)),
         ..Default::default()
     };
     let reply = reply.to_text();
-    let state = crate::registry::DeviceState::from_json(&record.params);
-    device::run(hub, ws, id, apikey, audience, state, reply).await;
+    let state = DeviceState::from_json(&record.params);
+    Some(Next::Device { id, apikey, audience, state, reply })
 }

@@ -7,20 +7,20 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
-use super::{bar, open_many, report_opened, spawn_conn, timed_bar, us, ConnStats, RunArgs};
-use crate::client::{source_for, Conn, Dial, Login, Proto, Target};
+use super::{ConnStats, RunArgs, bar, open_many, report_opened, spawn_conn, timed_bar, us};
+use crate::client::{Conn, Dial, Login, Proto, Target, source_for};
 use crate::peers::Env;
-use crate::procstat::{rss_bytes, Phase};
-use crate::report::{hist, hist_from_hex, hist_to_hex, Rec, Report};
+use crate::procstat::{Phase, listen_drops, rss_bytes};
+use crate::report::{Rec, Report, hist, hist_from_hex, hist_to_hex};
 
 /// Connections one generator process opens at most (its file limit is 20,000 here).
 const PER_PROCESS: usize = 15_000;
@@ -31,7 +31,8 @@ pub async fn idle(env: &Env, args: &RunArgs, tls: bool, name: &str) -> Result<Re
     let rate = args.rate.unwrap_or(1000.0);
     let hold = Duration::from_secs_f64(args.duration.unwrap_or(10.0));
     let hb = args.hb();
-    let target = if tls { env.tls_target.clone().ok_or_else(|| anyhow!("{} has no TLS listener", env.peer.name()))? } else { env.target.clone() };
+    let target =
+        if tls { env.tls_target.clone().ok_or_else(|| anyhow!("{} has no TLS listener", env.peer.name()))? } else { env.target.clone() };
     let workers = args.workers.unwrap_or(n.div_ceil(PER_PROCESS)).max(1);
     let mut report = Report::new(name, env.peer.name());
     report.param("n", n);
@@ -44,7 +45,7 @@ pub async fn idle(env: &Env, args: &RunArgs, tls: bool, name: &str) -> Result<Re
     let owners = env.users(n.div_ceil(16).max(1), false).await?;
     let devices = env.devices(&owners, n).await?;
     let logins: Vec<Login> = devices.iter().map(|d| env.device_login(d)).collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    env.settle().await;
 
     let stats = Arc::new(ConnStats::default());
     let stop = CancellationToken::new();
@@ -102,7 +103,8 @@ pub async fn idle(env: &Env, args: &RunArgs, tls: bool, name: &str) -> Result<Re
             report.fail(format!("{w_closed} connections of the workers closed while idle"));
         }
     }
-    let bytes_per_conn = if ok > 0 { held.server_rss_after.saturating_sub(open_phase.server_rss_before) as f64 / ok as f64 } else { f64::NAN };
+    let bytes_per_conn =
+        if ok > 0 { held.server_rss_after.saturating_sub(open_phase.server_rss_before) as f64 / ok as f64 } else { f64::NAN };
     report.num("bytes_per_conn", "server memory per connection (after hold)", bytes_per_conn, "B");
     report.num("rss.after_hold", "server RSS after holding", held.server_rss_after as f64 / 1048576.0, "MiB");
     report.num("hold.server_cores", "server CPU while idle", held.server_cores(), "cores");
@@ -122,6 +124,25 @@ pub async fn idle(env: &Env, args: &RunArgs, tls: bool, name: &str) -> Result<Re
     tokio::time::sleep(Duration::from_secs(1)).await;
     if let Some(r) = rss_bytes(env.pid()) {
         report.num("rss.after_close", "server RSS 1 s after closing all", r as f64 / 1048576.0, "MiB");
+    }
+    if env.hub().is_some() {
+        let mut left = f64::NAN;
+        for _ in 0..100 {
+            left = env.metrics().await.and_then(|m| m.get("switchyard_device_sessions").copied()).unwrap_or(f64::NAN);
+            if left == 0.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        report.num("hub.device_sessions_after_close", "hub's device sessions after closing all", left, "");
+        if left != 0.0 {
+            report.fail(format!("hub still shows {left} device sessions 10 s after every connection closed"));
+        }
+    }
+    if env.hub().is_some_and(|h| h.attached()) {
+        report.note(
+            "the hub was started elsewhere: memory per connection is only meaningful on a fresh hub (a warm allocator reuses freed memory)",
+        );
     }
     Ok(report)
 }
@@ -144,16 +165,19 @@ pub async fn storm(env: &Env, args: &RunArgs) -> Result<Report> {
     let owners = env.users(n.div_ceil(16).max(1), false).await?;
     let devices = env.devices(&owners, n).await?;
     let logins: Vec<Login> = devices.iter().map(|d| env.device_login(d)).collect();
+    env.settle().await;
     let pb = bar(env.progress, n as u64, "connecting");
     let mut opened = open_many(&target, logins.clone(), 0, n, rate, args.concurrency, &pb).await;
     pb.finish_and_clear();
     report_opened(&mut report, "open", "initial connections", &opened);
     let stats = Arc::new(ConnStats::default());
     let stop = CancellationToken::new();
-    let tasks: Vec<_> = opened.conns.iter_mut().filter_map(Option::take).map(|c| spawn_conn(c, hb, false, stop.clone(), stats.clone())).collect();
+    let tasks: Vec<_> =
+        opened.conns.iter_mut().filter_map(Option::take).map(|c| spawn_conn(c, hb, false, stop.clone(), stats.clone())).collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let phase = Phase::start(env.pid(), &[]);
+    let drops0 = listen_drops();
     stop.cancel();
     let mut dropped = 0;
     for t in tasks {
@@ -206,6 +230,9 @@ pub async fn storm(env: &Env, args: &RunArgs) -> Result<Report> {
     for (stage, c) in &errors {
         report.num(&format!("storm.errors.{stage}"), &format!("  of which at {stage}"), *c as f64, "");
     }
+    let drops1 = listen_drops();
+    report.num("storm.listen_overflows", "accept-queue overflows (kernel, machine-wide)", drops1.0.saturating_sub(drops0.0) as f64, "");
+    report.num("storm.listen_drops", "SYNs dropped at listen (kernel, machine-wide)", drops1.1.saturating_sub(drops0.1) as f64, "");
     report.num("storm.cpu_us_per_conn", "server CPU per reconnection", storm.cpu_per(conns.len() as u64).unwrap_or(f64::NAN), "µs");
     report.phase("storm", "storm", &storm);
     if conns.len() < n {
@@ -291,7 +318,8 @@ pub async fn worker(a: WorkerArgs) -> Result<()> {
     let stats = Arc::new(ConnStats::default());
     let stop = CancellationToken::new();
     let hb = Duration::from_secs_f64(a.hb_secs.max(0.1));
-    let tasks: Vec<_> = o.conns.iter_mut().filter_map(Option::take).map(|c| spawn_conn(c, hb, false, stop.clone(), stats.clone())).collect();
+    let tasks: Vec<_> =
+        o.conns.iter_mut().filter_map(Option::take).map(|c| spawn_conn(c, hb, false, stop.clone(), stats.clone())).collect();
     println!("{}", json!({"opened": tasks.len(), "errors": o.errors, "first_errors": o.first_errors, "connect": hist_to_hex(&o.connect)}));
     let mut line = String::new();
     let _ = BufReader::new(tokio::io::stdin()).read_line(&mut line).await;
@@ -316,7 +344,16 @@ struct WorkerPool {
 
 impl WorkerPool {
     #[allow(clippy::too_many_arguments)]
-    async fn spawn(env: &Env, target: &Target, tls: bool, logins: &[Login], workers: usize, rate: f64, concurrency: usize, hb: Duration) -> Result<WorkerPool> {
+    async fn spawn(
+        env: &Env,
+        target: &Target,
+        tls: bool,
+        logins: &[Login],
+        workers: usize,
+        rate: f64,
+        concurrency: usize,
+        hb: Duration,
+    ) -> Result<WorkerPool> {
         let dir = tempfile::Builder::new().prefix("loadtest-workers-").tempdir()?;
         let file = dir.path().join("logins.txt");
         std::fs::write(&file, logins.iter().map(login_line).collect::<Vec<_>>().join("\n"))?;
@@ -362,7 +399,15 @@ impl WorkerPool {
     /// Waits for every worker's "opened" line and merges them.
     async fn opened(&mut self, pb: &indicatif::ProgressBar) -> Result<super::Opened> {
         let t0 = Instant::now();
-        let mut o = super::Opened { conns: Vec::new(), connect: hist(), errors: BTreeMap::new(), first_errors: Vec::new(), secs: 0.0, local_ok: 0, remote_ok: 0 };
+        let mut o = super::Opened {
+            conns: Vec::new(),
+            connect: hist(),
+            errors: BTreeMap::new(),
+            first_errors: Vec::new(),
+            secs: 0.0,
+            local_ok: 0,
+            remote_ok: 0,
+        };
         for (_, lines) in &mut self.children {
             let line = lines.next_line().await?.ok_or_else(|| anyhow!("a worker exited before opening its connections"))?;
             let v: serde_json::Value = serde_json::from_str(&line).context("worker output")?;

@@ -4,16 +4,16 @@
 //! consumer, and the others' latency and deliveries are unaffected). Each report carries the
 //! generator's clock (`lt`, µs), so every delivery's latency is measured where it lands.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::{bar, now_us, open_many, report_opened, timed_bar, Pacer, RunArgs};
+use super::{Pacer, RunArgs, bar, now_us, open_many, report_opened, timed_bar};
 use crate::client::{Conn, Dial, Inbound, Login};
 use crate::peers::{Env, Peer};
 use crate::procstat::{Phase, RssSampler};
@@ -33,15 +33,31 @@ struct Listening {
 /// A listening session: records each delivery's latency. On the echo peer, which cannot fan
 /// out, each listener sends its own reports at `echo.0` per second for `echo.1` and hears them
 /// back.
-fn spawn_listener(mut conn: Conn, l: Arc<Listening>, stop: CancellationToken, echo: Option<(f64, Duration)>, pad: String) -> tokio::task::JoinHandle<()> {
+fn spawn_listener(
+    mut conn: Conn,
+    l: Arc<Listening>,
+    stop: CancellationToken,
+    echo: Option<(f64, Duration)>,
+    pad: String,
+    hb: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut pacer = echo.map(|(rate, _)| Pacer::new(rate));
         let end = Instant::now() + echo.map_or(Duration::ZERO, |e| e.1);
+        // Heartbeats keep long runs under the server's silence limit (echo needs none).
+        let mut ping = tokio::time::Instant::now() + hb.mul_f64(rand::random::<f64>());
         loop {
             let sending = pacer.is_some() && Instant::now() < end;
             let wake = pacer.as_ref().map_or_else(|| Instant::now() + Duration::from_secs(3600), |p| p.due_at(p.sent));
             tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(ping), if echo.is_none() => {
+                    if conn.send_ping().await.is_err() {
+                        l.closed.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    ping += hb;
+                }
                 _ = tokio::time::sleep_until(wake.into()), if sending => {
                     let p = pacer.as_mut().expect("checked");
                     for _ in 0..p.due().min(64) {
@@ -114,6 +130,7 @@ async fn setup(env: &Env, k: usize, u: usize, extra: usize) -> Result<Setup> {
     let users = env.users(u.max(1), true).await?;
     let devices = env.devices(&users[..1], 1).await?;
     env.share(&devices[0], &users[1..]).await?;
+    env.settle().await;
     let owner = users[0].uid.clone();
     let logins = (0..k + extra).map(|s| env.app_login(&users[s % users.len()], Some(&owner))).collect();
     let device = (env.peer != Peer::Echo).then(|| env.device_login(&devices[0]));
@@ -140,7 +157,9 @@ pub async fn fanout(env: &Env, args: &RunArgs) -> Result<Report> {
     pb.finish_and_clear();
     report_opened(&mut report, "sessions", "sessions", &o);
     let mut dev = match &s.device {
-        Some(login) => Some(Conn::open(&env.target, login, Dial::default(), Duration::from_secs(10)).await.map_err(|e| anyhow::anyhow!("device: {e}"))?),
+        Some(login) => Some(
+            Conn::open(&env.target, login, Dial::default(), Duration::from_secs(10)).await.map_err(|e| anyhow::anyhow!("device: {e}"))?,
+        ),
         None => None,
     };
     tokio::time::sleep(Duration::from_millis(300)).await; // let the online sysmsg pass
@@ -148,7 +167,12 @@ pub async fn fanout(env: &Env, args: &RunArgs) -> Result<Report> {
     let stop = CancellationToken::new();
     let echo = (env.peer == Peer::Echo).then_some((rate, dur));
     let sessions = o.ok() as u64;
-    let tasks: Vec<_> = o.conns.iter_mut().filter_map(Option::take).map(|c| spawn_listener(c, l.clone(), stop.clone(), echo, pad.clone())).collect();
+    let tasks: Vec<_> = o
+        .conns
+        .iter_mut()
+        .filter_map(Option::take)
+        .map(|c| spawn_listener(c, l.clone(), stop.clone(), echo, pad.clone(), args.hb()))
+        .collect();
     let pb = timed_bar(env.progress, dur, "reports");
     let phase = Phase::start(env.pid(), &[]);
     let reports = match dev.as_mut() {
@@ -176,7 +200,9 @@ pub async fn fanout(env: &Env, args: &RunArgs) -> Result<Report> {
     report.num("cpu_us_per_delivery", "server CPU per delivery", p.cpu_per(delivered).unwrap_or(f64::NAN), "µs");
     report.phase("run", "run", &p);
     if env.peer == Peer::Echo {
-        report.note("the echo server cannot fan out: each session sends its own frames at the rate and hears them back (1 in + 1 out per delivery)");
+        report.note(
+            "the echo server cannot fan out: each session sends its own frames at the rate and hears them back (1 in + 1 out per delivery)",
+        );
     }
     let closed = l.closed.load(Ordering::Relaxed);
     if closed > 0 {
@@ -209,14 +235,22 @@ pub async fn slow_consumer(env: &Env, args: &RunArgs) -> Result<Report> {
     let mut o = open_many(&env.target, s.logins, 0, k, 0.0, args.concurrency, &pb).await;
     pb.finish_and_clear();
     report_opened(&mut report, "sessions", "sessions", &o);
-    let slow = Conn::open(&env.target, &slow_login, Dial { src: None, rcvbuf: Some(4096) }, Duration::from_secs(10)).await.map_err(|e| anyhow::anyhow!("slow session: {e}"))?;
+    let slow = Conn::open(&env.target, &slow_login, Dial { src: None, rcvbuf: Some(4096) }, Duration::from_secs(10))
+        .await
+        .map_err(|e| anyhow::anyhow!("slow session: {e}"))?;
     let login = s.device.as_ref().expect("not echo");
-    let mut dev = Conn::open(&env.target, login, Dial::default(), Duration::from_secs(10)).await.map_err(|e| anyhow::anyhow!("device: {e}"))?;
+    let mut dev =
+        Conn::open(&env.target, login, Dial::default(), Duration::from_secs(10)).await.map_err(|e| anyhow::anyhow!("device: {e}"))?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let l = Arc::new(Listening::default());
     let stop = CancellationToken::new();
     let sessions = o.ok() as u64;
-    let tasks: Vec<_> = o.conns.iter_mut().filter_map(Option::take).map(|c| spawn_listener(c, l.clone(), stop.clone(), None, pad.clone())).collect();
+    let tasks: Vec<_> = o
+        .conns
+        .iter_mut()
+        .filter_map(Option::take)
+        .map(|c| spawn_listener(c, l.clone(), stop.clone(), None, pad.clone(), args.hb()))
+        .collect();
     // The slow session reads during the first third, then stops reading until the end.
     let stall = CancellationToken::new();
     let resume = CancellationToken::new();
@@ -234,8 +268,10 @@ pub async fn slow_consumer(env: &Env, args: &RunArgs) -> Result<Report> {
             resume.cancelled().await;
             let mut after = 0u64;
             let end = loop {
-                match tokio::time::timeout(Duration::from_secs(3), slow.ws.next()).await {
-                    Ok(Some(Ok(Message::Close(c)))) => break format!("closed by the server: {}", c.map(|c| format!("{} {}", c.code, c.reason)).unwrap_or_default()),
+                match tokio::time::timeout(Duration::from_millis(1500), slow.ws.next()).await {
+                    Ok(Some(Ok(Message::Close(c)))) => {
+                        break format!("closed by the server: {}", c.map(|c| format!("{} {}", c.code, c.reason)).unwrap_or_default());
+                    }
                     Ok(Some(Ok(_))) => after += 1,
                     Ok(Some(Err(e))) => break format!("connection error: {e}"),
                     Ok(None) => break "connection ended".to_owned(),
@@ -273,7 +309,12 @@ pub async fn slow_consumer(env: &Env, args: &RunArgs) -> Result<Report> {
     let p = phase.end();
     pb.finish_and_clear();
     let samples = sampler.finish().await;
-    let closed_after = if watch.is_finished() { watch.await.ok().flatten() } else { watch.abort(); None };
+    let closed_after = if watch.is_finished() {
+        watch.await.ok().flatten()
+    } else {
+        watch.abort();
+        None
+    };
     resume.cancel();
     let (before, after, end) = slow_task.await.unwrap_or((0, 0, "slow task failed".into()));
     stop.cancel();
@@ -296,7 +337,12 @@ pub async fn slow_consumer(env: &Env, args: &RunArgs) -> Result<Report> {
     report.num("slow.read_before", "frames the slow session read before stalling", before as f64, "");
     report.num("slow.read_after", "frames it read after resuming", after as f64, "");
     report.text("slow.end", "how the slow session ended", end);
-    report.num("slow.closed_after_s", "slow consumer closed after the stall began", closed_after.map_or(f64::NAN, |d| d.as_secs_f64()), "s");
+    report.num(
+        "slow.closed_after_s",
+        "slow consumer closed after the stall began",
+        closed_after.map_or(f64::NAN, |d| d.as_secs_f64()),
+        "s",
+    );
     report.num("cpu_us_per_delivery", "server CPU per delivery", p.cpu_per(delivered).unwrap_or(f64::NAN), "µs");
     report.phase("run", "run", &p);
     let closed = l.closed.load(Ordering::Relaxed);

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{source_for, Conn, Dial, Inbound, Login, Target};
+use crate::client::{Conn, Dial, Inbound, Login, Target, source_for};
 use crate::hub::HubOpts;
 use crate::peers::Env;
-use crate::report::{hist, Rec, Report};
+use crate::report::{Rec, Report, hist};
 
 pub mod conn;
 pub mod fanout;
@@ -82,7 +82,6 @@ impl Scenario {
             Scenario::SlowConsumer => "slow-consumer",
         }
     }
-
 }
 
 /// Knobs of `loadtest run`; each scenario picks its own defaults for what is not given.
@@ -96,7 +95,7 @@ pub struct RunArgs {
     /// step, route-timeout), reports/s (fanout, slow-consumer)
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Seconds to hold or measure
+    /// Seconds to hold or measure (conn-storm: the limit for full recovery)
     #[arg(long)]
     pub duration: Option<f64>,
     /// Connect over WSS instead of WS
@@ -138,6 +137,9 @@ impl RunArgs {
 
 /// Runs one scenario against a started peer.
 pub async fn run(env: &mut Env, scenario: Scenario, args: &RunArgs) -> anyhow::Result<Report> {
+    if args.tls {
+        env.target = env.tls_target.clone().ok_or_else(|| anyhow::anyhow!("--tls: {} has no TLS listener here", env.peer.name()))?;
+    }
     let before = env.metrics().await;
     let mut report = match scenario {
         Scenario::ConnIdle => conn::idle(env, args, args.tls, "conn-idle").await?,
@@ -195,7 +197,9 @@ pub fn bar(show: bool, len: u64, msg: &str) -> ProgressBar {
     }
     let pb = ProgressBar::new(len);
     pb.set_style(
-        ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} {elapsed_precise}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "),
+        ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} {elapsed_precise}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
     );
     pb.set_message(msg.to_owned());
     pb
@@ -268,7 +272,13 @@ impl ConnStats {
 /// A connection that heartbeats every `hb` (first beat at a random offset so they do not
 /// synchronise) and, if it is a device, acks every command unless `mute`. Ends on `stop`,
 /// handing its connection back.
-pub fn spawn_conn(mut conn: Conn, hb: Duration, mute: bool, stop: CancellationToken, st: Arc<ConnStats>) -> tokio::task::JoinHandle<Option<Conn>> {
+pub fn spawn_conn(
+    mut conn: Conn,
+    hb: Duration,
+    mute: bool,
+    stop: CancellationToken,
+    st: Arc<ConnStats>,
+) -> tokio::task::JoinHandle<Option<Conn>> {
     tokio::spawn(async move {
         let mut next = tokio::time::Instant::now() + hb.mul_f64(rand::random::<f64>());
         let mut ping_at: Option<Instant> = None;
@@ -342,7 +352,15 @@ impl Opened {
 /// Opens one connection per login, starting them at `rate` per second (0: at once) with at most
 /// `concurrency` handshakes in flight. `index0`/`total` place these among all connections of the
 /// run, for spreading source addresses.
-pub async fn open_many(target: &Target, logins: Vec<Login>, index0: usize, total: usize, rate: f64, concurrency: usize, pb: &ProgressBar) -> Opened {
+pub async fn open_many(
+    target: &Target,
+    logins: Vec<Login>,
+    index0: usize,
+    total: usize,
+    rate: f64,
+    concurrency: usize,
+    pb: &ProgressBar,
+) -> Opened {
     let n = logins.len();
     let sem = Arc::new(Semaphore::new(concurrency.max(1)));
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -364,7 +382,15 @@ pub async fn open_many(target: &Target, logins: Vec<Login>, index0: usize, total
             });
         }
     });
-    let mut out = Opened { conns: (0..n).map(|_| None).collect(), connect: hist(), errors: BTreeMap::new(), first_errors: Vec::new(), secs: 0.0, local_ok: 0, remote_ok: 0 };
+    let mut out = Opened {
+        conns: (0..n).map(|_| None).collect(),
+        connect: hist(),
+        errors: BTreeMap::new(),
+        first_errors: Vec::new(),
+        secs: 0.0,
+        local_ok: 0,
+        remote_ok: 0,
+    };
     while let Some((i, took, r)) = rx.recv().await {
         pb.inc(1);
         match r {
@@ -397,4 +423,3 @@ pub fn report_opened(report: &mut Report, key: &str, what: &str, o: &Opened) {
         report.fail(format!("{} of {} {what} failed to open, e.g. {}", o.failed(), o.ok() as u64 + o.failed(), o.first_errors.join("; ")));
     }
 }
-

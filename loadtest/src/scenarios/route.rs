@@ -6,22 +6,29 @@
 //! saturated generator shows up instead of hiding in the numbers.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Result};
+use anyhow::{Result, anyhow};
 use tokio_util::sync::CancellationToken;
 
-use super::{bar, open_many, report_opened, spawn_conn, timed_bar, us, ConnStats, Pacer, RunArgs};
+use super::{ConnStats, Pacer, RunArgs, bar, open_many, report_opened, spawn_conn, timed_bar, us};
 use crate::client::{Conn, Inbound, Login};
 use crate::hub::Device;
 use crate::peers::{Env, Peer};
-use crate::procstat::{slope, Phase, RssSampler};
+use crate::procstat::{Phase, RssSampler, slope};
 use crate::report::{Rec, Report, Table};
 
 /// Connects devices (acking unless `mute`) and returns their tasks' stop token and stats.
-async fn start_devices(env: &Env, report: &mut Report, devices: &[Device], mute: bool, hb: Duration, concurrency: usize) -> (CancellationToken, Arc<ConnStats>) {
+async fn start_devices(
+    env: &Env,
+    report: &mut Report,
+    devices: &[Device],
+    mute: bool,
+    hb: Duration,
+    concurrency: usize,
+) -> (CancellationToken, Arc<ConnStats>) {
     let stop = CancellationToken::new();
     let stats = Arc::new(ConnStats::default());
     if env.peer == Peer::Echo {
@@ -82,7 +89,15 @@ struct Recs {
 
 /// One app session sending updates to `targets` (round-robin) at `rate` for `dur`, then waiting
 /// up to `drain` for the outstanding replies.
-async fn paced(mut conn: Conn, targets: Vec<(String, String)>, rate: f64, dur: Duration, drain: Duration, seq0: u64, recs: Recs) -> (Option<Conn>, Counts) {
+async fn paced(
+    mut conn: Conn,
+    targets: Vec<(String, String)>,
+    rate: f64,
+    dur: Duration,
+    drain: Duration,
+    seq0: u64,
+    recs: Recs,
+) -> (Option<Conn>, Counts) {
     let mut c = Counts::default();
     let mut pacer = Pacer::new(rate);
     let end = pacer.start + dur;
@@ -159,6 +174,7 @@ pub async fn rr(env: &Env, args: &RunArgs) -> Result<Report> {
     report.param("duration_s", dur.as_secs_f64());
     let users = env.users(1, true).await?;
     let devices = env.devices(&users, 1).await?;
+    env.settle().await;
     let (stop, dstats) = start_devices(env, &mut report, &devices, false, args.hb(), 4).await;
     let mut app = open_apps(env, &mut report, &users, 4).await.pop().ok_or_else(|| anyhow!("the app session did not open"))?;
     let (dev, owner) = (devices[0].id.clone(), devices[0].owner.clone());
@@ -242,13 +258,34 @@ pub async fn p2p(env: &Env, args: &RunArgs) -> Result<Report> {
     report.param("steps", steps.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","));
     let users = env.users(m, true).await?;
     let devices = env.devices(&users, m).await?;
+    env.settle().await;
     let (stop, dstats) = start_devices(env, &mut report, &devices, false, args.hb(), args.concurrency).await;
-    let mut apps: Vec<(Conn, (String, String))> =
-        open_apps(env, &mut report, &users, args.concurrency).await.into_iter().zip(devices.iter().map(|d| (d.id.clone(), d.owner.clone()))).collect();
+    let mut apps: Vec<(Conn, (String, String))> = open_apps(env, &mut report, &users, args.concurrency)
+        .await
+        .into_iter()
+        .zip(devices.iter().map(|d| (d.id.clone(), d.owner.clone())))
+        .collect();
     let drain = env.ack_timeout() + Duration::from_secs(1);
     let mut table = Table {
         title: "steps".into(),
-        columns: ["target/s", "done/s", "p50 ms", "p99 ms", "p999 ms", "max ms", "lag p99", "errors", "504", "lost", "cpu µs/upd", "srv cores", "gen cores", "other"].map(String::from).to_vec(),
+        columns: [
+            "target/s",
+            "done/s",
+            "p50 ms",
+            "p99 ms",
+            "p999 ms",
+            "max ms",
+            "lag p99",
+            "errors",
+            "504",
+            "lost",
+            "cpu µs/upd",
+            "srv cores",
+            "gen cores",
+            "other",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows: Vec::new(),
     };
     let mut best: Option<(f64, f64, f64, f64)> = None;
@@ -285,8 +322,20 @@ pub async fn p2p(env: &Env, args: &RunArgs) -> Result<Report> {
         let cpu = p.cpu_per(counts.ok).unwrap_or(f64::NAN);
         let errors = counts.other_errors(&[504]) + counts.unknown;
         table.rows.push(vec![
-            rate, done, q(&h, 0.5), q(&h, 0.99), q(&h, 0.999), h.max() as f64 / 1000.0, q(&lag, 0.99), errors as f64, counts.code(504) as f64,
-            counts.lost as f64, cpu, p.server_cores(), p.gen_cores(), p.other_cores,
+            rate,
+            done,
+            q(&h, 0.5),
+            q(&h, 0.99),
+            q(&h, 0.999),
+            h.max() as f64 / 1000.0,
+            q(&lag, 0.99),
+            errors as f64,
+            counts.code(504) as f64,
+            counts.lost as f64,
+            cpu,
+            p.server_cores(),
+            p.gen_cores(),
+            p.other_cores,
         ]);
         if i == 0 {
             report.num("first_step.cpu_us_per_update", &format!("server CPU per update+ack at {rate}/s"), cpu, "µs");
@@ -300,7 +349,12 @@ pub async fn p2p(env: &Env, args: &RunArgs) -> Result<Report> {
         }
         let pass = q(&h, 0.99) < 10.0 && counts.lost == 0 && errors == 0 && counts.code(504) == 0 && done >= 0.9 * rate;
         if !pass {
-            report.note(format!("stopped stepping at {rate}/s: p99 {:.2} ms, done {done:.0}/s, errors {errors}, 504 {}, lost {}", q(&h, 0.99), counts.code(504), counts.lost));
+            report.note(format!(
+                "stopped stepping at {rate}/s: p99 {:.2} ms, done {done:.0}/s, errors {errors}, 504 {}, lost {}",
+                q(&h, 0.99),
+                counts.code(504),
+                counts.lost
+            ));
             break;
         }
         best = Some((rate, cpu, q(&h, 0.99), q(&h, 0.5)));
@@ -341,6 +395,7 @@ pub async fn timeout(env: &Env, args: &RunArgs) -> Result<Report> {
     report.param("ack_timeout_ms", deadline.as_millis());
     let users = env.users(apps, true).await?;
     let devices = env.devices(&users, d).await?;
+    env.settle().await;
     let (stop, dstats) = start_devices(env, &mut report, &devices, true, args.hb(), args.concurrency).await;
     let conns = open_apps(env, &mut report, &users, args.concurrency).await;
     let recs = Recs::default();
@@ -352,7 +407,8 @@ pub async fn timeout(env: &Env, args: &RunArgs) -> Result<Report> {
         .into_iter()
         .enumerate()
         .map(|(j, conn)| {
-            let mine: Vec<(String, String)> = devices.iter().filter(|x| x.owner == users[j].uid).map(|x| (x.id.clone(), x.owner.clone())).collect();
+            let mine: Vec<(String, String)> =
+                devices.iter().filter(|x| x.owner == users[j].uid).map(|x| (x.id.clone(), x.owner.clone())).collect();
             let recs = recs.clone();
             let per = rate / apps as f64;
             tokio::spawn(async move { paced(conn, mine, per, dur, drain, 1, recs).await })
@@ -385,7 +441,8 @@ pub async fn timeout(env: &Env, args: &RunArgs) -> Result<Report> {
     }
     report.num("cpu_us_per_update", "server CPU per update (command + 504)", p.cpu_per(counts.sent).unwrap_or(f64::NAN), "µs");
     let base = samples.first().map_or(0, |s| s.1);
-    let steady: Vec<(f64, u64)> = samples.iter().copied().filter(|s| s.0 > deadline.as_secs_f64() * 2.0 + 0.5 && s.0 < dur.as_secs_f64()).collect();
+    let steady: Vec<(f64, u64)> =
+        samples.iter().copied().filter(|s| s.0 > deadline.as_secs_f64() * 2.0 + 0.5 && s.0 < dur.as_secs_f64()).collect();
     let max = samples.iter().map(|s| s.1).max().unwrap_or(0);
     report.num("rss.before", "server RSS at start", base as f64 / 1048576.0, "MiB");
     report.num("rss.max", "server RSS max", max as f64 / 1048576.0, "MiB");
@@ -394,7 +451,10 @@ pub async fn timeout(env: &Env, args: &RunArgs) -> Result<Report> {
     report.num("pending.steady", "pending commands at steady state (rate × deadline)", rate * deadline.as_secs_f64(), "");
     report.phase("run", "run", &p);
     if counts.ok > 0 || counts.other_errors(&[504]) > 0 || counts.unknown > 0 {
-        report.fail(format!("mute devices' updates answered {} × 0, codes {:?}, {} unknown sequences", counts.ok, counts.codes, counts.unknown));
+        report.fail(format!(
+            "mute devices' updates answered {} × 0, codes {:?}, {} unknown sequences",
+            counts.ok, counts.codes, counts.unknown
+        ));
     }
     if counts.lost > 0 {
         report.fail(format!("{} updates got no answer within the deadline + 2 s", counts.lost));
