@@ -39,7 +39,7 @@ fn frames(c: &mut Criterion) {
     g.finish();
 }
 
-fn link_for(owner: &UserKey, id: &str) -> (Arc<DeviceLink>, tokio::sync::mpsc::Receiver<tokio_tungstenite::tungstenite::Utf8Bytes>) {
+fn link_for(owner: &UserKey, id: &str) -> (Arc<DeviceLink>, switchyard::registry::Outbox) {
     let (handle, rx, _control) = SessionHandle::new(1 << 16);
     let audience = Audience { owner: owner.clone(), sharees: vec![] };
     (Arc::new(DeviceLink::new(DeviceId::new(id), handle, Some(audience), Default::default())), rx)

@@ -1,15 +1,15 @@
 //! The live sessions of this node: which socket holds each device, which sockets belong to each
 //! user. Both maps are sharded by key hash behind short, never-awaited mutexes, so no global lock
 //! sits on the hot path. A [`SessionHandle`] is how anyone but the owning task reaches a socket:
-//! a bounded outbox (`try_send` only) and a close request.
+//! a bounded outbox (queued without waiting, never awaited) and a close request.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::value::RawValue;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::ids::{DeviceId, SessionId, UserKey};
@@ -26,14 +26,30 @@ pub enum CloseReason {
     Replaced = 2,
 }
 
-/// Shared between a session task and every handle to it.
-#[derive(Debug, Default)]
+/// Shared between a session task and every handle to it: the close request and the outbound
+/// queue. The queue is a plain deque that allocates only when frames arrive (an idle session
+/// holds no queue memory), bounded by `capacity`.
+#[derive(Debug)]
 pub struct Control {
     reason: AtomicU8,
     notify: Notify,
+    queue: Mutex<Queue>,
+    ready: Notify,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    frames: VecDeque<Utf8Bytes>,
+    /// Set when the session's receiving end is gone: nothing more is accepted.
+    closed: bool,
 }
 
 impl Control {
+    fn new(capacity: usize) -> Self {
+        Control { reason: AtomicU8::new(0), notify: Notify::new(), queue: Mutex::default(), ready: Notify::new(), capacity }
+    }
+
     /// Resolves once a close was requested; returns the first reason given.
     pub async fn closed(&self) -> CloseReason {
         loop {
@@ -57,14 +73,69 @@ impl Control {
             self.notify.notify_one();
         }
     }
+
+    fn push(&self, frame: Utf8Bytes) -> Result<(), Refused> {
+        {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            if q.closed {
+                return Err(Refused::Closed);
+            }
+            if q.frames.len() >= self.capacity {
+                return Err(Refused::Full);
+            }
+            q.frames.push_back(frame);
+        }
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    fn pop(&self) -> Option<Utf8Bytes> {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let frame = q.frames.pop_front();
+        if q.frames.is_empty() && q.frames.capacity() > 16 {
+            // Give back what a burst grew; an idle session keeps a small queue at most.
+            q.frames = VecDeque::new();
+        }
+        frame
+    }
 }
 
-/// A handle to one live session. Cloning is cheap; the session task holds the receiving ends.
+/// The session task's end of its outbound queue. Dropping it closes the queue and frees what
+/// is left in it.
+#[derive(Debug)]
+pub struct Outbox {
+    control: Arc<Control>,
+}
+
+impl Outbox {
+    /// The next queued frame, waiting for one. (`Option` for the `select!` pattern; never `None`.)
+    pub async fn recv(&mut self) -> Option<Utf8Bytes> {
+        loop {
+            if let Some(f) = self.control.pop() {
+                return Some(f);
+            }
+            // A push between the pop and this wait leaves a permit, so no wake-up is lost.
+            self.control.ready.notified().await;
+        }
+    }
+
+    pub fn try_recv(&mut self) -> Option<Utf8Bytes> {
+        self.control.pop()
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let mut q = self.control.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.closed = true;
+        q.frames = VecDeque::new();
+    }
+}
+
+/// A handle to one live session. Cloning is cheap; the session task holds the receiving end.
 #[derive(Debug, Clone)]
 pub struct SessionHandle {
     pub id: SessionId,
-    /// Frames for the socket; the session task holds the receiver and writes them in order.
-    outbox: mpsc::Sender<Utf8Bytes>,
     control: Arc<Control>,
 }
 
@@ -79,25 +150,21 @@ impl SessionHandle {
     /// Queues a frame without waiting and without judging the peer: a full queue is the
     /// caller's to answer (a command for a busy device), not a reason to close the session.
     pub fn offer(&self, frame: Utf8Bytes) -> Result<(), Refused> {
-        self.outbox.try_send(frame).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => Refused::Full,
-            mpsc::error::TrySendError::Closed(_) => Refused::Closed,
-        })
+        self.control.push(frame)
     }
 
     /// A handle and the two ends its session task keeps.
-    pub fn new(capacity: usize) -> (SessionHandle, mpsc::Receiver<Utf8Bytes>, Arc<Control>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        let control = Arc::new(Control::default());
-        (SessionHandle { id: SessionId::next(), outbox: tx, control: control.clone() }, rx, control)
+    pub fn new(capacity: usize) -> (SessionHandle, Outbox, Arc<Control>) {
+        let control = Arc::new(Control::new(capacity));
+        (SessionHandle { id: SessionId::next(), control: control.clone() }, Outbox { control: control.clone() }, control)
     }
 
     /// Queues a frame without waiting. A full queue closes the session as a slow consumer: the
     /// router never waits for a peer.
     pub fn deliver(&self, frame: Utf8Bytes, metrics: &Metrics) -> bool {
-        match self.outbox.try_send(frame) {
+        match self.control.push(frame) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Full) => {
                 if self.control.reason().is_none() {
                     metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(session = %self.id, "outbound queue full, closing slow consumer");
@@ -105,7 +172,7 @@ impl SessionHandle {
                 self.close(CloseReason::SlowConsumer);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(Refused::Closed) => false,
         }
     }
 

@@ -13,7 +13,6 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -23,7 +22,7 @@ use tracing::Instrument;
 
 use crate::Hub;
 use crate::protocol::{self, FrameError, HbConfig, Inbound};
-use crate::registry::{CloseReason, Control};
+use crate::registry::{CloseReason, Control, Outbox};
 
 mod app;
 mod device;
@@ -66,7 +65,9 @@ async fn open(hub: Arc<Hub>, io: TokioIo<Upgraded>) -> Option<SessionFuture> {
     let mut ws = WebSocketStream::from_raw_socket(io, tokio_tungstenite::tungstenite::protocol::Role::Server, Some(config)).await;
     Some(match handshake::run(&hub, &mut ws).await? {
         handshake::Next::App { user, appid, reply } => Box::pin(app::run(hub, ws, user, appid, reply)),
-        handshake::Next::Device { id, apikey, audience, state, reply } => Box::pin(device::run(hub, ws, id, apikey, audience, state, reply)),
+        handshake::Next::Device { id, apikey, audience, state, reply } => {
+            Box::pin(device::run(hub, ws, id, apikey, audience, state, reply))
+        }
     })
 }
 
@@ -127,18 +128,18 @@ pub(crate) async fn close(ws: &mut Ws, code: CloseCode, reason: &'static str) {
 }
 
 /// Writes everything the outbox holds right now in one flush.
-pub(crate) async fn write_batch(ws: &mut Ws, first: Utf8Bytes, outbox: &mut mpsc::Receiver<Utf8Bytes>) -> bool {
+pub(crate) async fn write_batch(ws: &mut Ws, first: Utf8Bytes, outbox: &mut Outbox) -> bool {
     if ws.feed(Message::Text(first)).await.is_err() {
         return false;
     }
     for _ in 0..64 {
         match outbox.try_recv() {
-            Ok(frame) => {
+            Some(frame) => {
                 if ws.feed(Message::Text(frame)).await.is_err() {
                     return false;
                 }
             }
-            Err(_) => break,
+            None => break,
         }
     }
     ws.flush().await.is_ok()

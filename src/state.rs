@@ -105,10 +105,15 @@ pub async fn watch_acl(store: Store, router: Arc<dyn Router>, generation: Arc<At
         generation.store(version, Ordering::Release);
         let links = router.devices();
         tracing::debug!(version, devices = links.len(), "sharing changed, reloading audiences");
-        for link in links {
-            match store.audience(&link.deviceid).await {
-                Ok(a) => link.set_audience(a),
-                Err(e) => tracing::warn!(error = %e, device = %link.deviceid, "reloading audience failed"),
+        match store.audiences().await {
+            Ok(mut all) => {
+                for link in links {
+                    link.set_audience(all.remove(&link.deviceid));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reloading audiences failed; will retry");
+                seen = -1;
             }
         }
     }

@@ -5,6 +5,7 @@
 //! on the routing path: sessions read at handshake time, and device state is written in batches by
 //! [`crate::state::StateWriter`].
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -111,6 +112,13 @@ fn random_hex(bytes: usize) -> String {
 fn new_apikey() -> String {
     let h = random_hex(16);
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// Apikeys joined by `group_concat` (they never contain commas).
+fn split_keys(joined: Option<String>) -> Vec<UserKey> {
+    let mut keys: Vec<UserKey> = joined.iter().flat_map(|j| j.split(',')).filter(|k| !k.is_empty()).map(UserKey::new).collect();
+    keys.sort();
+    keys
 }
 
 fn unique_violation(e: &sqlx::Error) -> bool {
@@ -379,6 +387,36 @@ impl Store {
             .await
             .map_err(|e| if unique_violation(&e) { StoreError::Conflict(format!("share of {deviceid} with {with}")) } else { e.into() })?;
         self.bump_acl().await
+    }
+
+    /// A device's record and its audience in one query (what `register` needs).
+    pub async fn device_with_audience(&self, deviceid: &str) -> Result<Option<(Device, Option<Audience>)>> {
+        let sql = format!(
+            "SELECT {}, (SELECT group_concat(apikey, ',') FROM shares s WHERE s.deviceid = devices.deviceid) FROM devices WHERE deviceid = ?",
+            Self::DEVICE_COLUMNS
+        );
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(deviceid).fetch_optional(&self.pool).await? else { return Ok(None) };
+        let sharees: Option<String> = row.get(7);
+        let device = Self::device_from(row);
+        let audience = device.owner.clone().map(|owner| Audience { owner, sharees: split_keys(sharees) });
+        Ok(Some((device, audience)))
+    }
+
+    /// Owner and sharees of every owned device, in one query (for access-control reloads).
+    pub async fn audiences(&self) -> Result<HashMap<DeviceId, Audience>> {
+        let rows = sqlx::query(
+            "SELECT d.deviceid, d.owner, group_concat(s.apikey, ',') FROM devices d LEFT JOIN shares s ON s.deviceid = d.deviceid \
+             WHERE d.owner IS NOT NULL GROUP BY d.deviceid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let id = DeviceId::new(row.get::<String, _>(0));
+                (id, Audience { owner: UserKey::new(row.get::<String, _>(1)), sharees: split_keys(row.get(2)) })
+            })
+            .collect())
     }
 
     /// Owner and sharees of one device; `None` when it has no owner (or does not exist).

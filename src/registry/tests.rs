@@ -1,6 +1,6 @@
 use super::*;
 
-fn link(id: &str) -> (Arc<DeviceLink>, mpsc::Receiver<Utf8Bytes>) {
+fn link(id: &str) -> (Arc<DeviceLink>, Outbox) {
     let (handle, rx, _control) = SessionHandle::new(2);
     (Arc::new(DeviceLink::new(DeviceId::new(id), handle, None, Default::default())), rx)
 }
@@ -84,4 +84,16 @@ fn device_state_merges_raw_values_within_its_cap() {
     assert_eq!(s.merge(delta, 1024), Err(StateTooLarge { limit: 1024 }));
     assert_eq!(s.to_json(), before, "a refused report changes nothing");
     assert!(DeviceState::default().pick(&[]).is_none());
+}
+
+#[test]
+fn the_outbox_is_bounded_and_closed_with_its_receiver() {
+    let (handle, mut outbox, _control) = SessionHandle::new(2);
+    assert_eq!(handle.offer("a".into()), Ok(()));
+    assert_eq!(handle.offer("b".into()), Ok(()));
+    assert_eq!(handle.offer("c".into()), Err(Refused::Full));
+    assert_eq!(outbox.try_recv().as_ref().map(|f| f.as_str()), Some("a"));
+    assert_eq!(handle.offer("c".into()), Ok(()));
+    drop(outbox);
+    assert_eq!(handle.offer("d".into()), Err(Refused::Closed));
 }

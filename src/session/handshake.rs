@@ -31,9 +31,9 @@ pub(super) async fn run(hub: &Hub, ws: &mut Ws) -> Option<Next> {
         Err(_) => {
             tracing::debug!("no handshake before the deadline");
             {
-        Box::pin(super::close(ws, CloseCode::Policy, "handshake timeout")).await;
-        return None;
-    }
+                Box::pin(super::close(ws, CloseCode::Policy, "handshake timeout")).await;
+                return None;
+            }
         }
         Ok(Err(Read::TooBig)) => {
             Box::pin(super::close(ws, CloseCode::Size, "message too big")).await;
@@ -42,9 +42,9 @@ pub(super) async fn run(hub: &Hub, ws: &mut Ws) -> Option<Next> {
         Ok(Err(Read::Binary)) => {
             let reply = reject(hub, &FrameError::Malformed("binary frame".into()), None);
             {
-        Box::pin(refuse(hub, ws, reply)).await;
-        return None;
-    }
+                Box::pin(refuse(hub, ws, reply)).await;
+                return None;
+            }
         }
         Ok(Err(_)) => return None,
         Ok(Ok(text)) => text,
@@ -96,9 +96,9 @@ async fn app_online(hub: &Hub, ws: &mut Ws, frame: &Inbound<'_>) -> Option<Next>
         };
         let reply = reject(hub, &FrameError::Missing(missing), Some(frame));
         {
-        Box::pin(refuse(hub, ws, reply)).await;
-        return None;
-    }
+            Box::pin(refuse(hub, ws, reply)).await;
+            return None;
+        }
     };
     let refusal = match Box::pin(hub.store.check_access(at)).await {
         Err(e) => {
@@ -120,13 +120,12 @@ async fn app_online(hub: &Hub, ws: &mut Ws, frame: &Inbound<'_>) -> Option<Next>
     if let Some((code, reason)) = refusal {
         tracing::info!(code, reason, "userOnline refused");
         {
-        Box::pin(refuse(hub, ws, protocol::error_frame(code, reason, seq))).await;
-        return None;
-    }
+            Box::pin(refuse(hub, ws, protocol::error_frame(code, reason, seq))).await;
+            return None;
+        }
     }
     let user = UserKey::new(apikey);
-    let reply =
-        Outbound { error: Some(0), apikey: Some(apikey), config: Some(super::hb_config(hub)), sequence: seq, ..Default::default() };
+    let reply = Outbound { error: Some(0), apikey: Some(apikey), config: Some(super::hb_config(hub)), sequence: seq, ..Default::default() };
     Some(Next::App { user, appid: AppId::new(appid), reply: reply.to_text() })
 }
 
@@ -134,20 +133,22 @@ async fn device_register(hub: &Hub, ws: &mut Ws, frame: &Inbound<'_>) -> Option<
     let Ok(deviceid) = frame.require_deviceid() else {
         let reply = reject(hub, &FrameError::Missing("deviceid"), Some(frame));
         {
-        Box::pin(refuse(hub, ws, reply)).await;
-        return None;
-    }
+            Box::pin(refuse(hub, ws, reply)).await;
+            return None;
+        }
     };
     let temporary = frame.action.as_deref() == Some("tmpReg");
-    let record = match Box::pin(hub.store.device(deviceid)).await {
+    let found = match Box::pin(hub.store.device_with_audience(deviceid)).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "store unavailable during register");
-            {
-        Box::pin(refuse(hub, ws, protocol::register_refusal(500, "Internal Error", deviceid))).await;
-        return None;
-    }
+            Box::pin(refuse(hub, ws, protocol::register_refusal(500, "Internal Error", deviceid))).await;
+            return None;
         }
+    };
+    let (record, audience) = match found {
+        Some((d, a)) => (Some(d), a),
+        None => (None, None),
     };
     let refusal = match &record {
         None => Some((404, "Not Found")),
@@ -159,22 +160,12 @@ async fn device_register(hub: &Hub, ws: &mut Ws, frame: &Inbound<'_>) -> Option<
         tracing::info!(device = deviceid, code, reason, "register refused");
         hub.metrics.frames_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         {
-        Box::pin(refuse(hub, ws, protocol::register_refusal(code, reason, deviceid))).await;
-        return None;
-    }
+            Box::pin(refuse(hub, ws, protocol::register_refusal(code, reason, deviceid))).await;
+            return None;
+        }
     }
     let record = record.expect("checked above");
     let id = DeviceId::new(deviceid);
-    let audience = match Box::pin(hub.store.audience(&id)).await {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::warn!(error = %e, "store unavailable during register");
-            {
-        Box::pin(refuse(hub, ws, protocol::register_refusal(500, "Internal Error", deviceid))).await;
-        return None;
-    }
-        }
-    };
     let apikey = record.owner.as_ref().map_or(record.factory_apikey.as_str(), UserKey::as_str).to_owned();
     let reply = Outbound {
         error: Some(0),
