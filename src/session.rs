@@ -47,6 +47,7 @@ pub fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
 /// The handshake runs boxed and the session it picks is boxed on its own, so once a session
 /// settles in, the task holds only that session's state and a few pointers: an idle session's
 /// memory is mostly its future (see ARCHITECTURE.md, Bounds).
+#[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
 pub fn run(hub: Arc<Hub>, io: TokioIo<Upgraded>, peer: SocketAddr) -> impl std::future::Future<Output = ()> + Send {
     async move {
         let span =

@@ -37,6 +37,7 @@ type Wait = Pin<Box<dyn Future<Output = Done> + Send>>;
 /// Attaches the session, then sends the handshake `reply`, so anything sent after the reply
 /// already finds the session online.
 /// A plain fn returning an `async move` block, so the arguments are not kept twice.
+#[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
 pub(super) fn run(hub: Arc<Hub>, mut ws: Ws, user: UserKey, appid: AppId, reply: String) -> impl Future<Output = ()> + Send {
     async move {
         let (handle, mut outbox, control) = SessionHandle::new(hub.config.outbox_capacity);

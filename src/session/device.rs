@@ -20,6 +20,7 @@ use crate::store::Audience;
 
 /// A plain fn returning an `async move` block rather than an `async fn`: an async fn keeps a
 /// second copy of its arguments (the socket among them) for its whole life.
+#[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
 pub(super) fn run(
     hub: Arc<Hub>,
     mut ws: Ws,
