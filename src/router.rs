@@ -1,7 +1,7 @@
 //! Where frames go. [`Router`] is the one seam between sessions and the rest of the cluster:
 //! "which socket holds this device" and "which sessions belong to this user" are answered behind
 //! it, so a broker-backed router can replace [`LocalRouter`] without session code knowing whether
-//! a peer is local. The router never awaits a peer: it queues with `try_send` and returns.
+//! a peer is local. The router never awaits a peer: it queues without waiting and returns.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;

@@ -182,33 +182,44 @@ impl Hub {
         let dir = tempfile::Builder::new().prefix("loadtest-hub-").tempdir()?;
         let (cert, key, data) = (dir.path().join("cert.pem"), dir.path().join("key.pem"), dir.path().join("data"));
         switchyard::tls::ensure_dev_cert(&cert, &key)?;
-        let (http_port, https_port) = (free_port()?, free_port()?);
-        let log = dir.path().join("hub.log");
-        let out = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(&bin);
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--http")
-            .arg(format!("127.0.0.1:{http_port}"))
-            .arg("--https")
-            .arg(format!("127.0.0.1:{https_port}"))
-            .arg("--tls-cert")
-            .arg(&cert)
-            .arg("--tls-key")
-            .arg(&key)
-            .arg("--max-connections")
-            .arg("1000000")
-            .arg("--ack-timeout-ms")
-            .arg(opts.ack_timeout_ms.to_string())
-            .args(&opts.hub_arg)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
-        let pid = child.id().ok_or_else(|| anyhow!("hub exited at once"))?;
+        // A port found free can be refused a moment later (thousands of TIME-WAIT sockets after a
+        // large run): try a few fresh pairs before giving up.
+        let mut attempt = 0;
+        let (mut child, pid, http_port, https_port, log) = loop {
+            attempt += 1;
+            let (http_port, https_port) = (free_port()?, free_port()?);
+            let log = dir.path().join("hub.log");
+            let out = std::fs::File::create(&log)?;
+            let mut cmd = Command::new(&bin);
+            cmd.arg("serve")
+                .arg("--data-dir")
+                .arg(&data)
+                .arg("--http")
+                .arg(format!("127.0.0.1:{http_port}"))
+                .arg("--https")
+                .arg(format!("127.0.0.1:{https_port}"))
+                .arg("--tls-cert")
+                .arg(&cert)
+                .arg("--tls-key")
+                .arg(&key)
+                .arg("--max-connections")
+                .arg("1000000")
+                .arg("--ack-timeout-ms")
+                .arg(opts.ack_timeout_ms.to_string())
+                .args(&opts.hub_arg)
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out)
+                .kill_on_drop(true);
+            let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+            let pid = child.id().ok_or_else(|| anyhow!("hub exited at once"))?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if child.try_wait()?.is_some() && attempt < 5 && tail(&log, 20).contains("Address already in use") {
+                continue;
+            }
+            break (child, pid, http_port, https_port, log);
+        };
         let plain: SocketAddr = ([127, 0, 0, 1], http_port).into();
         let t0 = Instant::now();
         loop {
