@@ -32,6 +32,12 @@ pub fn same_secret(a: &str, b: &str) -> bool {
     a.as_slice().ct_eq(b.as_slice()).into()
 }
 
+/// A short tag of an access token, to find the sessions opened with it (not a secret).
+pub fn token_tag(token: &str) -> u64 {
+    let d = Sha256::digest(token.as_bytes());
+    u64::from_le_bytes(d[..8].try_into().expect("a SHA-256 digest has 32 bytes")) | 1
+}
+
 /// Hashes a password with argon2id and a random salt (blocking: ~19 MiB and tens of ms).
 pub fn hash_password(password: &str) -> String {
     let salt = SaltString::generate(&mut OsRng);

@@ -24,6 +24,8 @@ pub enum CloseReason {
     SlowConsumer = 1,
     /// Another connection registered the same device.
     Replaced = 2,
+    /// The access token the session logged in with was revoked (logout).
+    LoggedOut = 3,
 }
 
 /// Shared between a session task and every handle to it: the close request and the outbound
@@ -36,6 +38,9 @@ pub struct Control {
     queue: Mutex<Queue>,
     ready: Notify,
     capacity: usize,
+    /// A tag of the credential an app session logged in with (0 for devices), so revoking it
+    /// can close the sessions it opened.
+    credential: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -47,7 +52,14 @@ struct Queue {
 
 impl Control {
     fn new(capacity: usize) -> Self {
-        Control { reason: AtomicU8::new(0), notify: Notify::new(), queue: Mutex::default(), ready: Notify::new(), capacity }
+        Control {
+            reason: AtomicU8::new(0),
+            notify: Notify::new(),
+            queue: Mutex::default(),
+            ready: Notify::new(),
+            capacity,
+            credential: AtomicU64::new(0),
+        }
     }
 
     /// Resolves once a close was requested; returns the first reason given.
@@ -64,6 +76,7 @@ impl Control {
         match self.reason.load(Ordering::Acquire) {
             1 => Some(CloseReason::SlowConsumer),
             2 => Some(CloseReason::Replaced),
+            3 => Some(CloseReason::LoggedOut),
             _ => None,
         }
     }
@@ -178,6 +191,15 @@ impl SessionHandle {
 
     pub fn close(&self, reason: CloseReason) {
         self.control.request(reason);
+    }
+
+    /// Records the credential tag this session logged in with.
+    pub fn set_credential(&self, tag: u64) {
+        self.control.credential.store(tag, Ordering::Relaxed);
+    }
+
+    pub fn credential(&self) -> u64 {
+        self.control.credential.load(Ordering::Relaxed)
     }
 }
 

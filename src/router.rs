@@ -80,6 +80,8 @@ pub trait Router: Send + Sync + 'static {
     fn report(&self, link: &DeviceLink, params: &RawValue);
     /// Online devices of this node (for access-control refreshes and admin views).
     fn devices(&self) -> Vec<Arc<DeviceLink>>;
+    /// Closes `user`'s app sessions that logged in with the credential tagged `credential`.
+    fn close_sessions(&self, user: &UserKey, credential: u64, reason: CloseReason) -> usize;
 }
 
 /// A router for a single node: everything is in this process's [`Registry`].
@@ -265,5 +267,16 @@ impl Router for LocalRouter {
 
     fn devices(&self) -> Vec<Arc<DeviceLink>> {
         self.registry.devices()
+    }
+
+    fn close_sessions(&self, user: &UserKey, credential: u64, reason: CloseReason) -> usize {
+        let mut closed = 0;
+        self.registry.for_each_session(user, |s| {
+            if s.credential() == credential {
+                s.close(reason);
+                closed += 1;
+            }
+        });
+        closed
     }
 }

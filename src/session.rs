@@ -65,7 +65,7 @@ async fn open(hub: Arc<Hub>, io: TokioIo<Upgraded>) -> Option<SessionFuture> {
     let config = ws_config(hub.config.max_frame_bytes);
     let mut ws = WebSocketStream::from_raw_socket(io, tokio_tungstenite::tungstenite::protocol::Role::Server, Some(config)).await;
     Some(match handshake::run(&hub, &mut ws).await? {
-        handshake::Next::App { user, appid, reply } => Box::pin(app::run(hub, ws, user, appid, reply)),
+        handshake::Next::App { user, appid, credential, reply } => Box::pin(app::run(hub, ws, user, appid, credential, reply)),
         handshake::Next::Device { id, apikey, audience, state, reply } => {
             Box::pin(device::run(hub, ws, id, apikey, audience, state, reply))
         }
@@ -167,6 +167,7 @@ pub(crate) async fn close_for(ws: &mut Ws, reason: CloseReason) {
     match reason {
         CloseReason::SlowConsumer => close(ws, CloseCode::Policy, "outbound queue full").await,
         CloseReason::Replaced => close(ws, CloseCode::Normal, "replaced by a newer connection").await,
+        CloseReason::LoggedOut => close(ws, CloseCode::Policy, "logged out").await,
     }
 }
 

@@ -772,3 +772,44 @@ async fn refresh_with_one_users_access_token_and_anothers_refresh_token_is_401()
     assert_eq!(v["error"], 0, "A's own pair refreshes: {text}");
     hub.stop().await;
 }
+
+/// Logout closes the WebSocket sessions opened with the revoked token, and only those.
+#[tokio::test]
+async fn logout_closes_the_sessions_opened_with_that_token() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let hub = TestHub::start().await;
+    let alice = hub.user("alice@example.com").await;
+    let second = hub
+        .hub
+        .store
+        .issue_tokens(&alice.apikey, common::APPID, std::time::Duration::from_secs(3600), std::time::Duration::from_secs(7200))
+        .await
+        .unwrap();
+    let mut other_login = alice.clone();
+    other_login.at = second.at.clone();
+    let mut first = hub.app(&alice).await;
+    let mut also_first = hub.app(&alice).await;
+    let mut kept = hub.app(&other_login).await;
+
+    let reply: serde_json::Value = hub
+        .http_client()
+        .delete(format!("{}/v2/user/logout", hub.base()))
+        .header("Authorization", format!("Bearer {}", alice.at))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["error"], 0, "{reply}");
+
+    for c in [&mut first, &mut also_first] {
+        let close = c.recv_close().await.expect("a close frame");
+        assert_eq!(close.code, CloseCode::Policy);
+        assert_eq!(close.reason.as_str(), "logged out");
+    }
+    kept.send_text("ping").await;
+    assert_eq!(kept.recv_text().await, "pong", "a session of another login stays up");
+    hub.stop().await;
+}

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::auth::{Credential, bearer, credential, signed};
 use super::error::{ApiError, ok};
 use crate::Hub;
+use crate::registry::CloseReason;
 use crate::store::{TokenCheck, User};
 
 /// The seed's user object.
@@ -133,7 +134,8 @@ fn appid_mismatch(headers: &HeaderMap, appid: &str) -> bool {
 pub async fn logout(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let caller = bearer(&hub, &headers).await?;
     hub.store.revoke(&caller.token).await?;
-    tracing::info!(user = %caller.user, "logout");
+    let closed = hub.router.close_sessions(&caller.user, crate::auth::token_tag(&caller.token), CloseReason::LoggedOut);
+    tracing::info!(user = %caller.user, sessions_closed = closed, "logout");
     Ok(ok(json!({})))
 }
 

@@ -38,9 +38,17 @@ type Wait = Pin<Box<dyn Future<Output = Done> + Send>>;
 /// already finds the session online.
 /// A plain fn returning an `async move` block, so the arguments are not kept twice.
 #[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
-pub(super) fn run(hub: Arc<Hub>, mut ws: Ws, user: UserKey, appid: AppId, reply: String) -> impl Future<Output = ()> + Send {
+pub(super) fn run(
+    hub: Arc<Hub>,
+    mut ws: Ws,
+    user: UserKey,
+    appid: AppId,
+    credential: u64,
+    reply: String,
+) -> impl Future<Output = ()> + Send {
     async move {
         let (handle, mut outbox, control) = SessionHandle::new(hub.config.outbox_capacity);
+        handle.set_credential(credential);
         let id = handle.id;
         tracing::Span::current().record("session", tracing::field::display(id)).record("user", tracing::field::display(&user));
         tracing::info!(%appid, "app online");

@@ -14,7 +14,7 @@ use crate::store::{Audience, TokenCheck};
 /// What the handshake decided: the session to run, with what it needs. The handshake future
 /// (store queries included) is gone before the long-lived session future starts.
 pub(super) enum Next {
-    App { user: UserKey, appid: AppId, reply: String },
+    App { user: UserKey, appid: AppId, credential: u64, reply: String },
     Device { id: DeviceId, apikey: String, audience: Option<Audience>, state: DeviceState, reply: String },
 }
 
@@ -126,7 +126,7 @@ async fn app_online(hub: &Hub, ws: &mut Ws, frame: &Inbound<'_>) -> Option<Next>
     }
     let user = UserKey::new(apikey);
     let reply = Outbound { error: Some(0), apikey: Some(apikey), config: Some(super::hb_config(hub)), sequence: seq, ..Default::default() };
-    Some(Next::App { user, appid: AppId::new(appid), reply: reply.to_text() })
+    Some(Next::App { user, appid: AppId::new(appid), credential: crate::auth::token_tag(at), reply: reply.to_text() })
 }
 
 async fn device_register(hub: &Hub, ws: &mut Ws, frame: &Inbound<'_>) -> Option<Next> {
