@@ -35,7 +35,7 @@ pub type Ws = WebSocketStream<TokioIo<Upgraded>>;
 /// bounded messages, and a write buffer that gathers queued frames until the batch's flush.
 pub fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(1024)
+        .read_buffer_size(512)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(max_frame_bytes * 4)
         .max_message_size(Some(max_frame_bytes))
