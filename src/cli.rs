@@ -81,6 +81,9 @@ pub struct ServeArgs {
     /// Open connections per node [default: 19000]
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<String>,
+    /// App sessions one user may have open at once [default: 100]
+    #[arg(long, env = "SWITCHYARD_MAX_SESSIONS_PER_USER", value_name = "N")]
+    pub max_sessions_per_user: Option<String>,
     /// Access token lifetime [default: 30]
     #[arg(long, env = "SWITCHYARD_ACCESS_TOKEN_DAYS", value_name = "N")]
     pub access_token_days: Option<String>,
@@ -93,7 +96,7 @@ impl ServeArgs {
     /// Flags and environment first, then the TOML file. File problems join `errors`.
     pub fn settings(&self, errors: &mut Vec<String>) -> Settings {
         let mut s = Settings::new();
-        let pairs: [(&str, &Option<String>); 18] = [
+        let pairs: [(&str, &Option<String>); 19] = [
             ("data_dir", &self.data_dir),
             ("http", &self.http),
             ("https", &self.https),
@@ -110,6 +113,7 @@ impl ServeArgs {
             ("outbox_capacity", &self.outbox_capacity),
             ("max_inflight", &self.max_inflight),
             ("max_connections", &self.max_connections),
+            ("max_sessions_per_user", &self.max_sessions_per_user),
             ("access_token_days", &self.access_token_days),
             ("refresh_token_days", &self.refresh_token_days),
         ];

@@ -32,6 +32,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("outbox_capacity", "256", "frames queued per session before it counts as a slow consumer and is closed"),
     ("max_inflight", "128", "commands one app session may have waiting for device acks"),
     ("max_connections", "19000", "open connections per node (HTTP and WebSocket together)"),
+    ("max_sessions_per_user", "100", "app sessions one user may have open at once on a node"),
     ("access_token_days", "30", "lifetime of an access token"),
     ("refresh_token_days", "60", "lifetime of a refresh token"),
 ];
@@ -108,6 +109,7 @@ pub struct Config {
     pub outbox_capacity: usize,
     pub max_inflight: usize,
     pub max_connections: usize,
+    pub max_sessions_per_user: usize,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
 }
@@ -189,6 +191,7 @@ impl Config {
         let outbox_capacity = r.number("outbox_capacity", 1, 1 << 16) as usize;
         let max_inflight = r.number("max_inflight", 1, 1 << 16) as usize;
         let max_connections = r.number("max_connections", 1, 10_000_000) as usize;
+        let max_sessions_per_user = r.number("max_sessions_per_user", 1, 1_000_000) as usize;
         let access_token_ttl = Duration::from_secs(86_400 * r.number("access_token_days", 1, 3650));
         let refresh_token_ttl = Duration::from_secs(86_400 * r.number("refresh_token_days", 1, 3650));
         if http.is_none() && https.is_none() && r.errors.is_empty() {
@@ -216,6 +219,7 @@ impl Config {
                 outbox_capacity,
                 max_inflight,
                 max_connections,
+                max_sessions_per_user,
                 access_token_ttl,
                 refresh_token_ttl,
             })

@@ -80,6 +80,8 @@ pub trait Router: Send + Sync + 'static {
     fn report(&self, link: &DeviceLink, params: &RawValue);
     /// Online devices of this node (for access-control refreshes and admin views).
     fn devices(&self) -> Vec<Arc<DeviceLink>>;
+    /// How many app sessions `user` has open.
+    fn user_sessions(&self, user: &UserKey) -> usize;
     /// Closes `user`'s app sessions that logged in with the credential tagged `credential`.
     fn close_sessions(&self, user: &UserKey, credential: u64, reason: CloseReason) -> usize;
 }
@@ -267,6 +269,10 @@ impl Router for LocalRouter {
 
     fn devices(&self) -> Vec<Arc<DeviceLink>> {
         self.registry.devices()
+    }
+
+    fn user_sessions(&self, user: &UserKey) -> usize {
+        self.registry.user_sessions(user)
     }
 
     fn close_sessions(&self, user: &UserKey, credential: u64, reason: CloseReason) -> usize {

@@ -813,3 +813,35 @@ async fn logout_closes_the_sessions_opened_with_that_token() {
     assert_eq!(kept.recv_text().await, "pong", "a session of another login stays up");
     hub.stop().await;
 }
+
+/// A user's app sessions are bounded: beyond the cap a new `userOnline` is refused with 406 and
+/// closed, and the sessions already open are not touched.
+#[tokio::test]
+async fn sessions_per_user_are_bounded_without_kicking_older_ones() {
+    let hub = TestHub::start_with(|s| s.set("max_sessions_per_user", "2")).await;
+    let alice = hub.user("alice@example.com").await;
+    let mut a = hub.app(&alice).await;
+    let mut b = hub.app(&alice).await;
+    let mut c = hub.raw().await;
+    c.send(json!({"action":"userOnline","at":alice.at,"apikey":alice.apikey.as_str(),"appid":APPID,"userAgent":"app","sequence":"9"}))
+        .await;
+    let refused = c.recv().await;
+    assert_eq!(refused["error"], 406, "{refused}");
+    assert_eq!(refused["sequence"], "9");
+    assert!(c.recv_close().await.is_some());
+    for s in [&mut a, &mut b] {
+        s.send_text("ping").await;
+        assert_eq!(s.recv_text().await, "pong");
+    }
+    // Once one leaves, a new one fits again.
+    drop(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while hub.hub.router.user_sessions(&alice.apikey) > 1 {
+        assert!(std::time::Instant::now() < deadline, "the closed session was never detached");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut d = hub.app(&alice).await;
+    d.send_text("ping").await;
+    assert_eq!(d.recv_text().await, "pong");
+    hub.stop().await;
+}

@@ -204,6 +204,9 @@ impl Hub {
                 .arg(&key)
                 .arg("--max-connections")
                 .arg("1000000")
+                // fanout and slow-consumer put hundreds of sessions on one user.
+                .arg("--max-sessions-per-user")
+                .arg("1000000")
                 .arg("--ack-timeout-ms")
                 .arg(opts.ack_timeout_ms.to_string())
                 .args(&opts.hub_arg)

@@ -125,6 +125,13 @@ async fn app_online(hub: &Hub, ws: &mut Ws, frame: &Inbound<'_>) -> Option<Next>
         }
     }
     let user = UserKey::new(apikey);
+    // A soft bound (concurrent handshakes may pass it by a few): refuse, never kick an older one.
+    if hub.router.user_sessions(&user) >= hub.config.max_sessions_per_user {
+        tracing::info!(%user, "userOnline refused: too many sessions");
+        hub.metrics.frames_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Box::pin(refuse(hub, ws, protocol::error_frame(406, "too many sessions for this user", seq))).await;
+        return None;
+    }
     let reply = Outbound { error: Some(0), apikey: Some(apikey), config: Some(super::hb_config(hub)), sequence: seq, ..Default::default() };
     Some(Next::App { user, appid: AppId::new(appid), credential: crate::auth::token_tag(at), reply: reply.to_text() })
 }
