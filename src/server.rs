@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::Request;
@@ -21,13 +21,11 @@ use tower::ServiceExt;
 use crate::Hub;
 use crate::metrics::Metrics;
 
-/// Deadline for a TLS handshake and for a request head once it has started.
+/// Deadline for a TLS handshake, for a request head once it has started, and (hyper's timer
+/// runs between requests too) for an idle keep-alive connection.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// A new connection must send its first request within this.
 const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// A keep-alive connection may idle this long between requests. hyper's header-read timer also
-/// runs while it waits for the next request head, so this cannot usefully exceed HEAD_TIMEOUT.
-const KEEPALIVE_IDLE: Duration = HEAD_TIMEOUT;
 /// How long open HTTP connections may take to finish on shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -88,74 +86,21 @@ pub async fn serve(hub: Arc<Hub>, listener: TcpListener, tls: Option<TlsAcceptor
     tracing::debug!("listener closed");
 }
 
-/// Requests in flight on one connection and when the last one ended, for the idle deadline.
-struct Activity {
-    started: Instant,
-    in_flight: AtomicUsize,
-    requests: AtomicUsize,
-    /// Milliseconds after `started` at which the last request ended.
-    last_ms: AtomicU64,
-}
-
-/// Counts a request in flight until dropped.
-struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    fn new(a: Arc<Activity>) -> Self {
-        a.in_flight.fetch_add(1, Ordering::AcqRel);
-        a.requests.fetch_add(1, Ordering::Relaxed);
-        InFlight(a)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.last_ms.store(self.0.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Activity {
-    /// When to look again: the idle deadline, or soon while a request is in flight (the
-    /// router's timeout bounds the request itself).
-    fn next_check(&self) -> Instant {
-        if self.in_flight.load(Ordering::Acquire) > 0 { Instant::now() + Duration::from_secs(1) } else { self.idle_deadline() }
-    }
-
-    /// When this connection, if still idle, should be closed.
-    fn idle_deadline(&self) -> Instant {
-        if self.requests.load(Ordering::Relaxed) == 0 {
-            self.started + FIRST_REQUEST_TIMEOUT
-        } else {
-            self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + KEEPALIVE_IDLE
-        }
-    }
-}
-
-/// Serves one HTTP/1.1 connection (WebSocket needs HTTP/1.1; h2 is not offered). A connection
-/// that sends no request within [`FIRST_REQUEST_TIMEOUT`], or idles between requests longer than
-/// [`KEEPALIVE_IDLE`], is closed; a request in flight is bounded by the router's timeout.
+/// Serves one HTTP/1.1 connection (WebSocket needs HTTP/1.1; h2 is not offered). hyper's
+/// header-read timer bounds a started request head and the idle wait between keep-alive
+/// requests, but not the wait for the first byte of a new connection: that is bounded here by
+/// [`FIRST_REQUEST_TIMEOUT`]. A request in flight is bounded by the router's timeout.
 async fn connection<I>(hub: Arc<Hub>, app: axum::Router, io: TokioIo<I>, peer: SocketAddr, slot: ConnSlot)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity {
-        started: Instant::now(),
-        in_flight: AtomicUsize::new(0),
-        requests: AtomicUsize::new(0),
-        last_ms: AtomicU64::new(0),
-    });
-    let seen = activity.clone();
+    let seen_request = Arc::new(AtomicBool::new(false));
+    let seen = seen_request.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        seen.store(true, Ordering::Relaxed);
         req.extensions_mut().insert(peer);
         req.extensions_mut().insert(slot.clone());
-        let guard = InFlight::new(seen.clone());
-        let response = app.clone().oneshot(req);
-        async move {
-            let r = response.await;
-            drop(guard);
-            r
-        }
+        app.clone().oneshot(req)
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -164,6 +109,7 @@ where
         .serve_connection(io, service)
         .with_upgrades();
     tokio::pin!(conn);
+    let first_request_deadline = Instant::now() + FIRST_REQUEST_TIMEOUT;
     loop {
         tokio::select! {
             r = conn.as_mut() => {
@@ -172,9 +118,9 @@ where
                 }
                 return;
             }
-            _ = tokio::time::sleep_until(activity.next_check()) => {
-                if activity.in_flight.load(Ordering::Acquire) == 0 && Instant::now() >= activity.idle_deadline() {
-                    tracing::debug!(%peer, "closing an idle HTTP connection");
+            _ = tokio::time::sleep_until(first_request_deadline), if !seen_request.load(Ordering::Relaxed) => {
+                if !seen_request.load(Ordering::Relaxed) {
+                    tracing::debug!(%peer, "no request on a new connection before the deadline, closing");
                     break;
                 }
             }
