@@ -36,6 +36,9 @@ pub struct ServeArgs {
     /// Directory for the store and generated files [default: ./data]
     #[arg(long, env = "SWITCHYARD_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<String>,
+    /// PostgreSQL URL (postgres://user@host/db) instead of the embedded SQLite file
+    #[arg(long, env = "SWITCHYARD_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
     /// Plain HTTP + WebSocket listener, or `off` [default: 127.0.0.1:8080]
     #[arg(long, env = "SWITCHYARD_HTTP", value_name = "ADDR")]
     pub http: Option<String>,
@@ -90,14 +93,27 @@ pub struct ServeArgs {
     /// Refresh token lifetime [default: 60]
     #[arg(long, env = "SWITCHYARD_REFRESH_TOKEN_DAYS", value_name = "N")]
     pub refresh_token_days: Option<String>,
+    /// REST calls per client IP per route per window, 0 = off [default: 300]
+    #[arg(long, env = "SWITCHYARD_RATE_LIMIT", value_name = "N")]
+    pub rate_limit: Option<String>,
+    /// Rate-limit window [default: 300]
+    #[arg(long, env = "SWITCHYARD_RATE_LIMIT_WINDOW_SECS", value_name = "N")]
+    pub rate_limit_window_secs: Option<String>,
+    /// Apply the rate limit to loopback clients too [default: false]
+    #[arg(long, env = "SWITCHYARD_RATE_LIMIT_LOOPBACK", value_name = "BOOL")]
+    pub rate_limit_loopback: Option<String>,
+    /// Comma-separated proxy IPs whose X-Forwarded-For names the client [default: none]
+    #[arg(long, env = "SWITCHYARD_TRUSTED_PROXIES", value_name = "IPS")]
+    pub trusted_proxies: Option<String>,
 }
 
 impl ServeArgs {
     /// Flags and environment first, then the TOML file. File problems join `errors`.
     pub fn settings(&self, errors: &mut Vec<String>) -> Settings {
         let mut s = Settings::new();
-        let pairs: [(&str, &Option<String>); 19] = [
+        let pairs: [(&str, &Option<String>); 24] = [
             ("data_dir", &self.data_dir),
+            ("database_url", &self.database_url),
             ("http", &self.http),
             ("https", &self.https),
             ("tls_cert", &self.tls_cert),
@@ -116,6 +132,10 @@ impl ServeArgs {
             ("max_sessions_per_user", &self.max_sessions_per_user),
             ("access_token_days", &self.access_token_days),
             ("refresh_token_days", &self.refresh_token_days),
+            ("rate_limit", &self.rate_limit),
+            ("rate_limit_window_secs", &self.rate_limit_window_secs),
+            ("rate_limit_loopback", &self.rate_limit_loopback),
+            ("trusted_proxies", &self.trusted_proxies),
         ];
         for (key, value) in pairs {
             if let Some(v) = value {
@@ -137,6 +157,9 @@ pub struct AdminArgs {
     /// Directory of the store to manage
     #[arg(long, env = "SWITCHYARD_DATA_DIR", value_name = "DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
+    /// PostgreSQL URL of the store to manage, instead of the SQLite file in --data-dir
+    #[arg(long, env = "SWITCHYARD_DATABASE_URL", value_name = "URL", global = true)]
+    pub database_url: Option<String>,
     /// Region given to new users (must match the hub's to log in)
     #[arg(long, env = "SWITCHYARD_REGION", default_value = "cn", global = true)]
     pub region: String,
@@ -231,7 +254,12 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<String> {
     use crate::ids::{DeviceId, UserKey};
     use crate::store::Store;
 
-    let store = Store::open(&args.data_dir).await.with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+    let store = Store::open(&args.data_dir, args.database_url.as_deref().filter(|u| !u.is_empty()))
+        .await
+        .with_context(|| match &args.database_url {
+            Some(url) if !url.is_empty() => format!("opening the store at {}", redact_url(url)),
+            _ => format!("opening the store in {}", args.data_dir.display()),
+        })?;
     let out = match args.what {
         AdminCommand::App(AppCommand::Add { appid, secret }) => {
             if appid.is_empty() || secret.len() < 8 {
@@ -311,4 +339,16 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<String> {
     };
     store.close().await;
     Ok(out)
+}
+
+/// A database URL without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }

@@ -17,6 +17,7 @@ pub struct Settings {
 /// Every key a node understands, with its default and what it means (used for `--help` too).
 pub const KEYS: &[(&str, &str, &str)] = &[
     ("data_dir", "./data", "directory for the SQLite store and generated files"),
+    ("database_url", "", "postgres://… to keep everything in PostgreSQL instead of the embedded SQLite file"),
     ("http", "127.0.0.1:8080", "plain HTTP + WebSocket listener address, or `off`"),
     ("https", "127.0.0.1:8443", "HTTPS + WSS listener address, or `off`"),
     ("tls_cert", "certs/dev-cert.pem", "PEM certificate chain for the TLS listener"),
@@ -35,6 +36,10 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("max_sessions_per_user", "100", "app sessions one user may have open at once on a node"),
     ("access_token_days", "30", "lifetime of an access token"),
     ("refresh_token_days", "60", "lifetime of a refresh token"),
+    ("rate_limit", "300", "REST calls one client IP may make to one route per window (0 = no limit)"),
+    ("rate_limit_window_secs", "300", "length of the rate-limit window"),
+    ("rate_limit_loopback", "false", "apply the rate limit to loopback clients too"),
+    ("trusted_proxies", "", "comma-separated proxy IPs whose X-Forwarded-For names the client"),
 ];
 
 impl Settings {
@@ -92,6 +97,8 @@ impl Settings {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// PostgreSQL instead of the embedded SQLite file.
+    pub database_url: Option<String>,
     pub http: Option<SocketAddr>,
     pub https: Option<SocketAddr>,
     pub tls_cert: PathBuf,
@@ -110,6 +117,11 @@ pub struct Config {
     pub max_inflight: usize,
     pub max_connections: usize,
     pub max_sessions_per_user: usize,
+    /// Calls per client IP per route per window; 0 turns the limit off.
+    pub rate_limit: u32,
+    pub rate_limit_window: Duration,
+    pub rate_limit_loopback: bool,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
 }
@@ -136,6 +148,17 @@ impl Reader<'_> {
             Err(_) => {
                 self.errors.push(format!("{key}: `{raw}` is not a whole number"));
                 min
+            }
+        }
+    }
+
+    fn flag(&mut self, key: &str) -> bool {
+        match self.settings.get(key).trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" | "" => false,
+            other => {
+                self.errors.push(format!("{key}: `{other}` is not true or false"));
+                false
             }
         }
     }
@@ -194,6 +217,24 @@ impl Config {
         let max_sessions_per_user = r.number("max_sessions_per_user", 1, 1_000_000) as usize;
         let access_token_ttl = Duration::from_secs(86_400 * r.number("access_token_days", 1, 3650));
         let refresh_token_ttl = Duration::from_secs(86_400 * r.number("refresh_token_days", 1, 3650));
+        let database_url = match settings.get("database_url").trim() {
+            "" => None,
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => Some(url.to_owned()),
+            _ => {
+                r.errors.push("database_url: must start with postgres:// (leave it empty for the embedded SQLite store)".to_owned());
+                None
+            }
+        };
+        let rate_limit = r.number("rate_limit", 0, 1_000_000) as u32;
+        let rate_limit_window = Duration::from_secs(r.number("rate_limit_window_secs", 1, 86_400));
+        let rate_limit_loopback = r.flag("rate_limit_loopback");
+        let mut trusted_proxies = Vec::new();
+        for part in settings.get("trusted_proxies").split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.parse() {
+                Ok(ip) => trusted_proxies.push(ip),
+                Err(_) => r.errors.push(format!("trusted_proxies: `{part}` is not an IP address")),
+            }
+        }
         if http.is_none() && https.is_none() && r.errors.is_empty() {
             r.errors.push("http and https are both off: nothing to serve".to_owned());
         }
@@ -203,6 +244,7 @@ impl Config {
         if r.errors.is_empty() {
             Ok(Config {
                 data_dir: PathBuf::from(settings.get("data_dir")),
+                database_url,
                 http,
                 https,
                 tls_cert,
@@ -220,6 +262,10 @@ impl Config {
                 max_inflight,
                 max_connections,
                 max_sessions_per_user,
+                rate_limit,
+                rate_limit_window,
+                rate_limit_loopback,
+                trusted_proxies,
                 access_token_ttl,
                 refresh_token_ttl,
             })

@@ -131,7 +131,7 @@ pub struct Running {
 /// then await [`Running::finished`].
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
     tls::install_provider();
-    let store = Store::open(&config.data_dir).await?;
+    let store = Store::open(&config.data_dir, config.database_url.as_deref()).await?;
     let tls_config = match config.https {
         None => None,
         Some(_) => {
@@ -190,7 +190,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tracing::info!(addr = ?https_addr, "listening for HTTPS and WSS");
         tokio::spawn(server::serve(hub.clone(), l, Some(tls.into()), limit));
     }
-    tracing::info!(public = ?hub.public_ws, region = %hub.config.region, data = %hub.config.data_dir.display(), "hub started");
+    let store_at = match &hub.config.database_url {
+        Some(url) => cli::redact_url(url),
+        None => hub.config.data_dir.join("switchyard.db").display().to_string(),
+    };
+    tracing::info!(public = ?hub.public_ws, region = %hub.config.region, store = %store_at, "hub started");
     Ok(Running { hub, http: http_addr, https: https_addr, writer_stop, writer, acl })
 }
 

@@ -1,19 +1,23 @@
 //! The persistent store: app ids, users, tokens, devices, shares and device state.
 //!
-//! One [`Store`] over an sqlx pool. The default backend is an embedded SQLite file under the data
-//! directory (WAL mode, so `switchyard admin` can write while a hub runs). Nothing here is called
-//! on the routing path: sessions read at handshake time, and device state is written in batches by
-//! [`crate::state::StateWriter`].
+//! One [`Store`] over sqlx's `Any` pool, so the same SQL runs on both backends: an embedded SQLite
+//! file under the data directory (the default; WAL mode, so `switchyard admin` can write while a
+//! hub runs) or PostgreSQL (`--database-url postgres://…`). Queries use `$1` placeholders, which
+//! both understand, and only `BIGINT`/`TEXT` values; where the SQL dialects differ the statement
+//! asks [`Backend`]. Each backend has its own migrations folder with the same tables.
+//!
+//! Nothing here is called on the routing path: sessions read at handshake time, and device state,
+//! history and messages are written in batches by [`crate::state::StateWriter`].
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::AnyPool;
 
 use crate::ids::{AppId, DeviceId, UserKey};
 
@@ -89,9 +93,27 @@ pub enum TokenCheck {
     Unknown,
 }
 
+/// Which database a [`Store`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Joins text values of a group with commas (`group_concat` / `string_agg`).
+    pub fn concat(self, expr: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("group_concat({expr}, ',')"),
+            Backend::Postgres => format!("string_agg({expr}, ',')"),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pub(crate) pool: AnyPool,
+    pub(crate) backend: Backend,
 }
 
 pub fn now_secs() -> i64 {
@@ -126,19 +148,42 @@ fn unique_violation(e: &sqlx::Error) -> bool {
 }
 
 impl Store {
-    /// Opens (creating if needed) the SQLite store in `data_dir` and applies migrations.
-    pub async fn open(data_dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
-        let path = data_dir.join("switchyard.db");
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(Store { pool })
+    /// Opens the store and applies migrations: PostgreSQL when `database_url` is given, else
+    /// the SQLite file `switchyard.db` in `data_dir` (created if needed).
+    pub async fn open(data_dir: &Path, database_url: Option<&str>) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        match database_url {
+            Some(url) => {
+                let pool = AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
+                sqlx::migrate!("migrations/postgres").run(&pool).await?;
+                Ok(Store { pool, backend: Backend::Postgres })
+            }
+            None => {
+                std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
+                let dir = std::fs::canonicalize(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
+                let url = format!("sqlite://{}?mode=rwc", dir.join("switchyard.db").display());
+                let pool = AnyPoolOptions::new()
+                    .max_connections(4)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            use sqlx::Executor;
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?;
+                sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+                Ok(Store { pool, backend: Backend::Sqlite })
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Bumps the access-control version so every running hub reloads who may reach which device.
@@ -154,7 +199,7 @@ impl Store {
     // --- app ids -------------------------------------------------------------------------
 
     pub async fn add_app(&self, appid: &str, secret: &str) -> Result<()> {
-        sqlx::query("INSERT INTO apps (appid, secret, created_at) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO apps (appid, secret, created_at) VALUES ($1, $2, $3)")
             .bind(appid)
             .bind(secret)
             .bind(now_secs())
@@ -165,7 +210,7 @@ impl Store {
     }
 
     pub async fn app_secret(&self, appid: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT secret FROM apps WHERE appid = ?").bind(appid).fetch_optional(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT secret FROM apps WHERE appid = $1").bind(appid).fetch_optional(&self.pool).await?)
     }
 
     // --- users ---------------------------------------------------------------------------
@@ -181,7 +226,7 @@ impl Store {
         let apikey = new_apikey();
         let email = email.map(str::to_ascii_lowercase);
         sqlx::query(
-            "INSERT INTO users (apikey, email, phone, country_code, password_hash, region, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO users (apikey, email, phone, country_code, password_hash, region, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&apikey)
         .bind(&email)
@@ -200,7 +245,7 @@ impl Store {
 
     const USER_COLUMNS: &str = "apikey, email, phone, country_code, nickname, region, password_hash, created_at";
 
-    fn user_from(row: sqlx::sqlite::SqliteRow) -> User {
+    fn user_from(row: AnyRow) -> User {
         User {
             apikey: UserKey::new(row.get::<String, _>(0)),
             email: row.get(1),
@@ -214,19 +259,19 @@ impl Store {
     }
 
     pub async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
-        let sql = format!("SELECT {} FROM users WHERE email = ?", Self::USER_COLUMNS);
+        let sql = format!("SELECT {} FROM users WHERE email = $1", Self::USER_COLUMNS);
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(email.to_ascii_lowercase()).fetch_optional(&self.pool).await?;
         Ok(row.map(Self::user_from))
     }
 
     pub async fn user_by_phone(&self, phone: &str) -> Result<Option<User>> {
-        let sql = format!("SELECT {} FROM users WHERE phone = ?", Self::USER_COLUMNS);
+        let sql = format!("SELECT {} FROM users WHERE phone = $1", Self::USER_COLUMNS);
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(phone).fetch_optional(&self.pool).await?;
         Ok(row.map(Self::user_from))
     }
 
     pub async fn user(&self, apikey: &UserKey) -> Result<Option<User>> {
-        let sql = format!("SELECT {} FROM users WHERE apikey = ?", Self::USER_COLUMNS);
+        let sql = format!("SELECT {} FROM users WHERE apikey = $1", Self::USER_COLUMNS);
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(apikey.as_str()).fetch_optional(&self.pool).await?;
         Ok(row.map(Self::user_from))
     }
@@ -246,7 +291,7 @@ impl Store {
         let now = now_secs();
         let mut tx = self.pool.begin().await?;
         for (token, kind, ttl) in [(&pair.at, "at", at_ttl), (&pair.rt, "rt", rt_ttl)] {
-            sqlx::query("INSERT INTO tokens (hash, kind, pair, apikey, appid, expires_at) VALUES (?, ?, ?, ?, ?, ?)")
+            sqlx::query("INSERT INTO tokens (hash, kind, pair, apikey, appid, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
                 .bind(token_hash(token))
                 .bind(kind)
                 .bind(&pair_id)
@@ -257,13 +302,13 @@ impl Store {
                 .await?;
         }
         // Keep expired tokens a while so their owners hear 402 (expired), not 401 (unknown).
-        sqlx::query("DELETE FROM tokens WHERE expires_at < ?").bind(now - 90 * 86_400).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM tokens WHERE expires_at < $1").bind(now - 90 * 86_400).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(pair)
     }
 
     async fn check(&self, token: &str, kind: &str) -> Result<(TokenCheck, Option<String>)> {
-        let row = sqlx::query("SELECT apikey, appid, expires_at, pair FROM tokens WHERE hash = ? AND kind = ?")
+        let row = sqlx::query("SELECT apikey, appid, expires_at, pair FROM tokens WHERE hash = $1 AND kind = $2")
             .bind(token_hash(token))
             .bind(kind)
             .fetch_optional(&self.pool)
@@ -294,7 +339,7 @@ impl Store {
         let (check, pair_id) = self.check(rt, "rt").await?;
         let TokenCheck::Valid { apikey, appid } = &check else { return Ok((check, None)) };
         if let Some(at) = bound_at {
-            let at_pair: Option<String> = sqlx::query_scalar("SELECT pair FROM tokens WHERE hash = ? AND kind = 'at'")
+            let at_pair: Option<String> = sqlx::query_scalar("SELECT pair FROM tokens WHERE hash = $1 AND kind = 'at'")
                 .bind(token_hash(at))
                 .fetch_optional(&self.pool)
                 .await?;
@@ -302,7 +347,7 @@ impl Store {
                 return Ok((TokenCheck::Unknown, None));
             }
         }
-        let deleted = sqlx::query("DELETE FROM tokens WHERE pair = ?").bind(pair_id).execute(&self.pool).await?;
+        let deleted = sqlx::query("DELETE FROM tokens WHERE pair = $1").bind(pair_id).execute(&self.pool).await?;
         if deleted.rows_affected() == 0 {
             // Another request rotated the same refresh token first.
             return Ok((TokenCheck::Unknown, None));
@@ -313,7 +358,7 @@ impl Store {
 
     /// Revokes the pair an access token belongs to.
     pub async fn revoke(&self, at: &str) -> Result<()> {
-        sqlx::query("DELETE FROM tokens WHERE pair = (SELECT pair FROM tokens WHERE hash = ? AND kind = 'at')")
+        sqlx::query("DELETE FROM tokens WHERE pair = (SELECT pair FROM tokens WHERE hash = $1 AND kind = 'at')")
             .bind(token_hash(at))
             .execute(&self.pool)
             .await?;
@@ -331,7 +376,7 @@ impl Store {
         owner: Option<&UserKey>,
         name: &str,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO devices (deviceid, factory_apikey, model, uiid, owner, name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO devices (deviceid, factory_apikey, model, uiid, owner, name, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(deviceid.as_str())
             .bind(factory_apikey)
             .bind(model)
@@ -347,7 +392,7 @@ impl Store {
 
     const DEVICE_COLUMNS: &str = "deviceid, factory_apikey, model, uiid, owner, name, params";
 
-    fn device_from(row: sqlx::sqlite::SqliteRow) -> Device {
+    fn device_from(row: AnyRow) -> Device {
         Device {
             deviceid: DeviceId::new(row.get::<String, _>(0)),
             factory_apikey: row.get(1),
@@ -360,7 +405,7 @@ impl Store {
     }
 
     pub async fn device(&self, deviceid: &str) -> Result<Option<Device>> {
-        let sql = format!("SELECT {} FROM devices WHERE deviceid = ?", Self::DEVICE_COLUMNS);
+        let sql = format!("SELECT {} FROM devices WHERE deviceid = $1", Self::DEVICE_COLUMNS);
         Ok(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(deviceid).fetch_optional(&self.pool).await?.map(Self::device_from))
     }
 
@@ -378,7 +423,7 @@ impl Store {
         if device.owner.as_ref() == Some(with) {
             return Err(StoreError::Conflict(format!("ownership of device {deviceid} by {with}")));
         }
-        sqlx::query("INSERT INTO shares (deviceid, apikey, permit, created_at) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO shares (deviceid, apikey, permit, created_at) VALUES ($1, $2, $3, $4)")
             .bind(deviceid.as_str())
             .bind(with.as_str())
             .bind(permit)
@@ -392,8 +437,9 @@ impl Store {
     /// A device's record and its audience in one query (what `register` needs).
     pub async fn device_with_audience(&self, deviceid: &str) -> Result<Option<(Device, Option<Audience>)>> {
         let sql = format!(
-            "SELECT {}, (SELECT group_concat(apikey, ',') FROM shares s WHERE s.deviceid = devices.deviceid) FROM devices WHERE deviceid = ?",
-            Self::DEVICE_COLUMNS
+            "SELECT {}, (SELECT {} FROM shares s WHERE s.deviceid = devices.deviceid) FROM devices WHERE deviceid = $1",
+            Self::DEVICE_COLUMNS,
+            self.backend.concat("apikey")
         );
         let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(deviceid).fetch_optional(&self.pool).await? else { return Ok(None) };
         let sharees: Option<String> = row.get(7);
@@ -404,12 +450,12 @@ impl Store {
 
     /// Owner and sharees of every owned device, in one query (for access-control reloads).
     pub async fn audiences(&self) -> Result<HashMap<DeviceId, Audience>> {
-        let rows = sqlx::query(
-            "SELECT d.deviceid, d.owner, group_concat(s.apikey, ',') FROM devices d LEFT JOIN shares s ON s.deviceid = d.deviceid \
-             WHERE d.owner IS NOT NULL GROUP BY d.deviceid",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = format!(
+            "SELECT d.deviceid, d.owner, {} FROM devices d LEFT JOIN shares s ON s.deviceid = d.deviceid \
+             WHERE d.owner IS NOT NULL GROUP BY d.deviceid, d.owner",
+            self.backend.concat("s.apikey")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
             .map(|row| {
@@ -422,9 +468,9 @@ impl Store {
     /// Owner and sharees of one device; `None` when it has no owner (or does not exist).
     pub async fn audience(&self, deviceid: &DeviceId) -> Result<Option<Audience>> {
         let owner: Option<Option<String>> =
-            sqlx::query_scalar("SELECT owner FROM devices WHERE deviceid = ?").bind(deviceid.as_str()).fetch_optional(&self.pool).await?;
+            sqlx::query_scalar("SELECT owner FROM devices WHERE deviceid = $1").bind(deviceid.as_str()).fetch_optional(&self.pool).await?;
         let Some(Some(owner)) = owner else { return Ok(None) };
-        let sharees: Vec<String> = sqlx::query_scalar("SELECT apikey FROM shares WHERE deviceid = ? ORDER BY created_at, apikey")
+        let sharees: Vec<String> = sqlx::query_scalar("SELECT apikey FROM shares WHERE deviceid = $1 ORDER BY created_at, apikey")
             .bind(deviceid.as_str())
             .fetch_all(&self.pool)
             .await?;
@@ -434,7 +480,7 @@ impl Store {
     /// Every device `user` owns or has shared with them.
     pub async fn reachable(&self, user: &UserKey) -> Result<std::collections::HashSet<DeviceId>> {
         let ids: Vec<String> =
-            sqlx::query_scalar("SELECT deviceid FROM devices WHERE owner = ? UNION SELECT deviceid FROM shares WHERE apikey = ?")
+            sqlx::query_scalar("SELECT deviceid FROM devices WHERE owner = $1 UNION SELECT deviceid FROM shares WHERE apikey = $2")
                 .bind(user.as_str())
                 .bind(user.as_str())
                 .fetch_all(&self.pool)
@@ -446,7 +492,7 @@ impl Store {
     pub async fn save_params(&self, batch: &[(DeviceId, String)]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for (deviceid, params) in batch {
-            sqlx::query("UPDATE devices SET params = ? WHERE deviceid = ?").bind(params).bind(deviceid.as_str()).execute(&mut *tx).await?;
+            sqlx::query("UPDATE devices SET params = $1 WHERE deviceid = $2").bind(params).bind(deviceid.as_str()).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

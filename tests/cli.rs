@@ -266,7 +266,7 @@ async fn admin_devices_owners_and_shares() {
     assert!(users.contains(&owner) && users.contains(&friend), "{users}");
 
     // The store the commands wrote holds the share (the listing does not show shares).
-    let store = switchyard::store::Store::open(dir.path()).await.unwrap();
+    let store = switchyard::store::Store::open(dir.path(), None).await.unwrap();
     let audience = store.audience(&switchyard::ids::DeviceId::new("1000000001")).await.unwrap().expect("owned device");
     assert_eq!(audience.owner.as_str(), owner);
     assert_eq!(audience.sharees.iter().map(|k| k.as_str().to_owned()).collect::<Vec<_>>(), [friend]);

@@ -593,7 +593,7 @@ async fn reported_state_is_saved_and_survives_a_stop() {
     // `stop` drops the hub's TempDir; keep the real one alive and hand it a throwaway instead.
     let dir = std::mem::replace(&mut hub.dir, tempfile::tempdir().unwrap());
     hub.stop().await;
-    let store = switchyard::store::Store::open(&dir.path().join("data")).await.unwrap();
+    let store = switchyard::store::Store::open(&dir.path().join("data"), None).await.unwrap();
     let record = store.device(DEV).await.unwrap().expect("device record");
     let params: Value = serde_json::from_str(&record.params).unwrap();
     assert_eq!(params, json!({"switch":"on","rssi":-40}));

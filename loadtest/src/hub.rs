@@ -155,7 +155,7 @@ impl Hub {
             (Some(_), None) => bail!("--hub-tls-url needs --ca"),
             _ => None,
         };
-        let store = Store::open(&dir).await.with_context(|| format!("opening the store in {}", dir.display()))?;
+        let store = Store::open(&dir, None).await.with_context(|| format!("opening the store in {}", dir.display()))?;
         add_app(&store).await?;
         Ok(Hub {
             child: None,
@@ -237,7 +237,7 @@ impl Hub {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let store = Store::open(&data).await.context("opening the hub's store")?;
+        let store = Store::open(&data, None).await.context("opening the hub's store")?;
         add_app(&store).await?;
         Ok(Hub {
             child: Some(child),
