@@ -12,9 +12,20 @@ use axum::routing::{any, get, post};
 
 use crate::Hub;
 
+pub mod api;
 pub mod auth;
+pub mod device;
 pub mod dispatch;
 pub mod error;
+pub mod family;
+pub mod group;
+pub mod history;
+pub mod homepage;
+pub mod message;
+pub mod ota;
+pub mod ratelimit;
+pub mod share;
+pub mod thing;
 pub mod user;
 pub mod ws;
 
@@ -23,8 +34,28 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// A request (body included) must be answered within this, or it gets 408.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The REST routes with their OpenAPI document, built from the same handler items.
+pub fn rest() -> (Router<Arc<Hub>>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    utoipa_axum::router::OpenApiRouter::with_openapi(api::ApiDoc::openapi())
+        .merge(user::routes())
+        .merge(homepage::routes())
+        .merge(thing::routes())
+        .merge(device::routes())
+        .merge(group::routes())
+        .merge(share::routes())
+        .merge(history::routes())
+        .merge(ota::routes())
+        .merge(family::routes())
+        .merge(message::routes())
+        .split_for_parts()
+}
+
 pub fn app(hub: Arc<Hub>) -> Router {
+    let (rest, openapi) = rest();
     Router::new()
+        .merge(rest)
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .route("/dispatch/app", get(dispatch::dispatch).post(dispatch::dispatch))
         .route("/dispatch/device", get(dispatch::dispatch).post(dispatch::dispatch))
         .route("/v2/user/login", post(user::login))
@@ -38,6 +69,7 @@ pub fn app(hub: Arc<Hub>) -> Router {
         // A known path with the wrong method is an unknown API too: answer with the envelope,
         // not an empty 405.
         .method_not_allowed_fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(hub.clone(), ratelimit::limit))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(axum::middleware::map_response(envelope_too_large))

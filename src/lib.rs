@@ -66,6 +66,8 @@ pub struct Hub {
     pub tasks: TaskTracker,
     /// The store's access-control version as last seen; changes when sharing or ownership does.
     pub acl_generation: Arc<AtomicI64>,
+    /// Per-IP, per-route call counters of the REST API.
+    pub limiter: http::ratelimit::RateLimiter,
     /// Where `/dispatch` sends clients: domain and port, and the IP for firmware that uses it.
     public_ws: (String, u16),
     public_ip: String,
@@ -178,6 +180,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown,
         tasks: TaskTracker::new(),
         acl_generation,
+        limiter: Default::default(),
         public_ws,
         public_ip,
     });

@@ -19,6 +19,9 @@ pub struct Metrics {
     pub frames_rejected: AtomicU64,
     pub heartbeat_expired: AtomicU64,
     pub devices_replaced: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub history_recorded: AtomicU64,
+    pub history_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -28,7 +31,7 @@ impl Metrics {
             ("switchyard_app_sessions", &self.app_sessions, "app WebSocket sessions online"),
             ("switchyard_device_sessions", &self.device_sessions, "device WebSocket sessions online"),
         ];
-        let counters: [(&str, &AtomicU64, &str); 11] = [
+        let counters: [(&str, &AtomicU64, &str); 14] = [
             ("switchyard_connections_refused_total", &self.connections_refused, "connections refused at the connection cap"),
             ("switchyard_commands_routed_total", &self.commands_routed, "app commands forwarded to a device"),
             ("switchyard_acks_delivered_total", &self.acks_delivered, "device acks returned to the waiting app"),
@@ -40,6 +43,9 @@ impl Metrics {
             ("switchyard_frames_rejected_total", &self.frames_rejected, "inbound frames answered with an error"),
             ("switchyard_heartbeat_expired_total", &self.heartbeat_expired, "sessions closed for silence"),
             ("switchyard_devices_replaced_total", &self.devices_replaced, "device connections replaced by a newer one"),
+            ("switchyard_rate_limited_total", &self.rate_limited, "REST calls refused by the rate limit"),
+            ("switchyard_history_recorded_total", &self.history_recorded, "operation history entries written"),
+            ("switchyard_history_dropped_total", &self.history_dropped, "operation history entries dropped (queue full or write failed)"),
         ];
         let mut out = String::new();
         for (name, v, help) in gauges {

@@ -80,6 +80,11 @@ pub trait Router: Send + Sync + 'static {
     fn report(&self, link: &DeviceLink, params: &RawValue);
     /// Online devices of this node (for access-control refreshes and admin views).
     fn devices(&self) -> Vec<Arc<DeviceLink>>;
+    /// The online connection of one device (its live state, for the REST API).
+    fn device(&self, deviceid: &DeviceId) -> Option<Arc<DeviceLink>>;
+    /// Queues a frame the hub itself sends a device (e.g. `notify`/`deleteNotify`); false when
+    /// the device is offline or its queue is full.
+    fn notify_device(&self, deviceid: &DeviceId, frame: Utf8Bytes) -> bool;
     /// How many app sessions `user` has open.
     fn user_sessions(&self, user: &UserKey) -> usize;
     /// Closes `user`'s app sessions that logged in with the credential tagged `credential`.
@@ -163,6 +168,14 @@ impl LocalRouter {
 }
 
 impl Router for LocalRouter {
+    fn device(&self, deviceid: &DeviceId) -> Option<Arc<DeviceLink>> {
+        self.registry.device(deviceid)
+    }
+
+    fn notify_device(&self, deviceid: &DeviceId, frame: Utf8Bytes) -> bool {
+        self.registry.device(deviceid).is_some_and(|link| link.session.offer(frame).is_ok())
+    }
+
     fn attach_app(&self, user: &UserKey, session: SessionHandle) {
         self.registry.insert_user(user, session);
     }

@@ -21,6 +21,11 @@ use sqlx::AnyPool;
 
 use crate::ids::{AppId, DeviceId, UserKey};
 
+mod family;
+mod message;
+
+pub use family::{FIRST_FAMILY_NAME, Placement, Sort, ThingKind};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0} already exists")]
@@ -120,6 +125,15 @@ pub fn now_secs() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+pub fn now_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A new id for a family, room, group or message: 24 hex digits, the shape the cloud's ids have.
+pub fn new_id() -> String {
+    random_hex(12)
+}
+
 fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
@@ -187,8 +201,13 @@ impl Store {
     }
 
     /// Bumps the access-control version so every running hub reloads who may reach which device.
-    async fn bump_acl(&self) -> Result<()> {
-        sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'acl_version'").execute(&self.pool).await?;
+    pub(crate) async fn bump_acl(&self) -> Result<()> {
+        Self::bump_acl_in(&mut *self.pool.acquire().await?).await
+    }
+
+    /// The same inside a caller's transaction.
+    pub(crate) async fn bump_acl_in(conn: &mut sqlx::AnyConnection) -> Result<()> {
+        sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'acl_version'").execute(conn).await?;
         Ok(())
     }
 
@@ -225,6 +244,7 @@ impl Store {
     ) -> Result<UserKey> {
         let apikey = new_apikey();
         let email = email.map(str::to_ascii_lowercase);
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO users (apikey, email, phone, country_code, password_hash, region, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -235,11 +255,14 @@ impl Store {
         .bind(password_hash)
         .bind(region)
         .bind(now_secs())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| {
             if unique_violation(&e) { StoreError::Conflict(format!("user {}", email.as_deref().or(phone).unwrap_or(""))) } else { e.into() }
         })?;
+        // Every account starts with a family, which is its current one.
+        Self::create_family_in(&mut tx, &apikey, FIRST_FAMILY_NAME, Sort::First).await?;
+        tx.commit().await?;
         Ok(UserKey::new(apikey))
     }
 
@@ -376,18 +399,29 @@ impl Store {
         owner: Option<&UserKey>,
         name: &str,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO devices (deviceid, factory_apikey, model, uiid, owner, name, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(deviceid.as_str())
-            .bind(factory_apikey)
-            .bind(model)
-            .bind(uiid)
-            .bind(owner.map(UserKey::as_str))
-            .bind(name)
-            .bind(now_secs())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| if unique_violation(&e) { StoreError::Conflict(format!("device {deviceid}")) } else { e.into() })?;
-        self.bump_acl().await
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO devices (deviceid, factory_apikey, model, uiid, owner, name, created_at, owned_at, extra) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(deviceid.as_str())
+        .bind(factory_apikey)
+        .bind(model)
+        .bind(uiid)
+        .bind(owner.map(UserKey::as_str))
+        .bind(name)
+        .bind(now_secs())
+        .bind(owner.map(|_| now_millis()))
+        .bind(serde_json::json!({ "model": model, "uiid": uiid }).to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| if unique_violation(&e) { StoreError::Conflict(format!("device {deviceid}")) } else { e.into() })?;
+        if let Some(owner) = owner {
+            Self::place_thing_in(&mut tx, owner.as_str(), ThingKind::OwnDevice, deviceid.as_str(), None, None, Sort::First).await?;
+        }
+        Self::bump_acl_in(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     const DEVICE_COLUMNS: &str = "deviceid, factory_apikey, model, uiid, owner, name, params";
@@ -423,15 +457,19 @@ impl Store {
         if device.owner.as_ref() == Some(with) {
             return Err(StoreError::Conflict(format!("ownership of device {deviceid} by {with}")));
         }
+        let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO shares (deviceid, apikey, permit, created_at) VALUES ($1, $2, $3, $4)")
             .bind(deviceid.as_str())
             .bind(with.as_str())
             .bind(permit)
             .bind(now_secs())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| if unique_violation(&e) { StoreError::Conflict(format!("share of {deviceid} with {with}")) } else { e.into() })?;
-        self.bump_acl().await
+        Self::place_thing_in(&mut tx, with.as_str(), ThingKind::SharedDevice, deviceid.as_str(), None, None, Sort::First).await?;
+        Self::bump_acl_in(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// A device's record and its audience in one query (what `register` needs).

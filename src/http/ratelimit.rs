@@ -1,0 +1,101 @@
+//! The seed's call rule, "at most 300 calls per 5 minutes from one IP to one API": a fixed-window
+//! counter per (client IP, method, route), sharded so concurrent requests rarely meet on a lock.
+//! Loopback clients are exempt unless `rate_limit_loopback` is set; behind a reverse proxy listed
+//! in `trusted_proxies`, the client is the right-most untrusted address of `X-Forwarded-For`.
+//! Over the limit: HTTP 429 with `Retry-After` and the envelope `{"error":412,…}`.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use crate::Hub;
+
+const SHARDS: usize = 16;
+/// Keys kept per shard before stale windows are swept.
+const SWEEP_AT: usize = 8192;
+
+type Key = (IpAddr, axum::http::Method, String);
+
+/// Fixed-window counters, one per key.
+pub struct RateLimiter {
+    shards: Vec<Mutex<HashMap<Key, (u64, u32)>>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Default for RateLimiter {
+    fn default() -> Self {
+        RateLimiter { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), hasher: Default::default() }
+    }
+}
+
+impl RateLimiter {
+    /// Counts one call at `now_secs`; `Err(seconds until the window ends)` when over `limit`.
+    pub fn hit(&self, key: Key, limit: u32, window_secs: u64, now_secs: u64) -> Result<(), u64> {
+        let window = now_secs / window_secs;
+        let mut h = self.hasher.build_hasher();
+        key.hash(&mut h);
+        let mut shard = self.shards[h.finish() as usize % SHARDS].lock().unwrap_or_else(|p| p.into_inner());
+        if shard.len() >= SWEEP_AT {
+            shard.retain(|_, (w, _)| *w == window);
+        }
+        let entry = shard.entry(key).or_insert((window, 0));
+        if entry.0 != window {
+            *entry = (window, 0);
+        }
+        if entry.1 >= limit {
+            return Err((window + 1) * window_secs - now_secs);
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
+/// address in `X-Forwarded-For` that is not one.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(','));
+    let hops: Vec<IpAddr> = forwarded.filter_map(|h| h.trim().parse().ok()).collect();
+    hops.into_iter().rev().find(|ip| !trusted.contains(ip)).unwrap_or(peer)
+}
+
+pub async fn limit(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Response {
+    let config = &hub.config;
+    let (Some(route), Some(peer)) = (req.extensions().get::<MatchedPath>(), req.extensions().get::<SocketAddr>()) else {
+        return next.run(req).await;
+    };
+    if config.rate_limit == 0 || !route.as_str().starts_with("/v2/") {
+        return next.run(req).await;
+    }
+    let ip = client_ip(peer.ip(), req.headers(), &config.trusted_proxies);
+    if ip.is_loopback() && !config.rate_limit_loopback {
+        return next.run(req).await;
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let key = (ip, req.method().clone(), route.as_str().to_owned());
+    match hub.limiter.hit(key, config.rate_limit, config.rate_limit_window.as_secs().max(1), now) {
+        Ok(()) => next.run(req).await,
+        Err(retry_after) => {
+            hub.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(%ip, route = route.as_str(), "rate limit reached");
+            let msg = format!("too many calls: at most {} per {} s to one API", config.rate_limit, config.rate_limit_window.as_secs());
+            let mut res = ApiError::new(412, msg).into_response();
+            *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            res.headers_mut().insert("retry-after", HeaderValue::from(retry_after.max(1)));
+            res
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
