@@ -67,6 +67,25 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     }
 }
 
+/// Parameters of a `DELETE` route: clients send them in the query string (the seed's own SDK
+/// does), some as a JSON body; a non-empty body wins. Malformed → `400`.
+pub struct DeleteParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for DeleteParams<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let query = req.uri().query().unwrap_or("").to_owned();
+        let bytes = Bytes::from_request(req, state).await.map_err(IntoResponse::into_response)?;
+        let parsed = if bytes.iter().all(u8::is_ascii_whitespace) {
+            serde_urlencoded::from_str::<T>(&query).map_err(|e| e.to_string())
+        } else {
+            serde_json::from_slice::<T>(&bytes).map_err(|e| e.to_string())
+        };
+        parsed.map(DeleteParams).map_err(|e| ApiError::bad_request(format!("invalid parameters: {e}")).into_response())
+    }
+}
+
 /// The seed's response envelope: `error` 0 and `msg` "" on success, `data` the payload.
 #[derive(Serialize, ToSchema)]
 pub struct Envelope<T> {
