@@ -35,3 +35,23 @@ fn off_disables_a_listener_but_not_both() {
     let err = Config::resolve(&Settings::new().set("https", "off").set("http", "OFF")).unwrap_err();
     assert!(err.to_string().contains("nothing to serve"));
 }
+
+#[test]
+fn store_and_rate_limit_settings_are_checked() {
+    let c = Config::resolve(&Settings::new()).unwrap();
+    assert_eq!((c.database_url.as_deref(), c.rate_limit, c.rate_limit_loopback), (None, 300, false));
+    let s = Settings::new()
+        .set("database_url", "mysql://x")
+        .set("trusted_proxies", "10.0.0.1, nonsense")
+        .set("rate_limit_loopback", "maybe")
+        .set("rate_limit_window_secs", "0");
+    let err = Config::resolve(&s).unwrap_err();
+    assert_eq!(err.0.len(), 4, "{err}");
+    let c = Config::resolve(
+        &Settings::new().set("database_url", "postgres://u@h/db").set("trusted_proxies", "10.0.0.1,::1").set("rate_limit_loopback", "yes"),
+    )
+    .unwrap();
+    assert_eq!(c.database_url.as_deref(), Some("postgres://u@h/db"));
+    assert_eq!(c.trusted_proxies.len(), 2);
+    assert!(c.rate_limit_loopback);
+}
