@@ -24,7 +24,8 @@ use crate::ids::{AppId, DeviceId, UserKey};
 mod family;
 mod message;
 
-pub use family::{FIRST_FAMILY_NAME, Placement, Sort, ThingKind};
+pub use family::{FIRST_FAMILY_NAME, Family, FamilyError, MAX_FAMILIES, MAX_ROOMS, Placement, Room, Sort, ThingKind, ThingRef};
+pub use message::Message;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
