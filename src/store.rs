@@ -21,6 +21,7 @@ use sqlx::AnyPool;
 
 use crate::ids::{AppId, DeviceId, UserKey};
 
+pub mod device;
 mod family;
 mod message;
 

@@ -1,28 +1,586 @@
 //! `/v2/device/thing…`: thing lists, device and group status, commands through the hub.
+//!
+//! A thing is what a user keeps in a family (a `things` row): their own device (`itemType` 1), a
+//! device shared with them (2) or one of their groups (3). Lists are rendered from a handful of
+//! batched store reads whatever their length; a device's `online` and live `params` come from
+//! the hub's registry. Ids that are unknown or not the caller's are `405` (or simply absent from
+//! a list), so other users' ids are never revealed.
+//!
+//! Commands go to the device through the same router as the WebSocket's: the REST call waits
+//! for the device's ack (up to `--ack-timeout-ms`) and does not change the stored state itself;
+//! the device's own report does.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
-use serde_json::Value;
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
+use super::api::{Body, Empty, Envelope, Query, ok_data};
+use super::auth::Caller;
 use super::error::ApiError;
 use crate::Hub;
-use crate::ids::UserKey;
+use crate::ids::{DeviceId, SessionId, UserKey};
+use crate::router::pending::Outcome;
+use crate::router::{Command, CommandKind, PendingAck, RouteError};
+use crate::store::device::{DeviceRecord, GroupRecord, Person, Role, ShareEntry};
+use crate::store::{Placement, ThingKind, now_millis};
+
+/// The seed's "device control failed" (offline, refused or failed command).
+pub const CONTROL_FAILED: i64 = 4002;
+/// A device that did not ack in time.
+pub const NO_ACK: i64 = 504;
+/// Batch status: the device is offline.
+pub const OFFLINE: i64 = 30022;
+/// Things one `POST /v2/device/thing` or batch-status call may name.
+pub const MAX_LIST: usize = 10;
+/// Longest wait a batch-status call may ask for, in milliseconds.
+pub const MAX_BATCH_TIMEOUT_MS: i64 = 8000;
 
 /// The seed's thing item (`{itemType, itemData, index}`) of one device or group as `user` keeps
 /// it; `None` when the user does not keep it.
 pub async fn thing_item(hub: &Hub, user: &UserKey, thingid: &str) -> Result<Option<Value>, ApiError> {
-    let _ = (hub, user, thingid);
-    Ok(None)
+    let rows = hub.store.placements_of(user, &[thingid.to_owned()]).await?;
+    Ok(render(hub, user, rows).await?.into_iter().next())
 }
 
 /// A family's things as `user` sees them (default family: the current one), ordered by index,
 /// those with index >= `begin_index`, at most `num` (0 = all); with the family's total.
+/// A family that is not the user's → `405`.
 pub async fn thing_list(hub: &Hub, user: &UserKey, familyid: Option<&str>, num: i64, begin_index: i64) -> Result<(Vec<Value>, i64), ApiError> {
-    let _ = (hub, user, familyid, num, begin_index);
-    Ok((Vec::new(), 0))
+    let familyid = hub.store.resolve_family(user, familyid).await?;
+    let (rows, total) = hub.store.things_page(user, &familyid, begin_index, num).await?;
+    Ok((render(hub, user, rows).await?, total))
+}
+
+/// Renders placements (in their order) as thing items; things the user no longer may see (a
+/// stale row) are left out.
+async fn render(hub: &Hub, user: &UserKey, rows: Vec<Placement>) -> Result<Vec<Value>, ApiError> {
+    let device_ids: Vec<String> = rows.iter().filter(|p| p.kind != ThingKind::Group).map(|p| p.thingid.clone()).collect();
+    let group_ids: Vec<String> = rows.iter().filter(|p| p.kind == ThingKind::Group).map(|p| p.thingid.clone()).collect();
+    let (devices, shares, groups_of, groups) = if device_ids.is_empty() {
+        (HashMap::new(), Vec::new(), Vec::new(), hub.store.viewer_groups(user, &group_ids).await?)
+    } else {
+        (
+            hub.store.device_records(&device_ids).await?,
+            hub.store.shares_of(&device_ids).await?,
+            hub.store.viewer_groups_of(user, &device_ids).await?,
+            if group_ids.is_empty() { HashMap::new() } else { hub.store.viewer_groups(user, &group_ids).await? },
+        )
+    };
+    let me = user.as_str();
+    let owners: Vec<String> = {
+        let mine: HashSet<&str> = shares.iter().filter(|s| s.apikey == me).map(|s| s.deviceid.as_str()).collect();
+        let set: HashSet<String> =
+            devices.values().filter(|d| mine.contains(d.deviceid.as_str())).filter_map(|d| d.owner.clone()).collect();
+        set.into_iter().collect()
+    };
+    let people = if owners.is_empty() { HashMap::new() } else { hub.store.people(&owners).await? };
+    let mut out = Vec::with_capacity(rows.len());
+    for p in &rows {
+        let item = if p.kind == ThingKind::Group {
+            groups.get(&p.thingid).map(|g| group_item(hub, g, p))
+        } else {
+            devices.get(&p.thingid).and_then(|d| device_item(hub, me, d, p, &shares, &groups_of, &people))
+        };
+        out.extend(item);
+    }
+    Ok(out)
+}
+
+fn family_json(p: &Placement) -> Value {
+    json!({ "familyid": p.familyid, "index": p.index, "roomid": p.roomid.as_deref().unwrap_or("") })
+}
+
+fn object(text: &str) -> Value {
+    match serde_json::from_str::<Value>(text) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => json!({}),
+    }
+}
+
+fn person_json(p: &Person, permit: i64, comment: &str, shared_at: i64) -> Value {
+    let mut v = json!({ "apikey": p.apikey, "permit": permit, "nickname": p.nickname, "comment": comment, "shareTime": shared_at });
+    if let Some(phone) = &p.phone {
+        v["phoneNumber"] = json!(phone);
+    }
+    if let Some(email) = &p.email {
+        v["email"] = json!(email);
+    }
+    v
+}
+
+/// A device's live state when it is online here, else the stored one.
+fn live_params(hub: &Hub, d: &DeviceRecord) -> (bool, Value) {
+    match hub.router.device(&DeviceId::new(d.deviceid.as_str())) {
+        Some(link) => {
+            let state = link.state.lock().unwrap_or_else(|p| p.into_inner()).to_json();
+            (true, object(&state))
+        }
+        None => (false, object(&d.params)),
+    }
+}
+
+fn device_item(
+    hub: &Hub,
+    me: &str,
+    d: &DeviceRecord,
+    p: &Placement,
+    shares: &[ShareEntry],
+    groups_of: &[(String, String)],
+    people: &HashMap<String, Person>,
+) -> Option<Value> {
+    let owner = d.owner.as_deref()?;
+    let own = owner == me;
+    let my_share = shares.iter().find(|s| s.deviceid == d.deviceid && s.apikey == me);
+    if !own && my_share.is_none() {
+        return None;
+    }
+    let mut extra = json!({
+        "ui": "", "description": "", "manufacturer": "", "mac": "", "apmac": "", "modelInfo": "", "brandId": "",
+    });
+    let mut gsm = None;
+    if let Value::Object(stored) = object(&d.extra) {
+        for (k, v) in stored {
+            if k == "gsmInfoData" {
+                gsm = Some(v);
+            } else {
+                extra[k] = v;
+            }
+        }
+    }
+    extra["model"] = json!(d.model);
+    extra["uiid"] = json!(d.uiid);
+    let (online, params) = live_params(hub, d);
+    let dev_groups: Vec<Value> =
+        groups_of.iter().filter(|(dev, _)| dev == &d.deviceid).map(|(_, g)| json!({ "type": 1, "groupId": g })).collect();
+    let mut data = json!({
+        "name": d.name,
+        "deviceid": d.deviceid,
+        "apikey": owner,
+        "extra": extra,
+        "brandName": d.brand_name,
+        "brandLogo": d.brand_logo,
+        "showBrand": !d.brand_name.is_empty(),
+        "productModel": d.product_model,
+        "devGroups": dev_groups,
+        "settings": object(&d.settings),
+        "family": family_json(p),
+        "online": online,
+        "params": params,
+    });
+    if let Some(tags) = &d.tags {
+        data["tags"] = object(tags);
+    }
+    if let Some(cfg) = &d.dev_config {
+        data["devConfig"] = object(cfg);
+    }
+    if let Some(gsm) = gsm {
+        data["gsmInfoData"] = gsm;
+    }
+    if own {
+        // The factory key lets whoever holds it register as the device: only its owner sees it.
+        data["devicekey"] = json!(d.factory_apikey);
+        let to: Vec<Value> =
+            shares.iter().filter(|s| s.deviceid == d.deviceid).map(|s| person_json(&s.person, s.permit, &s.comment, s.shared_at)).collect();
+        if !to.is_empty() {
+            data["shareTo"] = Value::Array(to);
+        }
+    } else if let Some(s) = my_share {
+        let owner_person =
+            people.get(owner).cloned().unwrap_or(Person { apikey: owner.to_owned(), phone: None, email: None, nickname: String::new() });
+        data["sharedBy"] = person_json(&owner_person, s.permit, &s.comment, s.shared_at);
+    }
+    Some(json!({ "itemType": if own { 1 } else { 2 }, "itemData": data, "index": p.index }))
+}
+
+fn group_item(_hub: &Hub, g: &GroupRecord, p: &Placement) -> Value {
+    json!({
+        "itemType": 3,
+        "itemData": { "id": g.id, "name": g.name, "mainDeviceId": g.main_deviceid, "family": family_json(p), "params": object(&g.params) },
+        "index": p.index,
+    })
+}
+
+// --- commands ------------------------------------------------------------------------------
+
+/// A fresh command sequence: the current time in milliseconds, never repeated by this process.
+fn next_sequence() -> Box<RawValue> {
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = now_millis();
+    let mut prev = LAST.load(Ordering::Relaxed);
+    let seq = loop {
+        let next = now.max(prev + 1);
+        match LAST.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => break next,
+            Err(p) => prev = p,
+        }
+    };
+    crate::protocol::raw(format!("\"{seq}\""))
+}
+
+/// Sends an `update` to a device for `user`.
+fn send_update(hub: &Hub, user: &UserKey, deviceid: &DeviceId, params: &RawValue) -> Result<PendingAck, RouteError> {
+    let sequence = next_sequence();
+    hub.router.command(user, Command { kind: CommandKind::Update, deviceid, sequence: &sequence, params })
+}
+
+/// Waits for a command's ack; a successful update is echoed to the device's app sessions (as a
+/// WebSocket command's is to the sender's other sessions).
+async fn finish(hub: &Hub, deviceid: &DeviceId, params: &RawValue, pending: PendingAck, deadline: Instant) -> Outcome {
+    let outcome = pending.wait(deadline).await;
+    match &outcome {
+        Outcome::Acked(ack) => {
+            hub.metrics.acks_delivered.fetch_add(1, Ordering::Relaxed);
+            if ack.error == 0 {
+                hub.router.echo_command(deviceid, params, SessionId::next());
+            }
+        }
+        Outcome::TimedOut | Outcome::Gone => {
+            hub.metrics.timeouts_504.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    outcome
+}
+
+/// Lets a command finish in the background (nobody waits for its answer).
+fn finish_later(hub: &Arc<Hub>, deviceid: DeviceId, params: Box<RawValue>, pending: PendingAck) {
+    let hub = hub.clone();
+    let deadline = Instant::now() + hub.config.ack_timeout;
+    tokio::spawn(async move {
+        finish(&hub, &deviceid, &params, pending, deadline).await;
+    });
+}
+
+/// The params of a status change: a non-empty JSON object (else 400).
+fn params_of(v: &Value) -> Result<Box<RawValue>, ApiError> {
+    match v {
+        Value::Object(m) if !m.is_empty() => Ok(crate::protocol::raw(v.to_string())),
+        _ => Err(ApiError::bad_request("params must be a non-empty object")),
+    }
+}
+
+/// Whether `role` may send `params` to a device (sharees' timer permissions).
+fn allowed(role: Role, params: &Map<String, Value>) -> bool {
+    match role {
+        Role::Owner => true,
+        // Sharees' timer permissions are decided by the permit rules (not written yet): until
+        // then a sharee may send any params, as over the WebSocket.
+        Role::Sharee { permit } => {
+            let _ = (permit, params);
+            true
+        }
+    }
+}
+
+/// Sends the update to every member of one of `user`'s groups that `user` may command and that
+/// is online; the answers are not awaited. Not their group → 405.
+async fn update_group(hub: &Arc<Hub>, user: &UserKey, groupid: &str, params: &Value) -> Result<(), ApiError> {
+    let raw = params_of(params)?;
+    let map = params.as_object().cloned().unwrap_or_default();
+    let members = hub.store.viewer_group_devices(user, groupid).await?.ok_or_else(|| ApiError::new(405, "group not found"))?;
+    for id in members {
+        match hub.store.device_role(user, &id).await? {
+            Some(role) if allowed(role, &map) => {}
+            _ => continue,
+        }
+        let deviceid = DeviceId::new(id);
+        if let Ok(pending) = send_update(hub, user, &deviceid, &raw) {
+            finish_later(hub, deviceid, raw.clone(), pending);
+        }
+    }
+    Ok(())
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase")]
+pub struct ThingQuery {
+    /// Language of push texts (accepted, not used).
+    #[allow(dead_code)]
+    pub lang: Option<String>,
+    /// One of the caller's families; default the current one.
+    pub familyid: Option<String>,
+    /// How many things (default 30; 0 = all).
+    pub num: Option<i64>,
+    /// The smallest index to list (default -9999999).
+    pub begin_index: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ThingListData {
+    /// `{itemType, itemData, index}` items by index: itemType 1 own device, 2 shared device, 3 group.
+    #[schema(value_type = Vec<Object>)]
+    pub thing_list: Vec<Value>,
+    /// Things in the family (devices and groups).
+    pub total: i64,
+}
+
+/// A family's things (devices and groups) by index.
+#[utoipa::path(get, path = "/v2/device/thing", tag = "device", security(("bearer" = [])), params(ThingQuery),
+    responses((status = 200, body = Envelope<ThingListData>,
+        description = "errors: 400 bad num/beginIndex (num < 0), 405 familyid not one of the caller's families")))]
+pub async fn get_things(State(hub): State<Arc<Hub>>, caller: Caller, Query(q): Query<ThingQuery>) -> Result<Json<Value>, ApiError> {
+    let num = q.num.unwrap_or(30);
+    if num < 0 {
+        return Err(ApiError::bad_request("num must be 0 or more"));
+    }
+    let (thing_list, total) = thing_list(&hub, &caller.user, q.familyid.as_deref(), num, q.begin_index.unwrap_or(-9_999_999)).await?;
+    Ok(ok_data(ThingListData { thing_list, total }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ThingRefItem {
+    /// 1 or 2: a device id; 3 (or 4): a group id.
+    pub item_type: i64,
+    pub id: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ThingsRequest {
+    /// 1 to 10 things.
+    pub thing_list: Vec<ThingRefItem>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ThingsData {
+    #[schema(value_type = Vec<Object>)]
+    pub thing_list: Vec<Value>,
+}
+
+/// The named things the caller keeps, in the order asked; unknown ids, other users' ids and ids
+/// of the wrong kind are left out of the answer.
+#[utoipa::path(post, path = "/v2/device/thing", tag = "device", security(("bearer" = [])), request_body = ThingsRequest,
+    responses((status = 200, body = Envelope<ThingsData>, description = "errors: 400 not 1 to 10 items or itemType not 1-4")))]
+pub async fn post_things(State(hub): State<Arc<Hub>>, caller: Caller, Body(req): Body<ThingsRequest>) -> Result<Json<Value>, ApiError> {
+    if req.thing_list.is_empty() || req.thing_list.len() > MAX_LIST {
+        return Err(ApiError::bad_request("thingList must hold 1 to 10 items"));
+    }
+    let mut asked: Vec<(bool, String)> = Vec::new();
+    for t in &req.thing_list {
+        let group = match t.item_type {
+            1 | 2 => false,
+            3 | 4 => true,
+            _ => return Err(ApiError::bad_request("itemType must be 1, 2, 3 or 4")),
+        };
+        if !asked.contains(&(group, t.id.clone())) {
+            asked.push((group, t.id.clone()));
+        }
+    }
+    let ids: Vec<String> = asked.iter().map(|(_, id)| id.clone()).collect();
+    let rows = hub.store.placements_of(&caller.user, &ids).await?;
+    let rows: Vec<Placement> = asked
+        .iter()
+        .filter_map(|(group, id)| rows.iter().find(|p| &p.thingid == id && (p.kind == ThingKind::Group) == *group).cloned())
+        .collect();
+    Ok(ok_data(ThingsData { thing_list: render(&hub, &caller.user, rows).await? }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatusQuery {
+    /// 1 device, 2 group.
+    #[serde(rename = "type")]
+    pub kind: i64,
+    /// Device id or group id.
+    pub id: String,
+    /// Keys to answer, separated by `|` (default: all).
+    pub params: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatusData {
+    #[schema(value_type = Object)]
+    pub params: Value,
+}
+
+/// A device's state (live when it is online, else as last stored) or a group's state.
+#[utoipa::path(get, path = "/v2/device/thing/status", tag = "device", security(("bearer" = [])), params(StatusQuery),
+    responses((status = 200, body = Envelope<StatusData>,
+        description = "errors: 400 type not 1 or 2, 405 unknown device or group, or not the caller's")))]
+pub async fn get_status(State(hub): State<Arc<Hub>>, caller: Caller, Query(q): Query<StatusQuery>) -> Result<Json<Value>, ApiError> {
+    let params = match q.kind {
+        1 => {
+            if hub.store.device_role(&caller.user, &q.id).await?.is_none() {
+                return Err(ApiError::new(405, "device not found"));
+            }
+            let record = hub.store.device_record(&q.id).await?.ok_or_else(|| ApiError::new(405, "device not found"))?;
+            live_params(&hub, &record).1
+        }
+        2 => {
+            let groups = hub.store.viewer_groups(&caller.user, std::slice::from_ref(&q.id)).await?;
+            let group = groups.get(&q.id).ok_or_else(|| ApiError::new(405, "group not found"))?;
+            object(&group.params)
+        }
+        _ => return Err(ApiError::bad_request("type must be 1 or 2")),
+    };
+    let keys: Vec<&str> = q.params.as_deref().unwrap_or("").split('|').map(str::trim).filter(|k| !k.is_empty()).collect();
+    let params = match params {
+        Value::Object(m) if !keys.is_empty() => Value::Object(m.into_iter().filter(|(k, _)| keys.contains(&k.as_str())).collect()),
+        other => other,
+    };
+    Ok(ok_data(StatusData { params }))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct StatusChange {
+    /// 1 device, 2 group.
+    #[serde(rename = "type")]
+    pub kind: i64,
+    /// Device id or group id.
+    pub id: String,
+    /// The params to send, a non-empty object.
+    #[schema(value_type = Object)]
+    pub params: Value,
+}
+
+/// Sends `params` to a device (and waits for its ack) or to every online device of a group
+/// (without waiting). The stored state changes only when the device reports it.
+#[utoipa::path(post, path = "/v2/device/thing/status", tag = "device", security(("bearer" = [])), request_body = StatusChange,
+    responses((status = 200, body = Envelope<Empty>, description = "errors: 400 bad type or params, 405 unknown device or group \
+        or not the caller's, 406 a sharee changing timers without the permission, 4002 device offline, busy or answering \
+        with an error (the device's code in msg), 504 no ack within the ack timeout")))]
+pub async fn post_status(State(hub): State<Arc<Hub>>, caller: Caller, Body(req): Body<StatusChange>) -> Result<Json<Value>, ApiError> {
+    match req.kind {
+        1 => {
+            let raw = params_of(&req.params)?;
+            let role = hub.store.device_role(&caller.user, &req.id).await?.ok_or_else(|| ApiError::new(405, "device not found"))?;
+            if !allowed(role, req.params.as_object().expect("checked object")) {
+                return Err(ApiError::new(406, "no permission to change these params"));
+            }
+            let deviceid = DeviceId::new(req.id.as_str());
+            let pending = match send_update(&hub, &caller.user, &deviceid, &raw) {
+                Ok(p) => p,
+                Err(RouteError::Offline) => return Err(ApiError::new(CONTROL_FAILED, "device is offline")),
+                Err(RouteError::Busy) => return Err(ApiError::new(CONTROL_FAILED, "device is busy")),
+                Err(RouteError::Denied) => return Err(ApiError::new(406, "no permission for this device")),
+            };
+            let deadline = Instant::now() + hub.config.ack_timeout;
+            match finish(&hub, &deviceid, &raw, pending, deadline).await {
+                Outcome::Acked(ack) if ack.error == 0 => Ok(ok_data(Empty {})),
+                Outcome::Acked(ack) => Err(ApiError::new(CONTROL_FAILED, format!("device answered error {}", ack.error))),
+                Outcome::TimedOut => Err(ApiError::new(NO_ACK, "device did not answer in time")),
+                Outcome::Gone => Err(ApiError::new(CONTROL_FAILED, "device went offline")),
+            }
+        }
+        2 => {
+            update_group(&hub, &caller.user, &req.id, &req.params).await?;
+            Ok(ok_data(Empty {}))
+        }
+        _ => Err(ApiError::bad_request("type must be 1 or 2")),
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct BatchStatus {
+    /// 1 to 10 things, each id once.
+    #[serde(rename = "thingList")]
+    pub thing_list: Vec<StatusChange>,
+    /// How long to wait for the devices' acks, 0 to 8000 ms (default 0: answer at once).
+    #[serde(default)]
+    pub timeout: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BatchItem {
+    #[serde(rename = "type")]
+    pub kind: i64,
+    pub id: String,
+    /// 0 done (always for groups, and for every item when timeout is 0), 30022 device offline,
+    /// 405 unknown device or not the caller's, 406 a sharee changing timers without the
+    /// permission, 504 no ack in time, else the device's own error code.
+    pub error: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchData {
+    pub resp_list: Vec<BatchItem>,
+}
+
+/// Sends params to several devices and groups at once; waits up to `timeout` ms for the devices'
+/// acks and answers each thing's outcome.
+#[utoipa::path(post, path = "/v2/device/thing/batch-status", tag = "device", security(("bearer" = [])), request_body = BatchStatus,
+    responses((status = 200, body = Envelope<BatchData>, description = "errors: 400 not 1 to 10 things, an id twice, type not 1 or 2, \
+        params not a non-empty object, timeout outside 0..8000; per item see respList.error")))]
+pub async fn batch_status(State(hub): State<Arc<Hub>>, caller: Caller, Body(req): Body<BatchStatus>) -> Result<Json<Value>, ApiError> {
+    let list = req.thing_list;
+    if list.is_empty() || list.len() > MAX_LIST {
+        return Err(ApiError::bad_request("thingList must hold 1 to 10 items"));
+    }
+    let timeout = req.timeout.unwrap_or(0);
+    if !(0..=MAX_BATCH_TIMEOUT_MS).contains(&timeout) {
+        return Err(ApiError::bad_request("timeout must be 0 to 8000"));
+    }
+    let mut raws = Vec::with_capacity(list.len());
+    for (i, t) in list.iter().enumerate() {
+        if t.kind != 1 && t.kind != 2 {
+            return Err(ApiError::bad_request("type must be 1 or 2"));
+        }
+        if list[..i].iter().any(|o| o.id == t.id) {
+            return Err(ApiError::bad_request(format!("id {} is listed twice", t.id)));
+        }
+        raws.push(params_of(&t.params)?);
+    }
+    let deadline = Instant::now() + std::time::Duration::from_millis(timeout as u64);
+    let mut results: Vec<BatchItem> = Vec::with_capacity(list.len());
+    let mut waits = Vec::new();
+    for (t, raw) in list.iter().zip(raws) {
+        let mut error = 0;
+        if t.kind == 2 {
+            // A group's answer is always 0; an unknown group is simply skipped.
+            if let Err(e) = update_group(&hub, &caller.user, &t.id, &t.params).await {
+                if e.code == 500 {
+                    return Err(e);
+                }
+            }
+        } else {
+            match hub.store.device_role(&caller.user, &t.id).await? {
+                None => error = 405,
+                Some(role) if !allowed(role, t.params.as_object().expect("checked object")) => error = 406,
+                Some(_) => {
+                    let deviceid = DeviceId::new(t.id.as_str());
+                    match send_update(&hub, &caller.user, &deviceid, &raw) {
+                        Err(RouteError::Offline) => error = OFFLINE,
+                        Err(RouteError::Busy) => error = NO_ACK,
+                        Err(RouteError::Denied) => error = 406,
+                        Ok(pending) if timeout == 0 => finish_later(&hub, deviceid, raw, pending),
+                        Ok(pending) => waits.push((results.len(), deviceid, raw, pending)),
+                    }
+                }
+            }
+        }
+        results.push(BatchItem { kind: t.kind, id: t.id.clone(), error });
+    }
+    let outcomes = futures_util::future::join_all(waits.into_iter().map(|(i, deviceid, raw, pending)| {
+        let hub = hub.clone();
+        async move { (i, finish(&hub, &deviceid, &raw, pending, deadline).await) }
+    }))
+    .await;
+    for (i, outcome) in outcomes {
+        results[i].error = match outcome {
+            Outcome::Acked(ack) => ack.error,
+            Outcome::TimedOut => NO_ACK,
+            Outcome::Gone => OFFLINE,
+        };
+    }
+    Ok(ok_data(BatchData { resp_list: results }))
 }
 
 pub fn routes() -> OpenApiRouter<Arc<Hub>> {
     OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(get_things, post_things))
+        .routes(utoipa_axum::routes!(get_status, post_status))
+        .routes(utoipa_axum::routes!(batch_status))
 }
