@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get};
 
 use crate::Hub;
 
@@ -38,6 +38,7 @@ pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 pub fn rest() -> (Router<Arc<Hub>>, utoipa::openapi::OpenApi) {
     use utoipa::OpenApi;
     utoipa_axum::router::OpenApiRouter::with_openapi(api::ApiDoc::openapi())
+        .merge(dispatch::routes())
         .merge(user::routes())
         .merge(homepage::routes())
         .merge(thing::routes())
@@ -56,12 +57,6 @@ pub fn app(hub: Arc<Hub>) -> Router {
     Router::new()
         .merge(rest)
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi))
-        .route("/dispatch/app", get(dispatch::dispatch).post(dispatch::dispatch))
-        .route("/dispatch/device", get(dispatch::dispatch).post(dispatch::dispatch))
-        .route("/v2/user/login", post(user::login))
-        .route("/v2/user/refresh", post(user::refresh))
-        .route("/v2/user/logout", axum::routing::delete(user::logout))
-        .route("/v2/user/profile", get(user::profile))
         .route("/api/ws", any(ws::upgrade))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))

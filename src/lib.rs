@@ -44,6 +44,7 @@ pub mod session;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod verify;
 
 pub use config::{Config, Settings};
 
@@ -68,6 +69,8 @@ pub struct Hub {
     pub acl_generation: Arc<AtomicI64>,
     /// Per-IP, per-route call counters of the REST API.
     pub limiter: http::ratelimit::RateLimiter,
+    /// Delivers verification codes (by default: the log and a file under the data dir).
+    pub codes: Arc<dyn verify::CodeSender>,
     /// Where `/dispatch` sends clients: domain and port, and the IP for firmware that uses it.
     public_ws: (String, u16),
     public_ip: String,
@@ -170,6 +173,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let acl_generation = Arc::new(AtomicI64::new(store.acl_version().await?));
     let acl =
         tokio::spawn(state::watch_acl(store.clone(), router.clone(), acl_generation.clone(), Duration::from_secs(2), shutdown.clone()));
+    let codes: Arc<dyn verify::CodeSender> = Arc::new(verify::OutboxSender::new(&config.data_dir));
     let hub = Arc::new(Hub {
         config,
         store,
@@ -181,6 +185,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tasks: TaskTracker::new(),
         acl_generation,
         limiter: Default::default(),
+        codes,
         public_ws,
         public_ip,
     });

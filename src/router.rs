@@ -89,6 +89,9 @@ pub trait Router: Send + Sync + 'static {
     fn user_sessions(&self, user: &UserKey) -> usize;
     /// Closes `user`'s app sessions that logged in with the credential tagged `credential`.
     fn close_sessions(&self, user: &UserKey, credential: u64, reason: CloseReason) -> usize;
+    /// Closes all of `user`'s app sessions except those that logged in with the credential
+    /// tagged `keep` (0 keeps none).
+    fn close_user_sessions(&self, user: &UserKey, keep: u64, reason: CloseReason) -> usize;
 }
 
 /// A router for a single node: everything is in this process's [`Registry`].
@@ -292,6 +295,17 @@ impl Router for LocalRouter {
         let mut closed = 0;
         self.registry.for_each_session(user, |s| {
             if s.credential() == credential {
+                s.close(reason);
+                closed += 1;
+            }
+        });
+        closed
+    }
+
+    fn close_user_sessions(&self, user: &UserKey, keep: u64, reason: CloseReason) -> usize {
+        let mut closed = 0;
+        self.registry.for_each_session(user, |s| {
+            if keep == 0 || s.credential() != keep {
                 s.close(reason);
                 closed += 1;
             }

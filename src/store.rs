@@ -21,11 +21,12 @@ use sqlx::AnyPool;
 
 use crate::ids::{AppId, DeviceId, UserKey};
 
-pub mod device;
+mod accounts;
 mod family;
 mod message;
 
 pub use family::{FIRST_FAMILY_NAME, Family, FamilyError, MAX_FAMILIES, MAX_ROOMS, Placement, Room, Sort, ThingKind, ThingRef};
+pub use accounts::{AccountError, ClosedAccount, NewAccount, Profile, ProfileChange};
 pub use message::Message;
 
 #[derive(Debug, thiserror::Error)]

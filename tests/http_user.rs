@@ -465,7 +465,7 @@ async fn wrong_method_on_a_known_path_is_api_not_found() {
         client.get(format!("{base}/v2/user/login")),
         client.get(format!("{base}/v2/user/refresh")),
         client.get(format!("{base}/v2/user/logout")),
-        client.post(format!("{base}/v2/user/profile")).body("{}"),
+        client.put(format!("{base}/v2/user/profile")).body("{}"),
         client.put(format!("{base}/dispatch/app")),
         client.delete(format!("{base}/dispatch/device")),
         client.post(format!("{base}/healthz")),

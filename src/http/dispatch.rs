@@ -1,16 +1,51 @@
 //! `/dispatch/app` and `/dispatch/device`: where to open the long connection. No auth; the body,
 //! if any, is ignored (firmware sends its identity there, but any node may take any device).
+//! Not rate-limited: firmware retries dispatch on its own schedule.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::Hub;
 
-pub async fn dispatch(State(hub): State<Arc<Hub>>) -> Json<Value> {
+pub fn routes() -> OpenApiRouter<Arc<Hub>> {
+    OpenApiRouter::new().routes(utoipa_axum::routes!(dispatch_app)).routes(utoipa_axum::routes!(dispatch_device))
+}
+
+/// Where to connect (not the envelope: firmware reads these four keys at the top level).
+#[derive(Serialize, ToSchema)]
+pub struct Dispatch {
+    /// Always 0.
+    error: i64,
+    /// Always "ok".
+    reason: String,
+    /// The address to connect to (for firmware that does not resolve names).
+    #[serde(rename = "IP")]
+    ip: String,
+    port: u16,
+    /// The host for `wss://{domain}:{port}/api/ws`.
+    domain: String,
+}
+
+fn answer(hub: &Hub) -> Json<Value> {
     let (domain, port) = hub.public_ws();
-    let ip = hub.public_ip();
-    Json(json!({ "error": 0, "reason": "ok", "IP": ip, "port": port, "domain": domain }))
+    let reply = Dispatch { error: 0, reason: "ok".to_owned(), ip: hub.public_ip().to_owned(), port, domain };
+    Json(serde_json::to_value(reply).unwrap_or_default())
+}
+
+/// Where an app opens its WebSocket. No authentication.
+#[utoipa::path(method(get, post), path = "/dispatch/app", tag = "dispatch", responses((status = 200, body = Dispatch)))]
+pub async fn dispatch_app(State(hub): State<Arc<Hub>>) -> Json<Value> {
+    answer(&hub)
+}
+
+/// Where a device opens its WebSocket. No authentication; the body is ignored.
+#[utoipa::path(method(get, post), path = "/dispatch/device", tag = "dispatch", responses((status = 200, body = Dispatch)))]
+pub async fn dispatch_device(State(hub): State<Arc<Hub>>) -> Json<Value> {
+    answer(&hub)
 }
