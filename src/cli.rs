@@ -227,6 +227,21 @@ pub enum DeviceCommand {
         owner: Option<String>,
         #[arg(long, default_value = "")]
         name: String,
+        /// The chip id `POST /v2/device/add` must be sent (any chip id when left out)
+        #[arg(long)]
+        chipid: Option<String>,
+        /// The id on a GSM device's QR code, for `POST /v2/device/add-gsm`
+        #[arg(long)]
+        gsm_id: Option<String>,
+        /// Brand name shown with the device
+        #[arg(long)]
+        brand: Option<String>,
+        /// Product model name shown with the device
+        #[arg(long)]
+        product_model: Option<String>,
+        /// MAC address (kept in the device's `extra`)
+        #[arg(long)]
+        mac: Option<String>,
     },
     /// List devices
     List,
@@ -298,7 +313,7 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<String> {
             }
             out
         }
-        AdminCommand::Device(DeviceCommand::Add { deviceid, factory_apikey, model, uiid, owner, name }) => {
+        AdminCommand::Device(DeviceCommand::Add { deviceid, factory_apikey, model, uiid, owner, name, chipid, gsm_id, brand, product_model, mac }) => {
             if !crate::ids::valid_device_id(&deviceid) {
                 bail!("--deviceid `{deviceid}` must be 1 to 64 letters, digits, `-` or `_`");
             }
@@ -309,7 +324,11 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<String> {
                 None => None,
                 Some(email) => Some(store.user_by_email(&email).await?.with_context(|| format!("no user with email {email}"))?.apikey),
             };
-            store.add_device(&DeviceId::new(deviceid.as_str()), &factory_apikey, &model, uiid, owner.as_ref(), &name).await?;
+            if gsm_id.as_deref().is_some_and(str::is_empty) {
+                bail!("--gsm-id must not be empty");
+            }
+            let details = crate::store::device::FactoryDetails { chipid, gsm_id, brand_name: brand, product_model, mac };
+            store.add_factory_device(&DeviceId::new(deviceid.as_str()), &factory_apikey, &model, uiid, owner.as_ref(), &name, &details).await?;
             match owner {
                 Some(o) => format!("device {deviceid} added, owned by {o}"),
                 None => format!("device {deviceid} added, not bound to a user"),

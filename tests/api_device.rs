@@ -1,6 +1,7 @@
 //! `/v2/device/add`, `add-gsm`, `update-info`, `DELETE /v2/device` and `tags` against a real hub.
 
 mod common;
+mod procs;
 
 use common::rest::api;
 use common::{TestHub, TestUser};
@@ -230,4 +231,27 @@ async fn tags_replace_and_merge_for_the_owner_only() {
     let d = api(&hub, &bob).get("/v2/device/thing", "").await.ok()["thingList"][0]["itemData"].clone();
     assert_eq!(d["tags"], json!({"key3":"value3"}));
     hub.stop().await;
+}
+
+#[tokio::test]
+async fn admin_device_add_keeps_the_factory_details() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "device", "add", "--deviceid", "c000000081", "--factory-apikey", "fkey", "--model", "GSM1", "--chipid", "CHIP9", "--gsm-id", "qr-81",
+        "--brand", "Acme", "--product-model", "A-1", "--mac", "aa:bb:cc",
+    ];
+    procs::admin_ok(dir.path(), &args);
+    let out = procs::admin(dir.path(), &["device", "add", "--deviceid", "c000000082", "--factory-apikey", "k", "--gsm-id", "qr-81"]);
+    assert!(!out.success() && out.stderr.contains("already exists"), "{out}");
+    let out = procs::admin(dir.path(), &["device", "add", "--deviceid", "c000000083", "--factory-apikey", "k", "--gsm-id", ""]);
+    assert!(!out.success() && out.stderr.contains("--gsm-id"), "{out}");
+    let store = procs::open_test_store(dir.path()).await;
+    let rec = store.device_record_by_gsm("qr-81").await.unwrap().expect("found by its GSM id");
+    assert_eq!(rec.deviceid, "c000000081");
+    assert_eq!(rec.chipid.as_deref(), Some("CHIP9"));
+    assert_eq!((rec.brand_name.as_str(), rec.product_model.as_str()), ("Acme", "A-1"));
+    let extra: Value = serde_json::from_str(&rec.extra).unwrap();
+    assert_eq!((&extra["mac"], &extra["model"], &extra["uiid"]), (&json!("aa:bb:cc"), &json!("GSM1"), &json!(1)));
+    assert!(store.device_record("c000000082").await.unwrap().is_none());
+    store.close().await;
 }
