@@ -23,11 +23,15 @@ use crate::ids::{AppId, DeviceId, UserKey};
 
 mod accounts;
 mod family;
+mod group;
 mod message;
+mod share;
 
 pub use family::{FIRST_FAMILY_NAME, Family, FamilyError, MAX_FAMILIES, MAX_ROOMS, Placement, Room, Sort, ThingKind, ThingRef};
 pub use accounts::{AccountError, ClosedAccount, NewAccount, Profile, ProfileChange};
+pub use group::{Group, GroupError, MAX_GROUPS, NewGroup};
 pub use message::Message;
+pub use share::{MAX_PERMIT, ShareError, Shared};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
