@@ -237,8 +237,24 @@ async fn tags_replace_and_merge_for_the_owner_only() {
 async fn admin_device_add_keeps_the_factory_details() {
     let dir = tempfile::tempdir().unwrap();
     let args = [
-        "device", "add", "--deviceid", "c000000081", "--factory-apikey", "fkey", "--model", "GSM1", "--chipid", "CHIP9", "--gsm-id", "qr-81",
-        "--brand", "Acme", "--product-model", "A-1", "--mac", "aa:bb:cc",
+        "device",
+        "add",
+        "--deviceid",
+        "c000000081",
+        "--factory-apikey",
+        "fkey",
+        "--model",
+        "GSM1",
+        "--chipid",
+        "CHIP9",
+        "--gsm-id",
+        "qr-81",
+        "--brand",
+        "Acme",
+        "--product-model",
+        "A-1",
+        "--mac",
+        "aa:bb:cc",
     ];
     procs::admin_ok(dir.path(), &args);
     let out = procs::admin(dir.path(), &["device", "add", "--deviceid", "c000000082", "--factory-apikey", "k", "--gsm-id", "qr-81"]);

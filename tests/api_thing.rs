@@ -186,8 +186,10 @@ async fn status_reads_stored_then_live_state() {
     assert_eq!(st["params"], json!({"switch":"off","light":1}));
     // Online: the live state, in the list too.
     let mut dev = hub.device("a000000041").await;
-    dev.send(json!({"userAgent":"device","apikey":alice.apikey.as_str(),"deviceid":"a000000041","action":"update","params":{"switch":"on"}}))
-        .await;
+    dev.send(
+        json!({"userAgent":"device","apikey":alice.apikey.as_str(),"deviceid":"a000000041","action":"update","params":{"switch":"on"}}),
+    )
+    .await;
     assert_eq!(dev.recv().await["error"], 0);
     let st = a.get("/v2/device/thing/status", "type=1&id=a000000041&params=switch").await.ok().clone();
     assert_eq!(st["params"], json!({"switch":"on"}));
@@ -280,7 +282,8 @@ async fn group_update_goes_to_online_members() {
     hub.device_record("a000000081", Some(&alice)).await;
     hub.device_record("a000000082", Some(&alice)).await;
     let a = api(&hub, &alice);
-    let group = a.post("/v2/device/group", json!({"name":"G","mainDeviceId":"a000000081","deviceidList":["a000000082"]})).await.ok().clone();
+    let group =
+        a.post("/v2/device/group", json!({"name":"G","mainDeviceId":"a000000081","deviceidList":["a000000082"]})).await.ok().clone();
     let gid = group["itemData"]["id"].as_str().unwrap().to_owned();
     let mut dev = hub.device("a000000081").await;
     a.post("/v2/device/thing/status", json!({"type":2,"id":gid,"params":{"switch":"on"}})).await.ok();
@@ -321,8 +324,10 @@ async fn batch_status_answers_per_thing() {
         .iter()
         .map(|r| (r["id"].as_str().unwrap().to_owned(), r["error"].as_i64().unwrap()))
         .collect();
-    let want: Vec<(String, i64)> =
-        [("a000000091", 0), ("a000000092", 30022), ("a000000093", 504), ("b000000091", 405), ("nogroup", 0)].iter().map(|(i, e)| (i.to_string(), *e)).collect();
+    let want: Vec<(String, i64)> = [("a000000091", 0), ("a000000092", 30022), ("a000000093", 504), ("b000000091", 405), ("nogroup", 0)]
+        .iter()
+        .map(|(i, e)| (i.to_string(), *e))
+        .collect();
     assert_eq!(errors, want);
     // timeout 0 (the default): answered at once, error 0 for a device that is online.
     let r = a.post("/v2/device/thing/batch-status", json!({"thingList":[{"type":1,"id":"a000000091","params":on}]})).await.ok().clone();
@@ -332,10 +337,33 @@ async fn batch_status_answers_per_thing() {
     a.post("/v2/device/thing/batch-status", json!({"thingList":[]})).await.fails(400);
     let dup = json!({"thingList":[{"type":1,"id":"a000000091","params":on},{"type":1,"id":"a000000091","params":on}]});
     a.post("/v2/device/thing/batch-status", dup).await.fails(400);
-    a.post("/v2/device/thing/batch-status", json!({"timeout":8001,"thingList":[{"type":1,"id":"a000000091","params":on}]})).await.fails(400);
+    a.post("/v2/device/thing/batch-status", json!({"timeout":8001,"thingList":[{"type":1,"id":"a000000091","params":on}]}))
+        .await
+        .fails(400);
     a.post("/v2/device/thing/batch-status", json!({"timeout":-1,"thingList":[{"type":1,"id":"a000000091","params":on}]})).await.fails(400);
     a.post("/v2/device/thing/batch-status", json!({"thingList":[{"type":3,"id":"a000000091","params":on}]})).await.fails(400);
     let eleven: Vec<Value> = (0..11).map(|i| json!({"type":1,"id":format!("x{i}"),"params":on})).collect();
     a.post("/v2/device/thing/batch-status", json!({"thingList": eleven})).await.fails(400);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn routes_are_in_the_openapi_document() {
+    let hub = TestHub::start().await;
+    let doc: Value = hub.http_client().get(format!("{}/openapi.json", hub.base())).send().await.unwrap().json().await.unwrap();
+    for (path, method) in [
+        ("/v2/device/thing", "get"),
+        ("/v2/device/thing", "post"),
+        ("/v2/device/thing/status", "get"),
+        ("/v2/device/thing/status", "post"),
+        ("/v2/device/thing/batch-status", "post"),
+        ("/v2/device/add", "post"),
+        ("/v2/device/add-gsm", "post"),
+        ("/v2/device/update-info", "post"),
+        ("/v2/device", "delete"),
+        ("/v2/device/tags", "post"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");
+    }
     hub.stop().await;
 }

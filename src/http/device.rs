@@ -239,7 +239,11 @@ pub struct DeleteDevice {
 /// (`deleteNotify`). A sharee leaves only their share (and their groups built on it).
 #[utoipa::path(delete, path = "/v2/device", tag = "device", security(("bearer" = [])), params(DeleteDevice),
     responses((status = 200, body = Envelope<Empty>, description = "errors: 400 missing deviceid; 405 unknown device or not the caller's")))]
-pub async fn delete(State(hub): State<Arc<Hub>>, caller: Caller, DeleteParams(req): DeleteParams<DeleteDevice>) -> Result<Json<Value>, ApiError> {
+pub async fn delete(
+    State(hub): State<Arc<Hub>>,
+    caller: Caller,
+    DeleteParams(req): DeleteParams<DeleteDevice>,
+) -> Result<Json<Value>, ApiError> {
     let id = req.deviceid.as_str();
     match hub.store.device_role(&caller.user, id).await? {
         Some(Role::Owner) => {

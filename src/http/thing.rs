@@ -54,7 +54,13 @@ pub async fn thing_item(hub: &Hub, user: &UserKey, thingid: &str) -> Result<Opti
 /// A family's things as `user` sees them (default family: the current one), ordered by index,
 /// those with index >= `begin_index`, at most `num` (0 = all); with the family's total.
 /// A family that is not the user's → `405`.
-pub async fn thing_list(hub: &Hub, user: &UserKey, familyid: Option<&str>, num: i64, begin_index: i64) -> Result<(Vec<Value>, i64), ApiError> {
+pub async fn thing_list(
+    hub: &Hub,
+    user: &UserKey,
+    familyid: Option<&str>,
+    num: i64,
+    begin_index: i64,
+) -> Result<(Vec<Value>, i64), ApiError> {
     let familyid = hub.store.resolve_family(user, familyid).await?;
     let (rows, total) = hub.store.things_page(user, &familyid, begin_index, num).await?;
     Ok((render(hub, user, rows).await?, total))

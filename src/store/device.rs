@@ -445,8 +445,11 @@ impl Store {
     /// with `user`.
     pub async fn leave_shared_device(&self, user: &UserKey, deviceid: &str) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let left =
-            sqlx::query("DELETE FROM shares WHERE deviceid = $1 AND apikey = $2").bind(deviceid).bind(user.as_str()).execute(&mut *tx).await?;
+        let left = sqlx::query("DELETE FROM shares WHERE deviceid = $1 AND apikey = $2")
+            .bind(deviceid)
+            .bind(user.as_str())
+            .execute(&mut *tx)
+            .await?;
         if left.rows_affected() == 0 {
             return Ok(false);
         }
@@ -534,11 +537,7 @@ impl Store {
         if text.len() > max_bytes {
             return Err(DeviceError::TooLarge("tags"));
         }
-        sqlx::query("UPDATE devices SET tags = $1 WHERE deviceid = $2")
-            .bind(text)
-            .bind(deviceid)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("UPDATE devices SET tags = $1 WHERE deviceid = $2").bind(text).bind(deviceid).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(new)
     }
