@@ -66,7 +66,13 @@ pub struct FamilyItem {
 
 impl From<Family> for FamilyItem {
     fn from(f: Family) -> Self {
-        FamilyItem { id: f.id, apikey: f.apikey, name: f.name, index: f.index, room_list: f.rooms.into_iter().map(RoomItem::from).collect() }
+        FamilyItem {
+            id: f.id,
+            apikey: f.apikey,
+            name: f.name,
+            index: f.index,
+            room_list: f.rooms.into_iter().map(RoomItem::from).collect(),
+        }
     }
 }
 
@@ -262,7 +268,11 @@ pub struct DeleteRoom {
 /// string or a JSON body.
 #[utoipa::path(delete, path = "/v2/family/room", tag = "family", security(("bearer" = [])), params(DeleteRoom),
     responses((status = 200, body = Envelope<Empty>, description = "errors: 400 missing id, 405 unknown room")))]
-pub async fn delete_room(State(hub): State<Arc<Hub>>, caller: Caller, DeleteParams(req): DeleteParams<DeleteRoom>) -> Result<Json<Value>, ApiError> {
+pub async fn delete_room(
+    State(hub): State<Arc<Hub>>,
+    caller: Caller,
+    DeleteParams(req): DeleteParams<DeleteRoom>,
+) -> Result<Json<Value>, ApiError> {
     hub.store.delete_room(&caller.user, &req.id).await?;
     Ok(ok_data(Empty {}))
 }

@@ -51,7 +51,13 @@ pub struct MessageList {
 /// Up to `num` (default 30, 1 to 30 else 400) of the caller's messages of `familyid` (default:
 /// the current family; not the caller's → 405) and of no family, filed before `from`
 /// (milliseconds; default now), newest first.
-pub async fn message_list(hub: &Hub, user: &UserKey, familyid: Option<&str>, from: Option<i64>, num: Option<i64>) -> Result<MessageList, ApiError> {
+pub async fn message_list(
+    hub: &Hub,
+    user: &UserKey,
+    familyid: Option<&str>,
+    from: Option<i64>,
+    num: Option<i64>,
+) -> Result<MessageList, ApiError> {
     let num = num.unwrap_or(MAX_MESSAGES);
     if !(1..=MAX_MESSAGES).contains(&num) {
         return Err(ApiError::bad_request(format!("num must be 1 to {MAX_MESSAGES}")));

@@ -270,8 +270,11 @@ impl Store {
 
     /// `id` if it is one of `apikey`'s families, else `NotFound`.
     async fn own_family_in(conn: &mut AnyConnection, apikey: &str, id: &str) -> FamilyResult<String> {
-        let found: Option<String> =
-            sqlx::query_scalar("SELECT id FROM families WHERE id = $1 AND apikey = $2").bind(id).bind(apikey).fetch_optional(&mut *conn).await?;
+        let found: Option<String> = sqlx::query_scalar("SELECT id FROM families WHERE id = $1 AND apikey = $2")
+            .bind(id)
+            .bind(apikey)
+            .fetch_optional(&mut *conn)
+            .await?;
         found.ok_or_else(|| FamilyError::NotFound(format!("family {id}")))
     }
 
@@ -295,7 +298,10 @@ impl Store {
     }
 
     async fn rooms_in(conn: &mut AnyConnection, familyid: &str) -> FamilyResult<Vec<Room>> {
-        let rows = sqlx::query("SELECT id, name, idx FROM rooms WHERE familyid = $1 ORDER BY idx, id").bind(familyid).fetch_all(&mut *conn).await?;
+        let rows = sqlx::query("SELECT id, name, idx FROM rooms WHERE familyid = $1 ORDER BY idx, id")
+            .bind(familyid)
+            .fetch_all(&mut *conn)
+            .await?;
         Ok(rows.into_iter().map(|r| Room { id: r.get(0), name: r.get(1), index: r.get(2) }).collect())
     }
 
@@ -411,7 +417,8 @@ impl Store {
         }
         let last: Option<i64> =
             sqlx::query_scalar("SELECT MAX(idx) FROM things WHERE familyid = $1").bind(device_family).fetch_one(&mut *tx).await?;
-        let first: Option<i64> = sqlx::query_scalar("SELECT MIN(idx) FROM things WHERE familyid = $1").bind(&id).fetch_one(&mut *tx).await?;
+        let first: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(idx) FROM things WHERE familyid = $1").bind(&id).fetch_one(&mut *tx).await?;
         if let Some(first) = first {
             let shift = last.map_or(0, |l| l + 1) - first;
             sqlx::query("UPDATE things SET familyid = $1, roomid = NULL, idx = idx + $2 WHERE familyid = $3")
@@ -445,7 +452,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         Self::lock_user_in(&mut tx, apikey).await?;
         let familyid = Self::own_family_in(&mut tx, apikey, familyid).await?;
-        let row = sqlx::query("SELECT COUNT(*), MIN(idx), MAX(idx) FROM rooms WHERE familyid = $1").bind(&familyid).fetch_one(&mut *tx).await?;
+        let row =
+            sqlx::query("SELECT COUNT(*), MIN(idx), MAX(idx) FROM rooms WHERE familyid = $1").bind(&familyid).fetch_one(&mut *tx).await?;
         let (count, min, max): (i64, Option<i64>, Option<i64>) = (row.get(0), row.get(1), row.get(2));
         if count >= MAX_ROOMS {
             return Err(FamilyError::Limit("rooms"));
@@ -531,7 +539,12 @@ impl Store {
         }
         let rest = kept.iter().filter(|t| !list.contains(t));
         for (i, t) in list.iter().chain(rest).enumerate() {
-            sqlx::query("UPDATE things SET idx = $1 WHERE apikey = $2 AND thingid = $3").bind(i as i64).bind(apikey).bind(&t.id).execute(&mut *tx).await?;
+            sqlx::query("UPDATE things SET idx = $1 WHERE apikey = $2 AND thingid = $3")
+                .bind(i as i64)
+                .bind(apikey)
+                .bind(&t.id)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -557,7 +570,11 @@ impl Store {
             }
         }
         for t in old.iter().filter(|t| !new.contains(t)) {
-            sqlx::query("UPDATE things SET roomid = NULL WHERE apikey = $1 AND thingid = $2").bind(apikey).bind(&t.id).execute(&mut *tx).await?;
+            sqlx::query("UPDATE things SET roomid = NULL WHERE apikey = $1 AND thingid = $2")
+                .bind(apikey)
+                .bind(&t.id)
+                .execute(&mut *tx)
+                .await?;
         }
         for t in new.iter().filter(|t| !old.contains(t)) {
             sqlx::query("UPDATE things SET roomid = $1 WHERE apikey = $2 AND thingid = $3")
