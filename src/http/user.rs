@@ -173,8 +173,8 @@ pub struct RegionData {
     responses((status = 200, body = Envelope<RegionData>, description = "errors: 400 missing, malformed or unknown countryCode")))]
 pub async fn get_region(State(hub): State<Arc<Hub>>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     signed(&hub, &method, &uri, &headers, &[]).await?;
-    let q: RegionQuery = serde_urlencoded::from_str(uri.query().unwrap_or(""))
-        .map_err(|e| ApiError::bad_request(format!("invalid parameters: {e}")))?;
+    let q: RegionQuery =
+        serde_urlencoded::from_str(uri.query().unwrap_or("")).map_err(|e| ApiError::bad_request(format!("invalid parameters: {e}")))?;
     // A `+` sent raw in a query string decodes to a space; accept it either way.
     let code = q.country_code.trim();
     let code = code.strip_prefix('+').unwrap_or(code);
@@ -207,7 +207,13 @@ pub struct Login {
     responses((status = 200, body = Envelope<Session>,
         description = "errors: 400 bad parameters, 10001 wrong password, 10003 no such user, 10004 the account lives in \
             another region (data.region says which)")))]
-pub async fn login(State(hub): State<Arc<Hub>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn login(
+    State(hub): State<Arc<Hub>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let appid = signed(&hub, &method, &uri, &headers, &body).await?;
     let req: Login = parse_body(&body)?;
     if let Some(cc) = req.country_code.as_deref().filter(|c| !c.is_empty()) {
@@ -253,7 +259,13 @@ pub struct Tokens {
     responses((status = 200, body = Envelope<Tokens>,
         description = "errors: 400 missing rt, 401 unknown or used refresh token (or an access token of another pair), \
             402 refresh token expired")))]
-pub async fn refresh(State(hub): State<Arc<Hub>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn refresh(
+    State(hub): State<Arc<Hub>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     // Either a Sign, or the access token being replaced (expired is fine: that is the point),
     // which must belong to the same pair as the refresh token.
     let bound_at = match credential(&headers)? {
@@ -359,7 +371,11 @@ pub struct ChangePassword {
     responses((status = 200, body = Envelope<Empty>,
         description = "errors: 400 the new password breaks the rule (8+ characters, two of digits/letters/symbols), \
             10001 wrong old password")))]
-pub async fn change_password(State(hub): State<Arc<Hub>>, caller: Caller, Body(req): Body<ChangePassword>) -> Result<Json<Value>, ApiError> {
+pub async fn change_password(
+    State(hub): State<Arc<Hub>>,
+    caller: Caller,
+    Body(req): Body<ChangePassword>,
+) -> Result<Json<Value>, ApiError> {
     if !password_ok(&req.new_password) {
         return Err(ApiError::bad_request("password needs 8+ characters with two of digits, letters and symbols"));
     }

@@ -224,13 +224,24 @@ impl Store {
 
     /// Sets a new password if `code` is the live reset code of `target`, and revokes every token
     /// of the user.
-    pub async fn reset_password_with_code(&self, apikey: &UserKey, target: &str, code: &str, password_hash: &str, now: i64) -> AccountResult<()> {
+    pub async fn reset_password_with_code(
+        &self,
+        apikey: &UserKey,
+        target: &str,
+        code: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> AccountResult<()> {
         let mut tx = self.pool.begin().await?;
         if !Self::take_code_in(&mut tx, &[target], Purpose::ResetPassword, code, now).await? {
             tx.commit().await?;
             return Err(AccountError::WrongCode);
         }
-        sqlx::query("UPDATE users SET password_hash = $1 WHERE apikey = $2").bind(password_hash).bind(apikey.as_str()).execute(&mut *tx).await?;
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE apikey = $2")
+            .bind(password_hash)
+            .bind(apikey.as_str())
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM tokens WHERE apikey = $1").bind(apikey.as_str()).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
@@ -239,9 +250,15 @@ impl Store {
     /// Sets a new password and revokes the user's tokens except the pair `keep_at` belongs to.
     pub async fn change_password(&self, apikey: &UserKey, password_hash: &str, keep_at: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE users SET password_hash = $1 WHERE apikey = $2").bind(password_hash).bind(apikey.as_str()).execute(&mut *tx).await?;
-        let keep: Option<String> =
-            sqlx::query_scalar("SELECT pair FROM tokens WHERE hash = $1 AND kind = 'at'").bind(token_hash(keep_at)).fetch_optional(&mut *tx).await?;
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE apikey = $2")
+            .bind(password_hash)
+            .bind(apikey.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let keep: Option<String> = sqlx::query_scalar("SELECT pair FROM tokens WHERE hash = $1 AND kind = 'at'")
+            .bind(token_hash(keep_at))
+            .fetch_optional(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM tokens WHERE apikey = $1 AND pair <> $2")
             .bind(apikey.as_str())
             .bind(keep.unwrap_or_default())

@@ -57,7 +57,9 @@ impl Address {
             (None, Some(email)) => {
                 let valid = email.len() <= MAX_EMAIL_LEN
                     && !email.chars().any(char::is_whitespace)
-                    && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
+                    && email
+                        .split_once('@')
+                        .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
                 if !valid {
                     return Err(ApiError::bad_request("email is not an email address"));
                 }
@@ -100,7 +102,11 @@ fn required_code(code: &str) -> Result<&str, ApiError> {
 }
 
 fn check_password(password: &str) -> Result<(), ApiError> {
-    if password_ok(password) { Ok(()) } else { Err(ApiError::bad_request("password needs 8+ characters with two of digits, letters and symbols")) }
+    if password_ok(password) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request("password needs 8+ characters with two of digits, letters and symbols"))
+    }
 }
 
 impl From<AccountError> for ApiError {
@@ -203,7 +209,13 @@ pub struct Register {
     responses((status = 200, body = Envelope<Session>,
         description = "errors: 400 bad parameters (countryCode without +, a phone not starting with it, a weak password), \
             10002 wrong or expired code, 10009 account exists")))]
-pub async fn register(State(hub): State<Arc<Hub>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn register(
+    State(hub): State<Arc<Hub>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let appid = signed(&hub, &method, &uri, &headers, &body).await?;
     let req: Register = parse_body(&body)?;
     check_country_code(&req.country_code)?;
@@ -245,7 +257,13 @@ pub struct SmsLogin {
     responses((status = 200, body = Envelope<Session>,
         description = "errors: 400 bad parameters or a country code other than +86, 10002 wrong or expired code, \
             10003 no such user, 10004 the account lives in another region (data.region)")))]
-pub async fn sms_login(State(hub): State<Arc<Hub>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn sms_login(
+    State(hub): State<Arc<Hub>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let appid = signed(&hub, &method, &uri, &headers, &body).await?;
     let req: SmsLogin = parse_body(&body)?;
     check_country_code(&req.country_code)?;
