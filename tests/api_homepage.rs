@@ -52,8 +52,8 @@ async fn homepage_answers_only_the_parts_asked_for() {
     hub.device_record("1000000001", Some(&user)).await;
     let data = a.post("/v2/homepage", json!({"getThing": {}})).await.ok().clone();
     assert_eq!(data.as_object().unwrap().keys().collect::<Vec<_>>(), ["thingInfo"]);
-    assert!(data["thingInfo"]["thingList"].is_array(), "{data}");
-    assert!(data["thingInfo"]["total"].is_i64(), "{data}");
+    assert_eq!(data["thingInfo"]["total"], 1, "{data}");
+    assert_eq!(data["thingInfo"]["thingList"][0]["itemData"]["deviceid"], "1000000001", "{data}");
 
     let data = a.post("/v2/homepage", json!({"getMessage": {}})).await.ok().clone();
     assert_eq!(data, json!({"messageInfo": {"messageList": []}}));
@@ -66,6 +66,38 @@ async fn homepage_answers_only_the_parts_asked_for() {
     let mut keys: Vec<_> = all.as_object().unwrap().keys().cloned().collect();
     keys.sort();
     assert_eq!(keys, ["familyInfo", "messageInfo", "sceneInfo", "thingInfo", "userInfo"]);
+    hub.stop().await;
+}
+
+fn device_ids(data: &Value) -> Vec<&str> {
+    data["thingInfo"]["thingList"].as_array().unwrap().iter().map(|t| t["itemData"]["deviceid"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn homepage_things_are_the_current_familys_in_order() {
+    let hub = TestHub::start().await;
+    let user = hub.user("alice@example.com").await;
+    let a = api(&hub, &user);
+    let home = current(&a).await;
+    let office = add_family(&a, "Office").await;
+    a.post("/v2/family/current", json!({"id": office})).await.ok();
+    hub.device_record("1000000009", Some(&user)).await;
+    a.post("/v2/family/current", json!({"id": home})).await.ok();
+    for id in ["1000000001", "1000000002", "1000000003"] {
+        hub.device_record(id, Some(&user)).await;
+    }
+    let thing = |id: &str| json!({"itemType": 1, "id": id});
+    a.post("/v2/family/thing/sort", json!({"thingList": [thing("1000000002"), thing("1000000003"), thing("1000000001")]})).await.ok();
+    let data = a.post("/v2/homepage", json!({"getThing": {}})).await.ok().clone();
+    assert_eq!(data["thingInfo"]["total"], 3);
+    assert_eq!(device_ids(&data), ["1000000002", "1000000003", "1000000001"]);
+    let data = a.post("/v2/homepage", json!({"getThing": {"num": 1}})).await.ok().clone();
+    assert_eq!((device_ids(&data), data["thingInfo"]["total"].as_i64()), (vec!["1000000002"], Some(3)));
+    let data = a.post("/v2/homepage", json!({"getThing": {"num": 0, "beginIndex": 1}})).await.ok().clone();
+    assert_eq!(device_ids(&data), ["1000000003", "1000000001"]);
+    a.post("/v2/family/current", json!({"id": office})).await.ok();
+    let data = a.post("/v2/homepage", json!({"getThing": {}})).await.ok().clone();
+    assert_eq!(device_ids(&data), ["1000000009"]);
     hub.stop().await;
 }
 
