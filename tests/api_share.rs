@@ -318,6 +318,10 @@ async fn in_audience(hub: &TestHub, user: &TestUser) -> bool {
     hub.hub.router.device(&DeviceId::new(DEV)).and_then(|l| l.audience()).is_some_and(|a| a.contains(&user.apikey))
 }
 
+fn permit_in_hub(hub: &TestHub, user: &TestUser) -> Option<i64> {
+    hub.hub.router.device(&DeviceId::new(DEV)).and_then(|l| l.audience()).and_then(|a| a.permit_of(&user.apikey))
+}
+
 fn report(owner: &TestUser, params: Value) -> Value {
     json!({"userAgent":"device","apikey":owner.apikey.as_str(),"deviceid":DEV,"action":"update","params":params})
 }
@@ -368,6 +372,12 @@ async fn the_live_hub_follows_sharing_and_unsharing_at_once() {
     assert_eq!((r["error"].as_i64(), r["sequence"].as_str()), (Some(0), Some("s1")), "{r}");
     // The owner hears the command's params.
     assert_eq!(owner_app.recv().await["params"], json!({"switch":"on"}));
+
+    // A new permit reaches the hub too (it judges a sharee's timer changes by it).
+    a.post("/v2/device/share/permit", json!({"deviceid":DEV,"apikey":sam.apikey.as_str(),"permit":1})).await.ok();
+    wait_until("the hub knows the new permit", || async { permit_in_hub(&hub, &sam) == Some(1) }).await;
+    share(&hub, &alice, json!({"deviceidList":[DEV],"user":{"email":"sam@example.com"},"permit":6})).await.ok();
+    wait_until("the hub knows the permit shared again", || async { permit_in_hub(&hub, &sam) == Some(6) }).await;
 
     a.delete("/v2/device/share", &format!("deviceid={DEV}&apikey={}", sam.apikey.as_str())).await.ok();
     wait_until("the sharee left the device's audience", || async { !in_audience(&hub, &sam).await }).await;

@@ -2,7 +2,8 @@
 //! timer permit and a comment). A share places the device in the sharee's current family as a
 //! thing of kind 2 and files a `shareNotify_v2` for them; removing it undoes that, drops the
 //! sharee's groups built on the device and files `cancelShareNotify_v2`. Every change of who may
-//! reach a device bumps the access-control version, so running hubs reload their audiences.
+//! reach a device, or of a sharee's permit, bumps the access-control version, so running hubs
+//! reload their audiences (which carry the permits).
 
 use serde_json::{Value, json};
 use sqlx::{AnyConnection, Row};
@@ -144,9 +145,8 @@ impl Store {
             Self::add_message_in(&mut tx, sharee.as_str(), Some(&placed.familyid), "shareNotify_v2", &message).await?;
             outcome.push(Shared::New);
         }
-        if outcome.contains(&Shared::New) {
-            Self::bump_acl_in(&mut tx).await?;
-        }
+        // Audiences carry each sharee's permit, so an updated share is news to the hubs too.
+        Self::bump_acl_in(&mut tx).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -166,6 +166,8 @@ impl Store {
         if n.rows_affected() == 0 {
             return Err(ShareError::NotFound(format!("share of {deviceid} with {sharee}")));
         }
+        // Running hubs judge a sharee's timer changes by the permit in the device's audience.
+        Self::bump_acl_in(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
