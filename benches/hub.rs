@@ -41,7 +41,7 @@ fn frames(c: &mut Criterion) {
 
 fn link_for(owner: &UserKey, id: &str) -> (Arc<DeviceLink>, switchyard::registry::Outbox) {
     let (handle, rx, _control) = SessionHandle::new(1 << 16);
-    let audience = Audience { owner: owner.clone(), sharees: vec![] };
+    let audience = Audience::owner_only(owner.clone());
     (Arc::new(DeviceLink::new(DeviceId::new(id), handle, Some(audience), Default::default())), rx)
 }
 

@@ -178,6 +178,9 @@ pub enum AdminCommand {
     /// Factory device records, ownership and sharing
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// The firmware catalogue that OTA queries answer from
+    #[command(subcommand)]
+    Firmware(FirmwareCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -255,6 +258,24 @@ pub enum DeviceCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum FirmwareCommand {
+    /// Add a firmware version for a module model
+    Add {
+        /// The module model devices report (e.g. PSF-B01-GL)
+        #[arg(long)]
+        model: String,
+        /// Dotted version numbers, e.g. 3.5.1
+        #[arg(long)]
+        version: String,
+        /// A file to download: NAME=URL or NAME=URL,SHA256 (repeat for each partition)
+        #[arg(long = "bin", value_name = "NAME=URL[,SHA256]", required = true)]
+        bins: Vec<String>,
+    },
+    /// List the catalogue
+    List,
+}
+
+#[derive(Subcommand, Debug)]
 pub enum EmulateCommand {
     /// A device: dispatch, register, date, state reports, heartbeats; applies `switch` commands
     Device(emulate::DeviceArgs),
@@ -269,12 +290,12 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<String> {
     use crate::ids::{DeviceId, UserKey};
     use crate::store::Store;
 
-    let store = Store::open(&args.data_dir, args.database_url.as_deref().filter(|u| !u.is_empty()))
-        .await
-        .with_context(|| match &args.database_url {
+    let store = Store::open(&args.data_dir, args.database_url.as_deref().filter(|u| !u.is_empty())).await.with_context(|| {
+        match &args.database_url {
             Some(url) if !url.is_empty() => format!("opening the store at {}", redact_url(url)),
             _ => format!("opening the store in {}", args.data_dir.display()),
-        })?;
+        }
+    })?;
     let out = match args.what {
         AdminCommand::App(AppCommand::Add { appid, secret }) => {
             if appid.is_empty() || secret.len() < 8 {
@@ -313,7 +334,19 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<String> {
             }
             out
         }
-        AdminCommand::Device(DeviceCommand::Add { deviceid, factory_apikey, model, uiid, owner, name, chipid, gsm_id, brand, product_model, mac }) => {
+        AdminCommand::Device(DeviceCommand::Add {
+            deviceid,
+            factory_apikey,
+            model,
+            uiid,
+            owner,
+            name,
+            chipid,
+            gsm_id,
+            brand,
+            product_model,
+            mac,
+        }) => {
             if !crate::ids::valid_device_id(&deviceid) {
                 bail!("--deviceid `{deviceid}` must be 1 to 64 letters, digits, `-` or `_`");
             }
@@ -328,7 +361,9 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<String> {
                 bail!("--gsm-id must not be empty");
             }
             let details = crate::store::device::FactoryDetails { chipid, gsm_id, brand_name: brand, product_model, mac };
-            store.add_factory_device(&DeviceId::new(deviceid.as_str()), &factory_apikey, &model, uiid, owner.as_ref(), &name, &details).await?;
+            store
+                .add_factory_device(&DeviceId::new(deviceid.as_str()), &factory_apikey, &model, uiid, owner.as_ref(), &name, &details)
+                .await?;
             match owner {
                 Some(o) => format!("device {deviceid} added, owned by {o}"),
                 None => format!("device {deviceid} added, not bound to a user"),
@@ -355,6 +390,7 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<String> {
             store.share_device(&DeviceId::new(deviceid.as_str()), &user.apikey, 15).await?;
             format!("device {deviceid} shared with {with} ({})", user.apikey)
         }
+        AdminCommand::Firmware(cmd) => firmware(&store, cmd).await?,
     };
     store.close().await;
     Ok(out)
@@ -370,4 +406,74 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// `admin firmware add|list`.
+async fn firmware(store: &crate::store::Store, cmd: FirmwareCommand) -> anyhow::Result<String> {
+    use anyhow::bail;
+
+    match cmd {
+        FirmwareCommand::Add { model, version, bins } => {
+            if model.trim().is_empty() {
+                bail!("--model must not be empty");
+            }
+            if !crate::store::valid_version(&version) {
+                bail!("--version `{version}` must be 1 to 4 dot-separated numbers, e.g. 3.5.1");
+            }
+            let mut parsed: Vec<crate::store::FirmwareBin> = Vec::new();
+            for spec in &bins {
+                let bin = parse_bin(spec)?;
+                if parsed.iter().any(|b| b.name == bin.name) {
+                    bail!("--bin name `{}` given twice", bin.name);
+                }
+                parsed.push(bin);
+            }
+            store.add_firmware(&model, &version, &parsed).await?;
+            Ok(format!("firmware {model} {version} added ({} file{})", parsed.len(), if parsed.len() == 1 { "" } else { "s" }))
+        }
+        FirmwareCommand::List => {
+            let mut out = format!("{:<20} {:<12} {}", "MODEL", "VERSION", "BINS");
+            for f in store.firmware().await? {
+                let bins: Vec<String> = f
+                    .bins
+                    .iter()
+                    .map(|b| match &b.digest {
+                        Some(d) => format!("{}={},{d}", b.name, b.download_url),
+                        None => format!("{}={}", b.name, b.download_url),
+                    })
+                    .collect();
+                out.push_str(&format!("\n{:<20} {:<12} {}", f.model, f.version, bins.join(" ")));
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// `NAME=URL` or `NAME=URL,SHA256`: an http(s) URL and a 64-hex-digit digest.
+fn parse_bin(spec: &str) -> anyhow::Result<crate::store::FirmwareBin> {
+    use anyhow::bail;
+
+    let Some((name, rest)) = spec.split_once('=') else { bail!("--bin `{spec}` must be NAME=URL or NAME=URL,SHA256") };
+    let name = name.trim();
+    if name.is_empty() || name.contains(['/', '\\']) {
+        bail!("--bin `{spec}`: the name must be a plain file name");
+    }
+    let (url, digest) = match rest.rsplit_once(',') {
+        Some((url, digest)) => (url, Some(digest.trim())),
+        None => (rest, None),
+    };
+    if let Some(d) = digest {
+        if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!("--bin `{spec}`: the digest must be a SHA-256 of 64 hex digits");
+        }
+    }
+    let parsed = reqwest::Url::parse(url.trim()).map_err(|e| anyhow::anyhow!("--bin `{spec}`: bad URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
+        bail!("--bin `{spec}`: the URL must be http:// or https:// with a host");
+    }
+    Ok(crate::store::FirmwareBin {
+        name: name.to_owned(),
+        download_url: url.trim().to_owned(),
+        digest: digest.map(str::to_ascii_lowercase),
+    })
 }

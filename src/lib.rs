@@ -15,6 +15,7 @@
 //! - [`session`]: one task per socket: handshake, app and device sessions, heartbeats.
 //! - [`registry`], [`router`]: who is online where; routing, pending acks and fan-out.
 //! - [`store`]: the SQLite store; [`state`]: batched state saves and sharing reloads.
+//! - [`permit`]: what a sharee's share permit lets them change.
 //! - [`auth`]: Sign, password hashing; [`metrics`]: counters at `/metrics`.
 //! - [`cli`], [`emulate`]: the `switchyard` command line and the device/app emulators.
 //!
@@ -36,6 +37,7 @@ pub mod emulate;
 pub mod http;
 pub mod ids;
 pub mod metrics;
+pub mod permit;
 pub mod protocol;
 pub mod registry;
 pub mod router;
@@ -169,7 +171,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let metrics = Arc::new(Metrics::default());
     let router: Arc<dyn Router> = Arc::new(LocalRouter::new(metrics.clone()));
     let writer_stop = CancellationToken::new();
-    let (state, writer) = StateWriter::start(store.clone(), writer_stop.clone());
+    let (state, writer) = StateWriter::start(store.clone(), metrics.clone(), writer_stop.clone());
     let acl_generation = Arc::new(AtomicI64::new(store.acl_version().await?));
     let acl =
         tokio::spawn(state::watch_acl(store.clone(), router.clone(), acl_generation.clone(), Duration::from_secs(2), shutdown.clone()));

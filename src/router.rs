@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::ids::{DeviceId, SessionId, UserKey};
 use crate::metrics::Metrics;
+use crate::permit;
 use crate::protocol::{self, Outbound};
 use crate::registry::{CloseReason, DeviceLink, DeviceState, Refused, Registry, SessionHandle};
 use crate::store::Audience;
@@ -56,7 +57,8 @@ pub enum RouteError {
     /// The device is not connected to the hub (the caller decides between 504 and a denial).
     #[error("device is offline")]
     Offline,
-    /// The caller neither owns the device nor has it shared with them.
+    /// The caller neither owns the device nor has it shared with them, or is a sharee whose
+    /// update changes timers in a way their share's permit does not allow ([`crate::permit`]).
     #[error("no permission for this device")]
     Denied,
     /// The device has as many commands queued or waiting as it may; it stays connected.
@@ -170,6 +172,19 @@ impl LocalRouter {
     }
 }
 
+/// Whether a sharee's update is within their share's permit, judged against the live state. Only
+/// `timers` is governed, so params that do not mention it (and full permits) pass unparsed.
+fn sharee_may(link: &DeviceLink, audience: &Audience, caller: &UserKey, params: &RawValue) -> bool {
+    let permit = audience.permit_of(caller).unwrap_or(0);
+    if permit & permit::ALL_TIMERS == permit::ALL_TIMERS || !params.get().contains("\"timers\"") {
+        return true;
+    }
+    let Ok(requested) = serde_json::from_str::<serde_json::Value>(params.get()) else { return false };
+    let current = link.state.lock().unwrap_or_else(|p| p.into_inner()).pick(&["timers".to_owned()]);
+    let current = current.and_then(|c| serde_json::from_str(&c).ok()).unwrap_or(serde_json::Value::Null);
+    permit::allowed(permit, &current, &requested)
+}
+
 impl Router for LocalRouter {
     fn device(&self, deviceid: &DeviceId) -> Option<Arc<DeviceLink>> {
         self.registry.device(deviceid)
@@ -191,6 +206,9 @@ impl Router for LocalRouter {
         let link = self.registry.device(cmd.deviceid).ok_or(RouteError::Offline)?;
         let audience = link.audience().ok_or(RouteError::Denied)?;
         if !audience.contains(caller) {
+            return Err(RouteError::Denied);
+        }
+        if cmd.kind == CommandKind::Update && &audience.owner != caller && !sharee_may(&link, &audience, caller, cmd.params) {
             return Err(RouteError::Denied);
         }
         let frame = Outbound {
@@ -216,7 +234,7 @@ impl Router for LocalRouter {
             });
         }
         self.metrics.commands_routed.fetch_add(1, Ordering::Relaxed);
-        Ok(PendingAck::new(rx, link, key, token, audience.owner.clone()))
+        Ok(PendingAck::new(rx, link, key, token, audience))
     }
 
     fn echo_command(&self, deviceid: &DeviceId, params: &RawValue, except: SessionId) {

@@ -1,35 +1,153 @@
 //! Background work that keeps the store and the live sessions in step, off the routing path:
-//! [`StateWriter`] saves reported device state in batches, and [`watch_acl`] reloads who may
-//! reach each online device when sharing or ownership changes (also from `switchyard admin`).
+//! [`StateWriter`] saves reported device state in batches and files operations (history rows,
+//! `opsNotify_v2` and `alarmNotify_v2` notices) in batches, and [`watch_acl`] reloads who may
+//! reach each online device, with its settings and share permits, when sharing, ownership or
+//! settings change (also from `switchyard admin`).
+//!
+//! # Operations
+//!
+//! Sessions hand the writer a small [`Op`] through a bounded queue ([`HISTORY_QUEUE`] entries;
+//! when full the entry is dropped and counted in `history_dropped`) and never wait for the store.
+//! What is filed, decided from the device's settings as the router last loaded them:
+//!
+//! - `opsHistory` on (default): every app command routed to the device (`update`, `query`,
+//!   `upgrade`; `userAgent` "app", `opsAccount` the user's email, else phone, else apikey) and
+//!   every device state report (`userAgent` "device", `opsAccount` ""). `request` is the JSON text
+//!   `{"action":…,"userAgent":…,"params":…}` with the params exactly as sent; `opsSwitchs` lists
+//!   the channels the params set, comma-separated: `switch` for a single-channel `switch` and
+//!   `outlet<N>` for each entry of `switches` (e.g. `outlet0,outlet2`), "" when none.
+//! - `opsNotify` on (default off): an `opsNotify_v2` message for the owner (sharees are not told:
+//!   the setting is the owner's) for each app `update`/`upgrade` the device acked with error 0 and
+//!   each device report. Body: `deviceid`, `deviceName`, `userAgent`, `params`, `opsTime`, and
+//!   `opsAccount` for app operations.
+//! - `alarmNotify` on (default): an `alarmNotify_v2` message for the owner and every sharee for
+//!   each device report that carries an alarm: a key `alarmType` (any value but null), or a key
+//!   `alarm` whose value is not null, false, 0, "", "off" or "0". Body: `deviceid`, `deviceName`,
+//!   `params`, `alarmType` (when reported), `opsTime`.
+//!
+//! Messages are filed under the family where each recipient keeps the device. A clean shutdown
+//! writes everything queued before the store closes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::ids::{DeviceId, UserKey};
+use crate::metrics::Metrics;
 use crate::registry::DeviceLink;
-use crate::router::Router;
-use crate::store::Store;
+use crate::router::{CommandKind, Router};
+use crate::store::{Audience, Notice, Operation, Store, now_millis};
 
 /// How long reports are gathered before one transaction saves them.
 const BATCH_WINDOW: Duration = Duration::from_millis(250);
 
-/// Queues devices whose state changed. Each link is queued at most once while it is dirty, so
-/// the queue is bounded by the number of online devices.
+/// Operations that may wait for the writer; beyond this they are dropped and counted.
+pub const HISTORY_QUEUE: usize = 16_384;
+/// Most operations written in one transaction.
+const HISTORY_BATCH: usize = 512;
+/// How long history is kept; older entries are removed hourly.
+pub const HISTORY_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+
+/// Queues devices whose state changed (each link at most once while it is dirty, so that queue
+/// is bounded by the number of online devices) and operations to file (bounded by
+/// [`HISTORY_QUEUE`]).
 #[derive(Clone)]
 pub struct StateWriter {
     tx: mpsc::UnboundedSender<Arc<DeviceLink>>,
+    ops: mpsc::Sender<Op>,
     store: Store,
+    metrics: Arc<Metrics>,
+}
+
+/// An operation as a session hands it over: raw parts only, composed off the routing path.
+pub struct Op {
+    deviceid: DeviceId,
+    audience: Arc<Audience>,
+    source: Source,
+    params: Box<RawValue>,
+    at: i64,
+    history: bool,
+    ops_notice: bool,
+}
+
+enum Source {
+    App { user: UserKey, kind: CommandKind },
+    Device,
 }
 
 impl StateWriter {
-    /// Starts the writer. Once `stop` fires it saves everything still queued and ends; stop it
-    /// only after the sessions that mark devices have ended.
-    pub fn start(store: Store, stop: CancellationToken) -> (StateWriter, tokio::task::JoinHandle<()>) {
+    /// Starts the writers. Once `stop` fires they save everything still queued and end; stop
+    /// them only after the sessions that mark devices and record operations have ended.
+    pub fn start(store: Store, metrics: Arc<Metrics>, stop: CancellationToken) -> (StateWriter, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (StateWriter { tx, store: store.clone() }, tokio::spawn(run(store, rx, stop)))
+        let (ops, ops_rx) = mpsc::channel(HISTORY_QUEUE);
+        let state = tokio::spawn(run(store.clone(), rx, stop.clone()));
+        let history = tokio::spawn(run_ops(store.clone(), ops_rx, metrics.clone(), stop));
+        let both = tokio::spawn(async move {
+            let _ = state.await;
+            let _ = history.await;
+        });
+        (StateWriter { tx, ops, store, metrics }, both)
+    }
+
+    /// An app command was routed to a device: records it when the device keeps history.
+    pub fn command_routed(&self, deviceid: &DeviceId, audience: &Arc<Audience>, user: &UserKey, kind: CommandKind, params: &RawValue) {
+        if audience.settings.ops_history {
+            self.push(Op {
+                deviceid: deviceid.clone(),
+                audience: audience.clone(),
+                source: Source::App { user: user.clone(), kind },
+                params: params.to_owned(),
+                at: now_millis(),
+                history: true,
+                ops_notice: false,
+            });
+        }
+    }
+
+    /// The device acked an app command with error 0: files the owner's operation notice when
+    /// the device has `opsNotify` on (for `update` and `upgrade`; a query changes nothing).
+    pub fn command_done(&self, deviceid: &DeviceId, audience: &Arc<Audience>, user: &UserKey, kind: CommandKind, params: &RawValue) {
+        if audience.settings.ops_notify && kind != CommandKind::Query {
+            self.push(Op {
+                deviceid: deviceid.clone(),
+                audience: audience.clone(),
+                source: Source::App { user: user.clone(), kind },
+                params: params.to_owned(),
+                at: now_millis(),
+                history: false,
+                ops_notice: true,
+            });
+        }
+    }
+
+    /// A device reported state: records it and files notices as its settings ask.
+    pub fn reported(&self, deviceid: &DeviceId, audience: Arc<Audience>, params: &RawValue) {
+        let s = audience.settings;
+        // The alarm check proper runs in the writer; this only spares it reports that cannot be one.
+        let maybe_alarm = s.alarm_notify && params.get().contains("\"alarm");
+        if s.ops_history || s.ops_notify || maybe_alarm {
+            self.push(Op {
+                deviceid: deviceid.clone(),
+                audience,
+                source: Source::Device,
+                params: params.to_owned(),
+                at: now_millis(),
+                history: s.ops_history,
+                ops_notice: s.ops_notify,
+            });
+        }
+    }
+
+    fn push(&self, op: Op) {
+        if self.ops.try_send(op).is_err() {
+            self.metrics.history_dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Saves one device's state at once if it is dirty (when its session ends).
@@ -73,6 +191,130 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Arc<DeviceLink>>, sto
     }
 }
 
+/// Files operations in batches until `stop`, then everything still queued; prunes old history
+/// hourly.
+async fn run_ops(store: Store, mut rx: mpsc::Receiver<Op>, metrics: Arc<Metrics>, stop: CancellationToken) {
+    let mut prune = tokio::time::interval(Duration::from_secs(3600));
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(HISTORY_BATCH);
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, HISTORY_BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                write_ops(&store, &metrics, std::mem::take(&mut batch)).await;
+            }
+            _ = prune.tick() => {
+                let before = now_millis() - HISTORY_RETENTION.as_millis() as i64;
+                if let Err(e) = store.prune_history(before).await {
+                    tracing::warn!(error = %e, "pruning old history failed");
+                }
+            }
+            _ = stop.cancelled() => break,
+        }
+    }
+    rx.close();
+    let mut rest = Vec::new();
+    while let Ok(op) = rx.try_recv() {
+        rest.push(op);
+    }
+    if !rest.is_empty() {
+        tracing::info!(operations = rest.len(), "recording operations before exit");
+        while !rest.is_empty() {
+            let chunk: Vec<Op> = rest.drain(..rest.len().min(HISTORY_BATCH)).collect();
+            write_ops(&store, &metrics, chunk).await;
+        }
+    }
+}
+
+async fn write_ops(store: &Store, metrics: &Metrics, batch: Vec<Op>) {
+    let ops: Vec<Operation> = batch.into_iter().filter_map(compose).collect();
+    if ops.is_empty() {
+        return;
+    }
+    match store.record_operations(&ops).await {
+        Ok(rows) => {
+            metrics.history_recorded.fetch_add(rows, Ordering::Relaxed);
+        }
+        Err(e) => {
+            let rows = ops.iter().filter(|o| o.history).count() as u64;
+            metrics.history_dropped.fetch_add(rows, Ordering::Relaxed);
+            tracing::error!(error = %e, operations = ops.len(), "recording operations failed");
+        }
+    }
+}
+
+/// What one operation files; `None` when nothing (e.g. a report that turned out not to be an alarm
+/// on a device without history).
+fn compose(op: Op) -> Option<Operation> {
+    let params: Value = serde_json::from_str(op.params.get()).unwrap_or(Value::Null);
+    let (user_agent, action, actor) = match &op.source {
+        Source::App { user, kind } => ("app", kind.action(), Some(user.clone())),
+        Source::Device => ("device", "update", None),
+    };
+    let mut notices = Vec::new();
+    if op.ops_notice {
+        let mut body = serde_json::json!({ "deviceid": op.deviceid.as_str(), "userAgent": user_agent, "params": params, "opsTime": op.at });
+        if let Source::App { kind, .. } = &op.source {
+            body["action"] = Value::from(kind.action());
+        }
+        notices.push(Notice { to: op.audience.owner.clone(), msg_type: "opsNotify_v2", message: body });
+    }
+    if matches!(op.source, Source::Device) && op.audience.settings.alarm_notify && is_alarm(&params) {
+        let mut body = serde_json::json!({ "deviceid": op.deviceid.as_str(), "params": params, "opsTime": op.at });
+        if let Some(t) = params.get("alarmType").filter(|t| !t.is_null()) {
+            body["alarmType"] = t.clone();
+        }
+        for to in op.audience.members() {
+            notices.push(Notice { to: to.clone(), msg_type: "alarmNotify_v2", message: body.clone() });
+        }
+    }
+    if !op.history && notices.is_empty() {
+        return None;
+    }
+    let request = format!(r#"{{"action":"{action}","userAgent":"{user_agent}","params":{}}}"#, op.params.get());
+    Some(Operation {
+        deviceid: op.deviceid,
+        user_agent,
+        ops_switchs: switch_channels(&params),
+        request,
+        actor,
+        ops_time: op.at,
+        history: op.history,
+        notices,
+    })
+}
+
+/// The channels params set: `switch` for a single-channel switch, `outlet<N>` per `switches` entry.
+pub fn switch_channels(params: &Value) -> String {
+    let mut channels: Vec<String> = Vec::new();
+    if params.get("switch").is_some() {
+        channels.push("switch".to_owned());
+    }
+    if let Some(outlets) = params.get("switches").and_then(Value::as_array) {
+        for o in outlets {
+            if let Some(n) = o.get("outlet").and_then(Value::as_i64) {
+                channels.push(format!("outlet{n}"));
+            }
+        }
+    }
+    channels.join(",")
+}
+
+/// Whether a device report carries an alarm (see the module's doc).
+pub fn is_alarm(params: &Value) -> bool {
+    if params.get("alarmType").is_some_and(|t| !t.is_null()) {
+        return true;
+    }
+    match params.get("alarm") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Number(n)) => n.as_f64() != Some(0.0),
+        Some(Value::String(s)) => !matches!(s.as_str(), "" | "off" | "0"),
+        Some(_) => true,
+    }
+}
+
 async fn save(store: &Store, links: Vec<Arc<DeviceLink>>) {
     let batch: Vec<_> = links
         .iter()
@@ -105,6 +347,7 @@ pub async fn watch_acl(store: Store, router: Arc<dyn Router>, generation: Arc<At
         generation.store(version, Ordering::Release);
         let links = router.devices();
         tracing::debug!(version, devices = links.len(), "sharing changed, reloading audiences");
+        // The same reload refreshes settings and share permits (their changes bump the version too).
         match store.audiences().await {
             Ok(mut all) => {
                 for link in links {

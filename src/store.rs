@@ -15,21 +15,26 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use sqlx::AnyPool;
 use sqlx::Row;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::AnyPool;
 
 use crate::ids::{AppId, DeviceId, UserKey};
 
 mod accounts;
+pub mod device;
 mod family;
+mod firmware;
 mod group;
+mod history;
 mod message;
 mod share;
 
-pub use family::{FIRST_FAMILY_NAME, Family, FamilyError, MAX_FAMILIES, MAX_ROOMS, Placement, Room, Sort, ThingKind, ThingRef};
 pub use accounts::{AccountError, ClosedAccount, NewAccount, Profile, ProfileChange};
+pub use family::{FIRST_FAMILY_NAME, Family, FamilyError, MAX_FAMILIES, MAX_ROOMS, Placement, Room, Sort, ThingKind, ThingRef};
+pub use firmware::{Firmware, FirmwareBin, compare_versions, valid_version};
 pub use group::{Group, GroupError, MAX_GROUPS, NewGroup};
+pub use history::{HistoryEntry, Notice, Operation};
 pub use message::Message;
 pub use share::{MAX_PERMIT, ShareError, Shared};
 
@@ -73,14 +78,60 @@ pub struct Device {
     pub params: String,
 }
 
-/// Who may hear and command a device: its owner first, then the users it is shared with.
+/// Who may hear and command a device: its owner first, then the users it is shared with, with
+/// what each sharee may change and what the owner asked to be recorded and told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Audience {
     pub owner: UserKey,
     pub sharees: Vec<UserKey>,
+    /// Each sharee's share `permit` (see [`crate::permit`]), in the order of `sharees`.
+    pub permits: Vec<i64>,
+    pub settings: DeviceSettings,
+}
+
+/// A device's `settings` as its owner set them (the seed's defaults when unset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceSettings {
+    /// `opsNotify`: file an `opsNotify_v2` message for each operation (default off).
+    pub ops_notify: bool,
+    /// `opsHistory`: record operations in the device's history (default on).
+    pub ops_history: bool,
+    /// `alarmNotify`: file an `alarmNotify_v2` message for each alarm report (default on).
+    pub alarm_notify: bool,
+}
+
+impl Default for DeviceSettings {
+    fn default() -> Self {
+        DeviceSettings { ops_notify: false, ops_history: true, alarm_notify: true }
+    }
+}
+
+impl DeviceSettings {
+    /// Reads the stored JSON object; missing or unreadable keys keep their defaults.
+    pub fn from_json(text: &str) -> Self {
+        let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+        let flag = |key: &str, default: bool| v.get(key).and_then(serde_json::Value::as_i64).map_or(default, |n| n != 0);
+        let d = DeviceSettings::default();
+        DeviceSettings {
+            ops_notify: flag("opsNotify", d.ops_notify),
+            ops_history: flag("opsHistory", d.ops_history),
+            alarm_notify: flag("alarmNotify", d.alarm_notify),
+        }
+    }
 }
 
 impl Audience {
+    /// An audience of the owner alone, with default settings.
+    pub fn owner_only(owner: UserKey) -> Self {
+        Audience { owner, sharees: Vec::new(), permits: Vec::new(), settings: DeviceSettings::default() }
+    }
+
+    /// The share permit of `user` when the device is shared with them (`None` for the owner and
+    /// for strangers).
+    pub fn permit_of(&self, user: &UserKey) -> Option<i64> {
+        self.sharees.iter().position(|k| k == user).map(|i| self.permits.get(i).copied().unwrap_or(0))
+    }
+
     pub fn contains(&self, user: &UserKey) -> bool {
         &self.owner == user || self.sharees.contains(user)
     }
@@ -157,12 +208,21 @@ fn new_apikey() -> String {
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
-/// Apikeys joined by `group_concat` (they never contain commas).
-fn split_keys(joined: Option<String>) -> Vec<UserKey> {
-    let mut keys: Vec<UserKey> = joined.iter().flat_map(|j| j.split(',')).filter(|k| !k.is_empty()).map(UserKey::new).collect();
-    keys.sort();
-    keys
+/// `apikey:permit` pairs joined by `group_concat`, as sharees sorted by apikey and their permits.
+fn split_shares(joined: Option<String>) -> (Vec<UserKey>, Vec<i64>) {
+    let mut pairs: Vec<(UserKey, i64)> = joined
+        .iter()
+        .flat_map(|j| j.split(','))
+        .filter_map(|p| p.rsplit_once(':'))
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, permit)| (UserKey::new(k), permit.parse().unwrap_or(0)))
+        .collect();
+    pairs.sort();
+    pairs.into_iter().unzip()
 }
+
+/// The SQL text of one share as [`split_shares`] reads it.
+const SHARE_PAIR: &str = "s.apikey || ':' || CAST(s.permit AS TEXT)";
 
 fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
@@ -181,7 +241,8 @@ impl Store {
             }
             None => {
                 std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
-                let dir = std::fs::canonicalize(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
+                let dir = std::fs::canonicalize(data_dir)
+                    .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
                 let url = format!("sqlite://{}?mode=rwc", dir.join("switchyard.db").display());
                 let pool = AnyPoolOptions::new()
                     .max_connections(4)
@@ -482,44 +543,52 @@ impl Store {
     /// A device's record and its audience in one query (what `register` needs).
     pub async fn device_with_audience(&self, deviceid: &str) -> Result<Option<(Device, Option<Audience>)>> {
         let sql = format!(
-            "SELECT {}, (SELECT {} FROM shares s WHERE s.deviceid = devices.deviceid) FROM devices WHERE deviceid = $1",
+            "SELECT {}, (SELECT {} FROM shares s WHERE s.deviceid = devices.deviceid), settings FROM devices WHERE deviceid = $1",
             Self::DEVICE_COLUMNS,
-            self.backend.concat("apikey")
+            self.backend.concat(SHARE_PAIR)
         );
         let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(deviceid).fetch_optional(&self.pool).await? else { return Ok(None) };
-        let sharees: Option<String> = row.get(7);
+        let (sharees, permits) = split_shares(row.get(7));
+        let settings = DeviceSettings::from_json(&row.get::<String, _>(8));
         let device = Self::device_from(row);
-        let audience = device.owner.clone().map(|owner| Audience { owner, sharees: split_keys(sharees) });
+        let audience = device.owner.clone().map(|owner| Audience { owner, sharees, permits, settings });
         Ok(Some((device, audience)))
     }
 
     /// Owner and sharees of every owned device, in one query (for access-control reloads).
     pub async fn audiences(&self) -> Result<HashMap<DeviceId, Audience>> {
         let sql = format!(
-            "SELECT d.deviceid, d.owner, {} FROM devices d LEFT JOIN shares s ON s.deviceid = d.deviceid \
-             WHERE d.owner IS NOT NULL GROUP BY d.deviceid, d.owner",
-            self.backend.concat("s.apikey")
+            "SELECT d.deviceid, d.owner, {}, d.settings FROM devices d LEFT JOIN shares s ON s.deviceid = d.deviceid \
+             WHERE d.owner IS NOT NULL GROUP BY d.deviceid, d.owner, d.settings",
+            self.backend.concat(SHARE_PAIR)
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
             .map(|row| {
                 let id = DeviceId::new(row.get::<String, _>(0));
-                (id, Audience { owner: UserKey::new(row.get::<String, _>(1)), sharees: split_keys(row.get(2)) })
+                let (sharees, permits) = split_shares(row.get(2));
+                let settings = DeviceSettings::from_json(&row.get::<String, _>(3));
+                (id, Audience { owner: UserKey::new(row.get::<String, _>(1)), sharees, permits, settings })
             })
             .collect())
     }
 
     /// Owner and sharees of one device; `None` when it has no owner (or does not exist).
     pub async fn audience(&self, deviceid: &DeviceId) -> Result<Option<Audience>> {
-        let owner: Option<Option<String>> =
-            sqlx::query_scalar("SELECT owner FROM devices WHERE deviceid = $1").bind(deviceid.as_str()).fetch_optional(&self.pool).await?;
-        let Some(Some(owner)) = owner else { return Ok(None) };
-        let sharees: Vec<String> = sqlx::query_scalar("SELECT apikey FROM shares WHERE deviceid = $1 ORDER BY created_at, apikey")
+        let row = sqlx::query("SELECT owner, settings FROM devices WHERE deviceid = $1")
+            .bind(deviceid.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let Some(owner) = row.get::<Option<String>, _>(0) else { return Ok(None) };
+        let settings = DeviceSettings::from_json(&row.get::<String, _>(1));
+        let shares = sqlx::query("SELECT apikey, permit FROM shares WHERE deviceid = $1 ORDER BY created_at, apikey")
             .bind(deviceid.as_str())
             .fetch_all(&self.pool)
             .await?;
-        Ok(Some(Audience { owner: UserKey::new(owner), sharees: sharees.into_iter().map(UserKey::new).collect() }))
+        let (sharees, permits) = shares.into_iter().map(|r| (UserKey::new(r.get::<String, _>(0)), r.get::<i64, _>(1))).unzip();
+        Ok(Some(Audience { owner: UserKey::new(owner), sharees, permits, settings }))
     }
 
     /// Every device `user` owns or has shared with them.
@@ -537,7 +606,11 @@ impl Store {
     pub async fn save_params(&self, batch: &[(DeviceId, String)]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for (deviceid, params) in batch {
-            sqlx::query("UPDATE devices SET params = $1 WHERE deviceid = $2").bind(params).bind(deviceid.as_str()).execute(&mut *tx).await?;
+            sqlx::query("UPDATE devices SET params = $1 WHERE deviceid = $2")
+                .bind(params)
+                .bind(deviceid.as_str())
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::ids::UserKey;
 use crate::registry::{Ack, DeviceLink};
+use crate::store::Audience;
 
 /// How a wait ended.
 #[derive(Debug)]
@@ -25,6 +26,8 @@ pub struct PendingAck {
     guard: WaiterGuard,
     /// The device owner's apikey, which the reply to the app carries.
     pub owner: UserKey,
+    /// The device's audience (with its settings) as the command was routed.
+    pub audience: Arc<Audience>,
 }
 
 struct WaiterGuard {
@@ -40,8 +43,8 @@ impl Drop for WaiterGuard {
 }
 
 impl PendingAck {
-    pub(crate) fn new(rx: oneshot::Receiver<Ack>, link: Arc<DeviceLink>, key: Arc<str>, token: u64, owner: UserKey) -> Self {
-        PendingAck { rx, guard: WaiterGuard { link, key, token }, owner }
+    pub(crate) fn new(rx: oneshot::Receiver<Ack>, link: Arc<DeviceLink>, key: Arc<str>, token: u64, audience: Arc<Audience>) -> Self {
+        PendingAck { rx, guard: WaiterGuard { link, key, token }, owner: audience.owner.clone(), audience }
     }
 
     /// Waits until `deadline` for the ack. The waiter entry is gone when this returns or is dropped.

@@ -21,6 +21,7 @@ use crate::protocol::{self, FrameError, Inbound, Outbound};
 use crate::registry::SessionHandle;
 use crate::router::pending::Outcome;
 use crate::router::{Command, CommandKind, RouteError};
+use crate::store::Audience;
 
 /// A finished wait: what to tell the app.
 struct Done {
@@ -29,7 +30,16 @@ struct Done {
     owner: UserKey,
     /// The command's params when it was an update (echoed to the other sessions on success).
     params: Option<Box<RawValue>>,
+    /// What to file as an operation notice on success (only for devices with `opsNotify` on).
+    notice: Option<Box<OpsNotice>>,
     outcome: Outcome,
+}
+
+struct OpsNotice {
+    audience: Arc<Audience>,
+    user: UserKey,
+    kind: CommandKind,
+    params: Box<RawValue>,
 }
 
 type Wait = Pin<Box<dyn Future<Output = Done> + Send>>;
@@ -242,13 +252,17 @@ async fn command(
         }
     };
     let owner = pending.owner.clone();
+    // Recorded off the routing path: a queue push, written in batches by the state writer.
+    hub.state.command_routed(&deviceid, &pending.audience, user, kind, params);
+    let notice = (pending.audience.settings.ops_notify && kind != CommandKind::Query)
+        .then(|| Box::new(OpsNotice { audience: pending.audience.clone(), user: user.clone(), kind, params: params.to_owned() }));
     let deadline = Instant::now() + hub.config.ack_timeout;
     let sequence = sequence.to_owned();
     // Only a successful update echoes its params to the other sessions.
     let params = (kind == CommandKind::Update).then(|| params.to_owned());
     waits.push(Box::pin(async move {
         let outcome = pending.wait(deadline).await;
-        Done { sequence, deviceid, owner, params, outcome }
+        Done { sequence, deviceid, owner, params, notice, outcome }
     }));
     Ok(())
 }
@@ -256,7 +270,7 @@ async fn command(
 /// The reply to the app for a finished wait; a successful update is echoed to the device's other
 /// listeners.
 fn answer(hub: &Hub, done: Done, session: SessionId) -> String {
-    let Done { sequence, deviceid, owner, params, outcome } = done;
+    let Done { sequence, deviceid, owner, params, notice, outcome } = done;
     let mut reply =
         Outbound { deviceid: Some(deviceid.as_str()), apikey: Some(owner.as_str()), sequence: Some(&sequence), ..Default::default() };
     let ack;
@@ -268,6 +282,9 @@ fn answer(hub: &Hub, done: Done, session: SessionId) -> String {
             reply.params = ack.params.as_deref();
             if let (0, Some(params)) = (ack.error, &params) {
                 hub.router.echo_command(&deviceid, params, session);
+            }
+            if let (0, Some(n)) = (ack.error, notice) {
+                hub.state.command_done(&deviceid, &n.audience, &n.user, n.kind, &n.params);
             }
         }
         Outcome::TimedOut => {

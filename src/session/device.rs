@@ -146,6 +146,9 @@ fn on_text(hub: &Hub, link: &Arc<DeviceLink>, apikey: &str, text: &str) -> Optio
             }
             hub.state.mark(link);
             hub.router.report(link, params);
+            if let Some(audience) = link.audience() {
+                hub.state.reported(&link.deviceid, audience, params);
+            }
             Some(ok().to_text())
         }
         Some("query") => Some(query(link, &frame, ok())),
