@@ -28,6 +28,11 @@ async fn sharees(hub: &TestHub, id: &str) -> Vec<UserKey> {
     hub.hub.store.audience(&DeviceId::new(id)).await.unwrap().map(|a| a.sharees).unwrap_or_default()
 }
 
+/// The sharee list that holds just `user`.
+fn only(user: &TestUser) -> Vec<UserKey> {
+    vec![user.apikey.clone()]
+}
+
 async fn messages(hub: &TestHub, user: &TestUser) -> Vec<Message> {
     let family = hub.hub.store.current_family(&user.apikey).await.unwrap();
     hub.hub.store.messages(&user.apikey, &family, i64::MAX, 50).await.unwrap()
@@ -77,7 +82,7 @@ async fn sharing_by_email_places_the_device_for_the_sharee_and_tells_them() {
         assert_eq!(share_to(item), [(sam.apikey.as_str().to_owned(), 3, "hall lamp".to_owned())], "{item}");
     }
     for id in [DEV, DEV2] {
-        assert_eq!(sharees(&hub, id).await, [sam.apikey.clone()]);
+        assert_eq!(sharees(&hub, id).await, only(&sam));
         let placed = hub.hub.store.placement(&sam.apikey, id).await.unwrap().expect("placed for the sharee");
         assert_eq!(placed.kind.code(), 2);
         assert_eq!(placed.familyid, hub.hub.store.current_family(&sam.apikey).await.unwrap());
@@ -118,7 +123,7 @@ async fn sharing_again_updates_permit_and_comment_without_a_second_notice() {
         share(&hub, &alice, json!({"deviceidList":[DEV],"user":{"email":"sam@example.com"},"permit":12,"comment":"now with timers"})).await;
     assert_eq!(share_to(&r.ok()["updatedThingList"][0]), [(sam.apikey.as_str().to_owned(), 12, "now with timers".to_owned())]);
     assert_eq!(messages(&hub, &sam).await.len(), 1);
-    assert_eq!(sharees(&hub, DEV).await, [sam.apikey.clone()]);
+    assert_eq!(sharees(&hub, DEV).await, only(&sam));
     hub.stop().await;
 }
 
@@ -203,7 +208,7 @@ async fn only_the_owner_shares_and_a_refused_list_shares_nothing() {
     // One bad device refuses the whole list.
     share(&hub, &alice, json!({"deviceidList":[DEV2, "1000000009"],"user":to_eve,"permit":15})).await.fails(405);
     assert!(sharees(&hub, DEV2).await.is_empty());
-    assert_eq!(sharees(&hub, DEV).await, [sam.apikey.clone()]);
+    assert_eq!(sharees(&hub, DEV).await, only(&sam));
     assert!(sharees(&hub, "1000000009").await.is_empty());
     assert!(hub.hub.store.placement(&eve.apikey, DEV2).await.unwrap().is_none());
     assert!(messages(&hub, &eve).await.is_empty());
@@ -278,7 +283,7 @@ async fn taking_a_device_back_removes_it_and_the_sharees_groups_built_on_it() {
     a.delete("/v2/device/share", &format!("deviceid={DEV}")).await.fails(400);
     a.delete("/v2/device/share", &format!("apikey={sam_key}")).await.fails(400);
     a.delete("/v2/device/share", &format!("deviceid=&apikey={sam_key}")).await.fails(400);
-    assert_eq!(sharees(&hub, DEV).await, [sam.apikey.clone()]);
+    assert_eq!(sharees(&hub, DEV).await, only(&sam));
 
     let r = a.delete("/v2/device/share", &format!("deviceid={DEV}&apikey={sam_key}")).await;
     let item = r.ok()["updatedThing"].clone();
@@ -286,7 +291,7 @@ async fn taking_a_device_back_removes_it_and_the_sharees_groups_built_on_it() {
     assert!(share_to(&item).is_empty(), "{item}");
 
     assert!(sharees(&hub, DEV).await.is_empty());
-    assert_eq!(sharees(&hub, DEV2).await, [sam.apikey.clone()]);
+    assert_eq!(sharees(&hub, DEV2).await, only(&sam));
     assert!(hub.hub.store.placement(&sam.apikey, DEV).await.unwrap().is_none());
     assert!(hub.hub.store.group(&sam.apikey, &on_dev).await.unwrap().is_none(), "the group built on it is gone");
     assert!(hub.hub.store.placement(&sam.apikey, &on_dev).await.unwrap().is_none());
