@@ -52,6 +52,9 @@ async fn a_group_is_created_listed_renamed_and_deleted() {
 
     let listed = a.get("/v2/device/group", "").await.ok()["groupList"].clone();
     assert_eq!(listed, json!([item]), "the list holds the group as it was answered");
+    let things = a.get("/v2/device/thing", "").await.ok()["thingList"].clone();
+    let as_thing = things.as_array().unwrap().iter().find(|t| t["itemType"] == 3).cloned();
+    assert_eq!(as_thing, Some(item.clone()), "the thing list shows the same item: {things}");
 
     a.put("/v2/device/group", json!({"id":id,"name":"Kitchen"})).await.ok();
     assert_eq!(a.get("/v2/device/group", "").await.ok()["groupList"][0]["itemData"]["name"], "Kitchen");
@@ -290,5 +293,25 @@ async fn renaming_and_deleting_check_their_input() {
     // DELETE parameters may come as a JSON body too.
     a.call(reqwest::Method::DELETE, "/v2/device/group", "", Some(&json!({"id":id}))).await.ok();
     assert!(hub.hub.store.group(&alice.apikey, &id).await.unwrap().is_none());
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_group_and_share_routes() {
+    let hub = TestHub::start().await;
+    let doc: Value = hub.http_client().get(format!("{}/openapi.json", hub.base())).send().await.unwrap().json().await.unwrap();
+    for (path, methods) in [
+        ("/v2/device/group", &["get", "post", "put", "delete"][..]),
+        ("/v2/device/group/status", &["post"]),
+        ("/v2/device/group/update", &["post"]),
+        ("/v2/device/share", &["post", "delete"]),
+        ("/v2/device/share/permit", &["post"]),
+    ] {
+        for m in methods {
+            let op = &doc["paths"][path][m];
+            assert!(op.is_object(), "{m} {path} is documented");
+            assert!(op["security"].is_array(), "{m} {path} names its auth: {op}");
+        }
+    }
     hub.stop().await;
 }
