@@ -268,10 +268,6 @@ impl Store {
         self.backend
     }
 
-    /// Bumps the access-control version so every running hub reloads who may reach which device.
-    pub(crate) async fn bump_acl(&self) -> Result<()> {
-        Self::bump_acl_in(&mut *self.pool.acquire().await?).await
-    }
 
     /// The same inside a caller's transaction.
     pub(crate) async fn bump_acl_in(conn: &mut sqlx::AnyConnection) -> Result<()> {

@@ -273,17 +273,20 @@ fn params_of(v: &Value) -> Result<Box<RawValue>, ApiError> {
     }
 }
 
-/// Whether `role` may send `params` to a device (sharees' timer permissions).
-fn allowed(role: Role, params: &Map<String, Value>) -> bool {
-    match role {
-        Role::Owner => true,
-        // Sharees' timer permissions are decided by the permit rules (not written yet): until
-        // then a sharee may send any params, as over the WebSocket.
-        Role::Sharee { permit } => {
-            let _ = (permit, params);
-            true
-        }
+/// Whether `role` may send `params` to `deviceid`: owners always; sharees as their permit allows
+/// changing the device's current timers ([`crate::permit`], the rule the socket applies too).
+/// An offline device's timers count as none (the command fails as offline anyway).
+fn allowed(hub: &Hub, deviceid: &str, role: Role, params: &Map<String, Value>) -> bool {
+    let Role::Sharee { permit } = role else { return true };
+    if !params.contains_key("timers") {
+        return true;
     }
+    let current = hub
+        .router
+        .device(&DeviceId::new(deviceid))
+        .and_then(|link| serde_json::from_str(&link.state.lock().unwrap_or_else(|p| p.into_inner()).to_json()).ok())
+        .unwrap_or(Value::Null);
+    crate::permit::allowed(permit, &current, &Value::Object(params.clone()))
 }
 
 /// Sends the update to every member of one of `user`'s groups that `user` may command and that
@@ -294,7 +297,7 @@ async fn update_group(hub: &Arc<Hub>, user: &UserKey, groupid: &str, params: &Va
     let members = hub.store.viewer_group_devices(user, groupid).await?.ok_or_else(|| ApiError::new(405, "group not found"))?;
     for id in members {
         match hub.store.device_role(user, &id).await? {
-            Some(role) if allowed(role, &map) => {}
+            Some(role) if allowed(hub, &id, role, &map) => {}
             _ => continue,
         }
         let deviceid = DeviceId::new(id);
@@ -462,7 +465,7 @@ pub async fn post_status(State(hub): State<Arc<Hub>>, caller: Caller, Body(req):
         1 => {
             let raw = params_of(&req.params)?;
             let role = hub.store.device_role(&caller.user, &req.id).await?.ok_or_else(|| ApiError::new(405, "device not found"))?;
-            if !allowed(role, req.params.as_object().expect("checked object")) {
+            if !allowed(&hub, &req.id, role, req.params.as_object().expect("checked object")) {
                 return Err(ApiError::new(406, "no permission to change these params"));
             }
             let deviceid = DeviceId::new(req.id.as_str());
@@ -554,7 +557,7 @@ pub async fn batch_status(State(hub): State<Arc<Hub>>, caller: Caller, Body(req)
         } else {
             match hub.store.device_role(&caller.user, &t.id).await? {
                 None => error = 405,
-                Some(role) if !allowed(role, t.params.as_object().expect("checked object")) => error = 406,
+                Some(role) if !allowed(&hub, &t.id, role, t.params.as_object().expect("checked object")) => error = 406,
                 Some(_) => {
                     let deviceid = DeviceId::new(t.id.as_str());
                     match send_update(&hub, &caller.user, &deviceid, &raw) {
