@@ -40,7 +40,11 @@ async fn setup(permit: i64) -> Setup {
     let id = DeviceId::new(ID);
     hub.hub.store.share_device(&id, &bob.apikey, permit).await.unwrap();
     let mut device = hub.device(ID).await;
-    device.send(json!({"action":"update","deviceid":ID,"apikey":"k","userAgent":"device","params":{"switch":"off","timers":current_timers()}})).await;
+    device
+        .send(
+            json!({"action":"update","deviceid":ID,"apikey":"k","userAgent":"device","params":{"switch":"off","timers":current_timers()}}),
+        )
+        .await;
     assert_eq!(device.recv().await["error"], 0);
     let owner_app = hub.app(&alice).await;
     let bob_app = hub.app(&bob).await;
@@ -82,7 +86,10 @@ async fn a_sharee_without_timer_rights_may_switch_but_not_touch_timers() {
     // device's next command is this one).
     assert_eq!(update(&mut bob_app, &mut device, &alice, &bob, "2", json!({"switch":"on"})).await["error"], 0);
     // Sending the same timers back changes nothing, so it passes.
-    assert_eq!(update(&mut bob_app, &mut device, &alice, &bob, "3", json!({"timers": current_timers(), "switch": "off"})).await["error"], 0);
+    assert_eq!(
+        update(&mut bob_app, &mut device, &alice, &bob, "3", json!({"timers": current_timers(), "switch": "off"})).await["error"],
+        0
+    );
     hub.stop().await;
 }
 
@@ -164,7 +171,8 @@ async fn the_rest_status_route_applies_the_same_rule() {
     let Setup { hub, bob, mut device, .. } = setup(ADD_ONLY).await;
     let b = api(&hub, &bob);
     // Deleting timer "b" needs bit 4, which bob lacks: refused before the device hears of it.
-    let refused = b.post("/v2/device/thing/status", json!({"type": 1, "id": ID, "params": {"timers": [current_timers()[0].clone()]}})).await;
+    let refused =
+        b.post("/v2/device/thing/status", json!({"type": 1, "id": ID, "params": {"timers": [current_timers()[0].clone()]}})).await;
     refused.fails(406);
     let batch = b
         .post("/v2/device/thing/batch-status", json!({"thingList": [{"type": 1, "id": ID, "params": {"timers": []}}], "timeout": 500}))
