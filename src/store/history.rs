@@ -50,6 +50,9 @@ pub struct Notice {
     pub message: Value,
 }
 
+/// History rows per `INSERT` statement (6 parameters each, well under both backends' limits).
+const HISTORY_ROWS_PER_INSERT: usize = 100;
+
 /// Looks things up once per batch.
 #[derive(Default)]
 struct BatchCache {
@@ -64,59 +67,74 @@ impl Store {
     pub async fn record_operations(&self, ops: &[Operation]) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         let mut cache = BatchCache::default();
-        let mut rows = 0;
+        let mut rows: Vec<(&Operation, Option<String>)> = Vec::new();
         for op in ops {
             let account = match &op.actor {
                 Some(user) => Some(Self::account_label_in(&mut tx, &mut cache, user).await?),
                 None => None,
             };
+            if !op.notices.is_empty() {
+                Self::file_notices_in(&mut tx, &mut cache, op, account.as_deref()).await?;
+            }
             if op.history {
-                sqlx::query(
-                    "INSERT INTO history (deviceid, user_agent, ops_switchs, request, ops_account, ops_time) VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(op.deviceid.as_str())
-                .bind(op.user_agent)
-                .bind(&op.ops_switchs)
-                .bind(&op.request)
-                .bind(account.as_deref())
-                .bind(op.ops_time)
-                .execute(&mut *tx)
-                .await?;
-                rows += 1;
-            }
-            if op.notices.is_empty() {
-                continue;
-            }
-            if !cache.names.contains_key(&op.deviceid) {
-                let name: Option<String> = sqlx::query_scalar("SELECT name FROM devices WHERE deviceid = $1")
-                    .bind(op.deviceid.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                cache.names.insert(op.deviceid.clone(), name.unwrap_or_default());
-            }
-            if !cache.families.contains_key(&op.deviceid) {
-                let placed = sqlx::query("SELECT apikey, familyid FROM things WHERE thingid = $1 AND kind IN (1, 2)")
-                    .bind(op.deviceid.as_str())
-                    .fetch_all(&mut *tx)
-                    .await?;
-                cache.families.insert(op.deviceid.clone(), placed.into_iter().map(|r| (r.get(0), r.get(1))).collect());
-            }
-            let name = &cache.names[&op.deviceid];
-            let families = &cache.families[&op.deviceid];
-            for notice in &op.notices {
-                let mut message = notice.message.clone();
-                if let Some(body) = message.as_object_mut() {
-                    body.insert("deviceName".into(), Value::String(name.clone()));
-                    if let Some(account) = &account {
-                        body.insert("opsAccount".into(), Value::String(account.clone()));
-                    }
-                }
-                let family = families.get(notice.to.as_str()).map(String::as_str);
-                Self::add_message_in(&mut tx, notice.to.as_str(), family, notice.msg_type, &message).await?;
+                rows.push((op, account));
             }
         }
+        for chunk in rows.chunks(HISTORY_ROWS_PER_INSERT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let n = i * 6;
+                    format!("(${}, ${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5, n + 6)
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO history (deviceid, user_agent, ops_switchs, request, ops_account, ops_time) VALUES {}",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (op, account) in chunk {
+                query = query
+                    .bind(op.deviceid.as_str())
+                    .bind(op.user_agent)
+                    .bind(op.ops_switchs.as_str())
+                    .bind(op.request.as_str())
+                    .bind(account.as_deref())
+                    .bind(op.ops_time);
+            }
+            query.execute(&mut *tx).await?;
+        }
         tx.commit().await?;
-        Ok(rows)
+        Ok(rows.len() as u64)
+    }
+
+    /// Files one operation's notices, each under the family where its recipient keeps the device.
+    async fn file_notices_in(conn: &mut AnyConnection, cache: &mut BatchCache, op: &Operation, account: Option<&str>) -> Result<()> {
+        if !cache.names.contains_key(&op.deviceid) {
+            let name: Option<String> =
+                sqlx::query_scalar("SELECT name FROM devices WHERE deviceid = $1").bind(op.deviceid.as_str()).fetch_optional(&mut *conn).await?;
+            cache.names.insert(op.deviceid.clone(), name.unwrap_or_default());
+        }
+        if !cache.families.contains_key(&op.deviceid) {
+            let placed = sqlx::query("SELECT apikey, familyid FROM things WHERE thingid = $1 AND kind IN (1, 2)")
+                .bind(op.deviceid.as_str())
+                .fetch_all(&mut *conn)
+                .await?;
+            cache.families.insert(op.deviceid.clone(), placed.into_iter().map(|r| (r.get(0), r.get(1))).collect());
+        }
+        let name = &cache.names[&op.deviceid];
+        let families = &cache.families[&op.deviceid];
+        for notice in &op.notices {
+            let mut message = notice.message.clone();
+            if let Some(body) = message.as_object_mut() {
+                body.insert("deviceName".into(), Value::String(name.clone()));
+                if let Some(account) = account {
+                    body.insert("opsAccount".into(), Value::String(account.to_owned()));
+                }
+            }
+            let family = families.get(notice.to.as_str()).map(String::as_str);
+            Self::add_message_in(&mut *conn, notice.to.as_str(), family, notice.msg_type, &message).await?;
+        }
+        Ok(())
     }
 
     /// The account an app user operated with: email, else phone, else apikey.
