@@ -110,8 +110,10 @@ impl Store {
     /// Files one operation's notices, each under the family where its recipient keeps the device.
     async fn file_notices_in(conn: &mut AnyConnection, cache: &mut BatchCache, op: &Operation, account: Option<&str>) -> Result<()> {
         if !cache.names.contains_key(&op.deviceid) {
-            let name: Option<String> =
-                sqlx::query_scalar("SELECT name FROM devices WHERE deviceid = $1").bind(op.deviceid.as_str()).fetch_optional(&mut *conn).await?;
+            let name: Option<String> = sqlx::query_scalar("SELECT name FROM devices WHERE deviceid = $1")
+                .bind(op.deviceid.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
             cache.names.insert(op.deviceid.clone(), name.unwrap_or_default());
         }
         if !cache.families.contains_key(&op.deviceid) {
