@@ -403,3 +403,24 @@ async fn another_users_device_history_stays_hidden_in_answers() {
     assert_eq!(a.data, json!({}));
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn rest_commands_are_recorded_like_socket_commands() {
+    let hub = TestHub::start().await;
+    let alice = hub.user("rest-history@x.cc").await;
+    add_device(&hub, &alice, "1000000aa1", json!({"opsNotify": 1})).await;
+    let mut device = hub.device("1000000aa1").await;
+    let rest = api(&hub, &alice);
+    let call = rest.post("/v2/device/thing/status", json!({"type": 1, "id": "1000000aa1", "params": {"switch": "on"}}));
+    let ack = async {
+        let cmd = device.recv().await;
+        device.send(json!({"error": 0, "deviceid": "1000000aa1", "sequence": cmd["sequence"]})).await;
+    };
+    let (answer, ()) = tokio::join!(call, ack);
+    answer.ok();
+    let list = history_of(&hub, &alice, "1000000aa1", 1).await;
+    assert_eq!(list[0]["userAgent"], "app", "{list:?}");
+    assert_eq!(list[0]["opsAccount"], "rest-history@x.cc");
+    assert_eq!(messages_of(&hub, &alice, "opsNotify_v2", 1).await.len(), 1);
+    hub.stop().await;
+}

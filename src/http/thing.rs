@@ -235,18 +235,22 @@ fn next_sequence() -> Box<RawValue> {
 /// Sends an `update` to a device for `user`.
 fn send_update(hub: &Hub, user: &UserKey, deviceid: &DeviceId, params: &RawValue) -> Result<PendingAck, RouteError> {
     let sequence = next_sequence();
-    hub.router.command(user, Command { kind: CommandKind::Update, deviceid, sequence: &sequence, params })
+    let pending = hub.router.command(user, Command { kind: CommandKind::Update, deviceid, sequence: &sequence, params })?;
+    hub.state.command_routed(deviceid, &pending.audience, user, CommandKind::Update, params);
+    Ok(pending)
 }
 
 /// Waits for a command's ack; a successful update is echoed to the device's app sessions (as a
 /// WebSocket command's is to the sender's other sessions).
-async fn finish(hub: &Hub, deviceid: &DeviceId, params: &RawValue, pending: PendingAck, deadline: Instant) -> Outcome {
+async fn finish(hub: &Hub, user: &UserKey, deviceid: &DeviceId, params: &RawValue, pending: PendingAck, deadline: Instant) -> Outcome {
+    let audience = pending.audience.clone();
     let outcome = pending.wait(deadline).await;
     match &outcome {
         Outcome::Acked(ack) => {
             hub.metrics.acks_delivered.fetch_add(1, Ordering::Relaxed);
             if ack.error == 0 {
                 hub.router.echo_command(deviceid, params, SessionId::next());
+                hub.state.command_done(deviceid, &audience, user, CommandKind::Update, params);
             }
         }
         Outcome::TimedOut | Outcome::Gone => {
@@ -257,11 +261,12 @@ async fn finish(hub: &Hub, deviceid: &DeviceId, params: &RawValue, pending: Pend
 }
 
 /// Lets a command finish in the background (nobody waits for its answer).
-fn finish_later(hub: &Arc<Hub>, deviceid: DeviceId, params: Box<RawValue>, pending: PendingAck) {
+fn finish_later(hub: &Arc<Hub>, user: &UserKey, deviceid: DeviceId, params: Box<RawValue>, pending: PendingAck) {
+    let user = user.clone();
     let hub = hub.clone();
     let deadline = Instant::now() + hub.config.ack_timeout;
     tokio::spawn(async move {
-        finish(&hub, &deviceid, &params, pending, deadline).await;
+        finish(&hub, &user, &deviceid, &params, pending, deadline).await;
     });
 }
 
@@ -302,7 +307,7 @@ async fn update_group(hub: &Arc<Hub>, user: &UserKey, groupid: &str, params: &Va
         }
         let deviceid = DeviceId::new(id);
         if let Ok(pending) = send_update(hub, user, &deviceid, &raw) {
-            finish_later(hub, deviceid, raw.clone(), pending);
+            finish_later(hub, user, deviceid, raw.clone(), pending);
         }
     }
     Ok(())
@@ -476,7 +481,7 @@ pub async fn post_status(State(hub): State<Arc<Hub>>, caller: Caller, Body(req):
                 Err(RouteError::Denied) => return Err(ApiError::new(406, "no permission for this device")),
             };
             let deadline = Instant::now() + hub.config.ack_timeout;
-            match finish(&hub, &deviceid, &raw, pending, deadline).await {
+            match finish(&hub, &caller.user, &deviceid, &raw, pending, deadline).await {
                 Outcome::Acked(ack) if ack.error == 0 => Ok(ok_data(Empty {})),
                 Outcome::Acked(ack) => Err(ApiError::new(CONTROL_FAILED, format!("device answered error {}", ack.error))),
                 Outcome::TimedOut => Err(ApiError::new(NO_ACK, "device did not answer in time")),
@@ -564,7 +569,7 @@ pub async fn batch_status(State(hub): State<Arc<Hub>>, caller: Caller, Body(req)
                         Err(RouteError::Offline) => error = OFFLINE,
                         Err(RouteError::Busy) => error = NO_ACK,
                         Err(RouteError::Denied) => error = 406,
-                        Ok(pending) if timeout == 0 => finish_later(&hub, deviceid, raw, pending),
+                        Ok(pending) if timeout == 0 => finish_later(&hub, &caller.user, deviceid, raw, pending),
                         Ok(pending) => waits.push((results.len(), deviceid, raw, pending)),
                     }
                 }
@@ -573,8 +578,8 @@ pub async fn batch_status(State(hub): State<Arc<Hub>>, caller: Caller, Body(req)
         results.push(BatchItem { kind: t.kind, id: t.id.clone(), error });
     }
     let outcomes = futures_util::future::join_all(waits.into_iter().map(|(i, deviceid, raw, pending)| {
-        let hub = hub.clone();
-        async move { (i, finish(&hub, &deviceid, &raw, pending, deadline).await) }
+        let (hub, user) = (hub.clone(), caller.user.clone());
+        async move { (i, finish(&hub, &user, &deviceid, &raw, pending, deadline).await) }
     }))
     .await;
     for (i, outcome) in outcomes {
