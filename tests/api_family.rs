@@ -561,3 +561,26 @@ async fn refusals_do_not_reveal_other_users_ids() {
     assert!(!mine.to_string().contains(&home), "{mine}");
     hub.stop().await;
 }
+
+/// A thing named twice in either list of `room/thing` is refused: each listed thing must be a
+/// distinct thing of the family, so a request's work is bounded by what the caller keeps, not by
+/// how often a 1 MiB body can repeat one id (every repeat used to cost a list scan and an UPDATE).
+#[tokio::test]
+async fn room_things_refuse_a_thing_listed_twice() {
+    let hub = TestHub::start().await;
+    let (alice, _bob, home) = alice_with_things(&hub).await;
+    let a = api(&hub, &alice);
+    let room = add_room(&a, &home, "Kitchen").await;
+    let d = |t: i64, id: &str| json!({"itemType": t, "id": id});
+    a.post("/v2/family/room/thing", json!({"roomid": room, "oldThingList": [], "newThingList": [d(1, "1000000001")]})).await.ok();
+    let twice = json!({"roomid": room, "oldThingList": [], "newThingList": [d(1, "1000000002"), d(1, "1000000002")]});
+    a.post("/v2/family/room/thing", twice).await.fails(400);
+    let many = vec![d(1, "1000000001"); 5000];
+    a.post("/v2/family/room/thing", json!({"roomid": room, "oldThingList": many, "newThingList": [d(1, "1000000003")]})).await.fails(400);
+    let many = vec![d(1, "1000000003"); 5000];
+    a.post("/v2/family/room/thing", json!({"roomid": room, "oldThingList": [d(1, "1000000001")], "newThingList": many})).await.fails(400);
+    assert_eq!(room_of(&hub, &alice.apikey, "1000000001").await.as_deref(), Some(room.as_str()), "refusals change nothing");
+    assert_eq!(room_of(&hub, &alice.apikey, "1000000002").await, None);
+    assert_eq!(room_of(&hub, &alice.apikey, "1000000003").await, None);
+    hub.stop().await;
+}

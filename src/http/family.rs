@@ -330,8 +330,8 @@ pub struct RoomThings {
 /// Sets the things of a room: those of the old list missing from the new one leave the room
 /// (unassigned), those of the new list missing from the old one join it.
 #[utoipa::path(post, path = "/v2/family/room/thing", tag = "family", security(("bearer" = [])), request_body = RoomThings,
-    responses((status = 200, body = Envelope<Empty>, description = "errors: 400 bad itemType or an item of oldThingList \
-        that is not in the room, 405 unknown room or an item of newThingList the caller does not keep in the room's family")))]
+    responses((status = 200, body = Envelope<Empty>, description = "errors: 400 bad itemType, a thing listed twice in one list, \
+        or an item of oldThingList that is not in the room, 405 unknown room or an item of newThingList the caller does not keep in the room's family")))]
 pub async fn room_things(State(hub): State<Arc<Hub>>, caller: Caller, Body(req): Body<RoomThings>) -> Result<Json<Value>, ApiError> {
     let old = thing_refs("oldThingList", req.old_thing_list)?;
     let new = thing_refs("newThingList", req.new_thing_list)?;

@@ -552,9 +552,16 @@ impl Store {
 
     /// Sets which things are in a room: things of `old` missing from `new` leave it (unassigned),
     /// things of `new` missing from `old` join it. An item of `old` not in that room → `Invalid`;
-    /// an item of `new` the user does not keep in the room's family → `NotFound`.
+    /// an item of `new` the user does not keep in the room's family → `NotFound`; a thing listed
+    /// twice in one list → `Invalid` (so each list is at most the family's things long).
     pub async fn set_room_things(&self, user: &UserKey, roomid: &str, old: &[ThingRef], new: &[ThingRef]) -> FamilyResult<()> {
         let apikey = user.as_str();
+        for (field, list) in [("oldThingList", old), ("newThingList", new)] {
+            let mut seen = std::collections::HashSet::with_capacity(list.len());
+            if let Some(t) = list.iter().find(|t| !seen.insert(t.id.as_str())) {
+                return Err(FamilyError::Invalid(format!("thing {} is listed twice in {field}", t.id)));
+            }
+        }
         let mut tx = self.pool.begin().await?;
         Self::lock_user_in(&mut tx, apikey).await?;
         let familyid = Self::room_family_in(&mut tx, apikey, roomid).await?;
