@@ -540,3 +540,29 @@ async fn user_and_dispatch_routes_are_documented() {
     }
     hub.stop().await;
 }
+
+/// Closing an account takes everyone's groups built on its devices with it, as deleting the
+/// device does: a sharee's group around one of them is not left behind, empty, in their lists.
+#[tokio::test]
+async fn close_account_removes_sharees_groups_built_on_its_devices() {
+    let hub = TestHub::start().await;
+    let alice = as_user(&register_email(&hub, "alice@example.com").await);
+    let bob = hub.user("bob@example.com").await;
+    hub.device_record("a1a1a1a1a1", Some(&alice)).await;
+    hub.device_record("b2b2b2b2b2", Some(&bob)).await;
+    hub.share("a1a1a1a1a1", &bob).await;
+    let b = api(&hub, &bob);
+    let around_hers = b.post("/v2/device/group", json!({"name":"Hers","mainDeviceId":"a1a1a1a1a1"})).await.ok()["itemData"]["id"].clone();
+    let around_his = b.post("/v2/device/group", json!({"name":"His","mainDeviceId":"b2b2b2b2b2"})).await.ok()["itemData"]["id"].clone();
+    send_code(&hub, 3, "email", "alice@example.com").await.ok();
+    let code = last_code(&hub, "alice@example.com", Purpose::CloseAccount);
+    api(&hub, &alice).post("/v2/user/close-account", json!({"verificationCode":code})).await.ok();
+
+    let groups = b.get("/v2/device/group", "").await.ok()["groupList"].clone();
+    let ids: Vec<&Value> = groups.as_array().unwrap().iter().map(|g| &g["itemData"]["id"]).collect();
+    assert_eq!(ids, [&around_his], "{groups}");
+    assert!(hub.hub.store.placement(&bob.apikey, around_hers.as_str().unwrap()).await.unwrap().is_none());
+    let things = b.get("/v2/device/thing", "").await.ok().clone();
+    assert!(!things.to_string().contains(around_hers.as_str().unwrap()), "{things}");
+    hub.stop().await;
+}

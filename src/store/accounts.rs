@@ -290,6 +290,10 @@ impl Store {
             // Other users lose the devices this user shared with them.
             format!("DELETE FROM things WHERE kind = 2 AND thingid IN {owned}"),
             format!("DELETE FROM shares WHERE deviceid IN {owned}"),
+            // Everyone's groups built on them go (as when the owner deletes a device).
+            format!("DELETE FROM things WHERE kind = 3 AND thingid IN (SELECT id FROM device_groups WHERE main_deviceid IN {owned})"),
+            format!("DELETE FROM group_members WHERE groupid IN (SELECT id FROM device_groups WHERE main_deviceid IN {owned})"),
+            format!("DELETE FROM device_groups WHERE main_deviceid IN {owned}"),
             format!("DELETE FROM group_members WHERE deviceid IN {owned}"),
             format!("DELETE FROM history WHERE deviceid IN {owned}"),
             format!(
