@@ -268,6 +268,17 @@ impl Store {
         self.backend
     }
 
+    /// Starts a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`): a
+    /// transaction that reads before it writes would otherwise fail with "database is locked",
+    /// without waiting, whenever another connection committed in between; this way it waits
+    /// (up to the busy timeout) at the start instead.
+    pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
 
     /// The same inside a caller's transaction.
     pub(crate) async fn bump_acl_in(conn: &mut sqlx::AnyConnection) -> Result<()> {
@@ -308,7 +319,7 @@ impl Store {
     ) -> Result<UserKey> {
         let apikey = new_apikey();
         let email = email.map(str::to_ascii_lowercase);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO users (apikey, email, phone, country_code, password_hash, region, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -376,7 +387,7 @@ impl Store {
         let pair = TokenPair { at: random_hex(20), rt: random_hex(20) };
         let pair_id = random_hex(8);
         let now = now_secs();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for (token, kind, ttl) in [(&pair.at, "at", at_ttl), (&pair.rt, "rt", rt_ttl)] {
             sqlx::query("INSERT INTO tokens (hash, kind, pair, apikey, appid, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
                 .bind(token_hash(token))
@@ -463,7 +474,7 @@ impl Store {
         owner: Option<&UserKey>,
         name: &str,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO devices (deviceid, factory_apikey, model, uiid, owner, name, created_at, owned_at, extra) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -521,7 +532,7 @@ impl Store {
         if device.owner.as_ref() == Some(with) {
             return Err(StoreError::Conflict(format!("ownership of device {deviceid} by {with}")));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("INSERT INTO shares (deviceid, apikey, permit, created_at) VALUES ($1, $2, $3, $4)")
             .bind(deviceid.as_str())
             .bind(with.as_str())
@@ -600,7 +611,7 @@ impl Store {
 
     /// Writes the latest state of several devices in one transaction.
     pub async fn save_params(&self, batch: &[(DeviceId, String)]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for (deviceid, params) in batch {
             sqlx::query("UPDATE devices SET params = $1 WHERE deviceid = $2")
                 .bind(params)

@@ -110,7 +110,7 @@ impl Store {
     /// counts the send; refused with `TooManySends` when a send limit is reached. `now` is in
     /// milliseconds.
     pub async fn record_code(&self, target: &str, purpose: Purpose, code: &str, now: i64) -> AccountResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for (window, max) in SEND_LIMITS {
             let sent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM code_sends WHERE target = $1 AND sent_at > $2")
                 .bind(target)
@@ -144,7 +144,7 @@ impl Store {
     /// Uses up the live code of one of `targets` for `purpose` if `code` is it. A wrong code
     /// counts a guess against every live code of those targets; the last allowed guess voids it.
     pub async fn take_code(&self, targets: &[&str], purpose: Purpose, code: &str, now: i64) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let taken = Self::take_code_in(&mut tx, targets, purpose, code, now).await?;
         tx.commit().await?;
         Ok(taken)
@@ -190,7 +190,7 @@ impl Store {
     /// its first family, as [`Store::add_user`] gives one.
     pub async fn register_with_code(&self, account: NewAccount<'_>, target: &str, code: &str, now: i64) -> AccountResult<UserKey> {
         let email = account.email.map(str::to_ascii_lowercase);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let existing: Option<String> = sqlx::query_scalar("SELECT apikey FROM users WHERE email = $1 OR phone = $2")
             .bind(&email)
             .bind(account.phone)
@@ -232,7 +232,7 @@ impl Store {
         password_hash: &str,
         now: i64,
     ) -> AccountResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if !Self::take_code_in(&mut tx, &[target], Purpose::ResetPassword, code, now).await? {
             tx.commit().await?;
             return Err(AccountError::WrongCode);
@@ -249,7 +249,7 @@ impl Store {
 
     /// Sets a new password and revokes the user's tokens except the pair `keep_at` belongs to.
     pub async fn change_password(&self, apikey: &UserKey, password_hash: &str, keep_at: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("UPDATE users SET password_hash = $1 WHERE apikey = $2")
             .bind(password_hash)
             .bind(apikey.as_str())
@@ -274,7 +274,7 @@ impl Store {
     /// settings, so they can be added again.
     pub async fn close_account_with_code(&self, apikey: &UserKey, targets: &[&str], code: &str, now: i64) -> AccountResult<ClosedAccount> {
         let user = apikey.as_str();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if !Self::take_code_in(&mut tx, targets, Purpose::CloseAccount, code, now).await? {
             tx.commit().await?;
             return Err(AccountError::WrongCode);

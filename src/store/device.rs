@@ -368,7 +368,7 @@ impl Store {
         sort: Sort,
     ) -> std::result::Result<Placement, DeviceError> {
         let apikey = user.as_str();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let claimed = sqlx::query(
             "UPDATE devices SET owner = $1, name = $2, settings = $3, owned_at = $4 WHERE deviceid = $5 AND (owner IS NULL OR owner = $6)",
         )
@@ -419,7 +419,7 @@ impl Store {
     /// everyone's placements of it, groups built on it and its history are gone, and it leaves
     /// every group. `false` when `user` does not own it.
     pub async fn release_device(&self, user: &UserKey, deviceid: &str) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let released = sqlx::query(
             "UPDATE devices SET owner = NULL, name = '', settings = $1, tags = NULL, owned_at = NULL WHERE deviceid = $2 AND owner = $3",
         )
@@ -444,7 +444,7 @@ impl Store {
     /// built on it are gone, and it leaves their other groups. `false` when it is not shared
     /// with `user`.
     pub async fn leave_shared_device(&self, user: &UserKey, deviceid: &str) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let left = sqlx::query("DELETE FROM shares WHERE deviceid = $1 AND apikey = $2")
             .bind(deviceid)
             .bind(user.as_str())
@@ -471,7 +471,7 @@ impl Store {
         roomid: Option<&str>,
     ) -> std::result::Result<(), DeviceError> {
         let apikey = user.as_str();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let role = Self::role_in(&mut tx, apikey, deviceid).await?.ok_or_else(|| DeviceError::NotFound(format!("device {deviceid}")))?;
         if let Some(name) = name {
             if role != Role::Owner {
@@ -518,7 +518,7 @@ impl Store {
         merge: bool,
         max_bytes: usize,
     ) -> std::result::Result<Map<String, Value>, DeviceError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         match Self::role_in(&mut tx, user.as_str(), deviceid).await? {
             Some(Role::Owner) => {}
             Some(Role::Sharee { .. }) => return Err(DeviceError::Forbidden("only the owner may change a device's tags")),
@@ -559,7 +559,7 @@ impl Store {
         if let Some(mac) = &details.mac {
             extra["mac"] = Value::from(mac.as_str());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO devices (deviceid, factory_apikey, model, uiid, owner, name, created_at, owned_at, extra, chipid, gsm_id, \
              brand_name, product_model) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",

@@ -183,7 +183,7 @@ impl Store {
 
     /// The user's current family id (made if missing).
     pub async fn current_family(&self, user: &UserKey) -> Result<String> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let id = Self::current_family_in(&mut tx, user.as_str()).await?;
         tx.commit().await?;
         Ok(id)
@@ -321,7 +321,7 @@ impl Store {
     /// The family the user means (`id`, or the current one when `None`/empty); someone else's
     /// or unknown → `NotFound`.
     pub async fn resolve_family(&self, user: &UserKey, id: Option<&str>) -> FamilyResult<String> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let id = Self::family_or_current_in(&mut tx, user.as_str(), id).await?;
         tx.commit().await?;
         Ok(id)
@@ -330,7 +330,7 @@ impl Store {
     /// The user's families (by index, each with its rooms by index) and the current family id.
     pub async fn families(&self, user: &UserKey) -> FamilyResult<(Vec<Family>, String)> {
         let apikey = user.as_str();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let current = Self::current_family_in(&mut tx, apikey).await?;
         let rows = sqlx::query("SELECT id, name, idx FROM families WHERE apikey = $1 ORDER BY idx, created_at, id")
             .bind(apikey)
@@ -361,7 +361,7 @@ impl Store {
         if room_names.len() as i64 > MAX_ROOMS {
             return Err(FamilyError::Limit("rooms"));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         Self::lock_user_in(&mut tx, apikey).await?;
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM families WHERE apikey = $1").bind(apikey).fetch_one(&mut *tx).await?;
         if count >= MAX_FAMILIES {
@@ -378,7 +378,7 @@ impl Store {
 
     /// Renames a family of the user (`None`: the current one).
     pub async fn rename_family(&self, user: &UserKey, id: Option<&str>, name: &str) -> FamilyResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let id = Self::family_or_current_in(&mut tx, user.as_str(), id).await?;
         sqlx::query("UPDATE families SET name = $1 WHERE id = $2").bind(name).bind(&id).execute(&mut *tx).await?;
         tx.commit().await?;
@@ -388,7 +388,7 @@ impl Store {
     /// Makes one of the user's families the current one.
     pub async fn set_current_family(&self, user: &UserKey, id: &str) -> FamilyResult<()> {
         let apikey = user.as_str();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let id = Self::own_family_in(&mut tx, apikey, id).await?;
         sqlx::query("UPDATE users SET current_family = $1 WHERE apikey = $2").bind(&id).bind(apikey).execute(&mut *tx).await?;
         tx.commit().await?;
@@ -402,7 +402,7 @@ impl Store {
     /// family being deleted → `Invalid`; any of the three not the user's → `NotFound`.
     pub async fn delete_family(&self, user: &UserKey, id: &str, device_family: &str, switch_family: &str) -> FamilyResult<()> {
         let apikey = user.as_str();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         Self::lock_user_in(&mut tx, apikey).await?;
         let id = Self::own_family_in(&mut tx, apikey, id).await?;
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM families WHERE apikey = $1").bind(apikey).fetch_one(&mut *tx).await?;
@@ -449,7 +449,7 @@ impl Store {
     /// Adds a room to one of the user's families, first or last; [`MAX_ROOMS`] already → `Limit`.
     pub async fn add_room(&self, user: &UserKey, familyid: &str, name: &str, sort: Sort) -> FamilyResult<Room> {
         let apikey = user.as_str();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         Self::lock_user_in(&mut tx, apikey).await?;
         let familyid = Self::own_family_in(&mut tx, apikey, familyid).await?;
         let row =
@@ -466,7 +466,7 @@ impl Store {
 
     /// Renames one of the user's rooms.
     pub async fn rename_room(&self, user: &UserKey, id: &str, name: &str) -> FamilyResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         Self::room_family_in(&mut tx, user.as_str(), id).await?;
         sqlx::query("UPDATE rooms SET name = $1 WHERE id = $2").bind(name).bind(id).execute(&mut *tx).await?;
         tx.commit().await?;
@@ -475,7 +475,7 @@ impl Store {
 
     /// Deletes one of the user's rooms; the things in it stay in the family, unassigned.
     pub async fn delete_room(&self, user: &UserKey, id: &str) -> FamilyResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         Self::room_family_in(&mut tx, user.as_str(), id).await?;
         sqlx::query("UPDATE things SET roomid = NULL WHERE roomid = $1").bind(id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM rooms WHERE id = $1").bind(id).execute(&mut *tx).await?;
@@ -487,7 +487,7 @@ impl Store {
     /// each room's index becomes its position in the list.
     pub async fn sort_rooms(&self, user: &UserKey, familyid: Option<&str>, ids: &[String]) -> FamilyResult<()> {
         let apikey = user.as_str();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         Self::lock_user_in(&mut tx, apikey).await?;
         let familyid = Self::family_or_current_in(&mut tx, apikey, familyid).await?;
         let mut have: Vec<String> = Self::rooms_in(&mut tx, &familyid).await?.into_iter().map(|r| r.id).collect();
@@ -525,7 +525,7 @@ impl Store {
     /// family (as that kind) → `NotFound`; a thing listed twice → `Invalid`.
     pub async fn sort_things(&self, user: &UserKey, familyid: Option<&str>, list: &[ThingRef]) -> FamilyResult<()> {
         let apikey = user.as_str();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         Self::lock_user_in(&mut tx, apikey).await?;
         let familyid = Self::family_or_current_in(&mut tx, apikey, familyid).await?;
         let kept: Vec<ThingRef> = Self::family_things_in(&mut tx, apikey, &familyid).await?.into_iter().map(|(t, _)| t).collect();
@@ -562,7 +562,7 @@ impl Store {
                 return Err(FamilyError::Invalid(format!("thing {} is listed twice in {field}", t.id)));
             }
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         Self::lock_user_in(&mut tx, apikey).await?;
         let familyid = Self::room_family_in(&mut tx, apikey, roomid).await?;
         let kept = Self::family_things_in(&mut tx, apikey, &familyid).await?;

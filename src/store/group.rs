@@ -145,7 +145,7 @@ impl Store {
     /// The user's groups kept in `familyid` (default: the current family), by index.
     pub async fn family_groups(&self, user: &UserKey, familyid: Option<&str>) -> Result<Vec<(Group, Placement)>> {
         let apikey = user.as_str();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let familyid = match familyid {
             Some(f) => f.to_owned(),
             None => Self::current_family_in(&mut tx, apikey).await?,
@@ -187,7 +187,7 @@ impl Store {
     /// member. [`MAX_GROUPS`] already → `Limit`.
     pub async fn add_group(&self, user: &UserKey, new: NewGroup<'_>) -> GroupResult<(Group, Placement)> {
         let apikey = user.as_str();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         Self::lock_group_owner_in(&mut tx, apikey).await?;
         let uiid = Self::reachable_uiid_in(&mut tx, apikey, new.main_deviceid)
             .await?
@@ -246,7 +246,7 @@ impl Store {
 
     /// Deletes one of the user's groups (its members stay where they are).
     pub async fn delete_group(&self, user: &UserKey, id: &str) -> GroupResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if !Self::delete_group_in(&mut tx, user.as_str(), id).await? {
             return Err(GroupError::NotFound(format!("group {id}")));
         }
@@ -258,7 +258,7 @@ impl Store {
     /// stay. A state larger than [`MAX_GROUP_PARAMS_BYTES`] → `Invalid`.
     pub async fn set_group_params(&self, user: &UserKey, id: &str, params: &Map<String, Value>) -> GroupResult<Value> {
         let apikey = user.as_str();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         Self::lock_group_owner_in(&mut tx, apikey).await?;
         let stored: Option<String> = sqlx::query_scalar("SELECT params FROM device_groups WHERE id = $1 AND apikey = $2")
             .bind(id)
@@ -288,7 +288,7 @@ impl Store {
     /// out. Returns the new members and the devices that left.
     pub async fn set_group_members(&self, user: &UserKey, id: &str, list: &[String]) -> GroupResult<(Vec<String>, Vec<String>)> {
         let apikey = user.as_str();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         Self::lock_group_owner_in(&mut tx, apikey).await?;
         let group = Self::group_in(&mut tx, apikey, id).await?.ok_or_else(|| GroupError::NotFound(format!("group {id}")))?;
         if !list.contains(&group.main_deviceid) {

@@ -65,7 +65,7 @@ impl Store {
     /// Writes a batch of operations (history rows and their notices) in one transaction; returns
     /// how many history rows it wrote.
     pub async fn record_operations(&self, ops: &[Operation]) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let mut cache = BatchCache::default();
         let mut rows: Vec<(&Operation, Option<String>)> = Vec::new();
         for op in ops {

@@ -109,7 +109,7 @@ impl Store {
         if owner == sharee {
             return Err(ShareError::WithOwner);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         Self::lock_sharer_in(&mut tx, owner.as_str()).await?;
         let shared_by = Self::sharer_json_in(&mut tx, owner.as_str()).await?;
         let mut outcome = Vec::with_capacity(deviceids.len());
@@ -154,7 +154,7 @@ impl Store {
     /// Changes the timer permit `sharee` has on a device `owner` owns. Errors as for
     /// [`Store::share_devices`]; no such share → `NotFound`.
     pub async fn set_share_permit(&self, owner: &UserKey, deviceid: &str, sharee: &UserKey, permit: i64) -> ShareResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         Self::lock_sharer_in(&mut tx, owner.as_str()).await?;
         Self::owned_device_in(&mut tx, owner.as_str(), deviceid).await?;
         let n = sqlx::query("UPDATE shares SET permit = $1 WHERE deviceid = $2 AND apikey = $3")
@@ -175,7 +175,7 @@ impl Store {
     /// The owner takes a device back from `sharee` (see [`Store::remove_share_in`]). Errors as
     /// for [`Store::share_devices`]; no such share → `NotFound`.
     pub async fn unshare_device(&self, owner: &UserKey, deviceid: &str, sharee: &UserKey) -> ShareResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         Self::lock_sharer_in(&mut tx, owner.as_str()).await?;
         Self::owned_device_in(&mut tx, owner.as_str(), deviceid).await?;
         if !Self::remove_share_in(&mut tx, deviceid, sharee.as_str()).await? {
