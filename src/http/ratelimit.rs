@@ -21,6 +21,9 @@ use crate::Hub;
 const SHARDS: usize = 16;
 /// Keys kept per shard before stale windows are swept.
 const SWEEP_AT: usize = 8192;
+/// Keys one shard may hold within a window; beyond it new keys pass uncounted (memory stays
+/// bounded: at most 16 × 65,536 counters) and a warning is logged.
+const SHARD_CAP: usize = 65_536;
 
 type Key = (IpAddr, axum::http::Method, String);
 
@@ -45,6 +48,10 @@ impl RateLimiter {
         let mut shard = self.shards[h.finish() as usize % SHARDS].lock().unwrap_or_else(|p| p.into_inner());
         if shard.len() >= SWEEP_AT {
             shard.retain(|_, (w, _)| *w == window);
+            if shard.len() >= SHARD_CAP && !shard.contains_key(&key) {
+                tracing::warn!(keys = shard.len(), "rate-limit table full for this window; a new client passes uncounted");
+                return Ok(());
+            }
         }
         let entry = shard.entry(key).or_insert((window, 0));
         if entry.0 != window {
@@ -69,6 +76,18 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAdd
     hops.into_iter().rev().find(|ip| !trusted.contains(ip)).unwrap_or(peer)
 }
 
+/// What the limit counts by: an IPv4 address, or the /64 network of an IPv6 one (one host
+/// usually holds a whole /64, so counting single addresses would let it rotate past the limit).
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(v6.to_bits() & !0xffff_ffff_ffff_ffffu128)),
+        },
+    }
+}
+
 pub async fn limit(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Response {
     let config = &hub.config;
     let (Some(route), Some(peer)) = (req.extensions().get::<MatchedPath>(), req.extensions().get::<SocketAddr>()) else {
@@ -82,7 +101,7 @@ pub async fn limit(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Res
         return next.run(req).await;
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let key = (ip, req.method().clone(), route.as_str().to_owned());
+    let key = (limit_key(ip), req.method().clone(), route.as_str().to_owned());
     match hub.limiter.hit(key, config.rate_limit, config.rate_limit_window.as_secs().max(1), now) {
         Ok(()) => next.run(req).await,
         Err(retry_after) => {
