@@ -120,7 +120,7 @@ pub async fn homepage(State(hub): State<Arc<Hub>>, caller: Caller, Body(req): Bo
     let mut data = HomepageData { user_info: None, family_info: None, thing_info: None, scene_info: None, message_info: None };
     if req.get_user.is_some() {
         let u = hub.store.user(user).await?.ok_or_else(|| ApiError::new(401, "invalid access token"))?;
-        data.user_info = Some(super::user::user_json(&u));
+        data.user_info = Some(super::user::user_info(&hub, &u).await?);
     }
     if req.get_family.is_some() {
         data.family_info = Some(family_list(&hub, user).await?);
