@@ -3,7 +3,7 @@
 
 mod procs;
 
-use procs::{admin, admin_ok, command, is_uuid, run, sy};
+use procs::{admin, admin_ok, command, is_uuid, open_test_store, run, sy};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
@@ -266,7 +266,7 @@ async fn admin_devices_owners_and_shares() {
     assert!(users.contains(&owner) && users.contains(&friend), "{users}");
 
     // The store the commands wrote holds the share (the listing does not show shares).
-    let store = switchyard::store::Store::open(dir.path(), None).await.unwrap();
+    let store = open_test_store(dir.path()).await;
     let audience = store.audience(&switchyard::ids::DeviceId::new("1000000001")).await.unwrap().expect("owned device");
     assert_eq!(audience.owner.as_str(), owner);
     assert_eq!(audience.sharees.iter().map(|k| k.as_str().to_owned()).collect::<Vec<_>>(), [friend]);

@@ -590,10 +590,10 @@ async fn reported_state_is_saved_and_survives_a_stop() {
     assert_eq!(dev.recv().await["error"], 0);
     drop((dev, app));
 
-    // `stop` drops the hub's TempDir; keep the real one alive and hand it a throwaway instead.
-    let dir = std::mem::replace(&mut hub.dir, tempfile::tempdir().unwrap());
+    // `stop` removes the hub's data directory and database; keep them to reopen the store.
+    let kept = hub.keep_store();
     hub.stop().await;
-    let store = switchyard::store::Store::open(&dir.path().join("data"), None).await.unwrap();
+    let store = kept.open().await;
     let record = store.device(DEV).await.unwrap().expect("device record");
     let params: Value = serde_json::from_str(&record.params).unwrap();
     assert_eq!(params, json!({"switch":"on","rssi":-40}));

@@ -1,6 +1,12 @@
 //! Test harness: a real hub on port 0 (plain and TLS listeners) with its own data directory,
 //! seeded through the real store, and WebSocket/HTTP clients that speak the real protocol.
+//!
+//! The store is the embedded SQLite file by default. With `SWITCHYARD_TEST_DATABASE_URL` set
+//! (`postgres://postgres@127.0.0.1:5432/test`), every hub gets a fresh PostgreSQL database of its
+//! own instead: see [`database`].
 #![allow(dead_code)]
+
+pub mod rest;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,10 +17,15 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use switchyard::emulate::{ClientWs, connect};
 use switchyard::ids::{DeviceId, UserKey};
+use switchyard::store::Store;
 use switchyard::{Config, Hub, Settings};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_util::sync::CancellationToken;
+
+use database::TestDatabase;
+#[allow(unused_imports)]
+pub use database::{backend_name, open_test_store};
 
 pub const APPID: &str = "test-app";
 pub const SECRET: &str = "test-secret-123";
@@ -28,6 +39,22 @@ pub struct TestHub {
     pub cert: PathBuf,
     finished: Option<tokio::task::JoinHandle<()>>,
     pub dir: tempfile::TempDir,
+    /// The hub's own PostgreSQL database (dropped with it); `None` on SQLite.
+    database: Option<TestDatabase>,
+}
+
+/// A stopped hub's store, taken out of it with [`TestHub::keep_store`] so it outlives the hub.
+pub struct KeptStore {
+    pub dir: tempfile::TempDir,
+    database: Option<TestDatabase>,
+}
+
+impl KeptStore {
+    /// Opens the store the hub used.
+    pub async fn open(&self) -> Store {
+        let url = self.database.as_ref().map(|d| d.url.as_str());
+        Store::open(&self.dir.path().join("data"), url).await.unwrap_or_else(|e| panic!("reopening the {} store: {e}", backend_name()))
+    }
 }
 
 /// A seeded user.
@@ -49,19 +76,30 @@ impl TestHub {
         let cert = dir.path().join("cert.pem");
         let key = dir.path().join("key.pem");
         switchyard::tls::ensure_dev_cert(&cert, &key).unwrap();
-        let settings = Settings::new()
+        let mut settings = Settings::new()
             .set("data_dir", dir.path().join("data").to_string_lossy())
             .set("http", "127.0.0.1:0")
             .set("https", "127.0.0.1:0")
             .set("tls_cert", cert.to_string_lossy())
             .set("tls_key", key.to_string_lossy());
+        let database = TestDatabase::fresh();
+        if let Some(db) = &database {
+            settings = settings.set("database_url", db.url.clone());
+        }
         let config = Config::resolve(&tune(settings)).unwrap();
         let shutdown = CancellationToken::new();
-        let running = switchyard::start(config, shutdown.clone()).await.unwrap();
+        let running =
+            switchyard::start(config, shutdown.clone()).await.unwrap_or_else(|e| panic!("starting a hub on {}: {e}", backend_name()));
         let (hub, http, https) = (running.hub.clone(), running.http.unwrap(), running.https.unwrap());
         hub.store.add_app(APPID, SECRET).await.unwrap();
         let finished = Some(tokio::spawn(running.finished()));
-        TestHub { hub, http, https, shutdown, cert, finished, dir }
+        TestHub { hub, http, https, shutdown, cert, finished, dir, database }
+    }
+
+    /// Takes the data directory and database out of the hub, leaving throwaways, so that they
+    /// survive [`TestHub::stop`] and the store can be reopened.
+    pub fn keep_store(&mut self) -> KeptStore {
+        KeptStore { dir: std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()), database: self.database.take() }
     }
 
     pub fn ws_url(&self) -> String {
@@ -118,7 +156,8 @@ impl TestHub {
         c
     }
 
-    /// Stops the hub and waits until it has saved state and closed the store.
+    /// Stops the hub and waits until it has saved state and closed the store; then its data
+    /// directory and database are removed (unless [`TestHub::keep_store`] took them).
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(f) = self.finished.take() {
@@ -195,6 +234,178 @@ impl Client {
     pub async fn silent_for(&mut self, ms: u64) {
         if let Ok(f) = tokio::time::timeout(Duration::from_millis(ms), self.ws.next()).await {
             panic!("expected silence, got {f:?}");
+        }
+    }
+}
+
+/// Test databases, when `SWITCHYARD_TEST_DATABASE_URL` names a PostgreSQL server: each one is
+/// created empty on that server (with `synchronous_commit` off), never reused, and named
+/// `sy_t_<created unix secs>_<pid>_<tag>`.
+///
+/// A hub's database ([`TestDatabase::fresh`]) is dropped together with the hub. The databases the
+/// real binary used for a data directory ([`database_for`]) live until the test process ends; the
+/// first database a later test process creates sweeps those whose process has exited, once they
+/// are [`STALE_AFTER_SECS`] old and nobody is connected. CI drops every unused `sy_t_` database
+/// before the suite runs.
+pub mod database {
+    use std::collections::HashMap;
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Mutex, OnceLock};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use sqlx::{AssertSqlSafe, Connection, PgConnection};
+    use switchyard::store::Store;
+
+    /// Names the PostgreSQL server (any database on it) to test against; unset means SQLite.
+    pub const SERVER_VAR: &str = "SWITCHYARD_TEST_DATABASE_URL";
+    /// How every test database's name begins.
+    pub const PREFIX: &str = "sy_t_";
+    /// Age past which a test database of an exited process is swept.
+    pub const STALE_AFTER_SECS: u64 = 600;
+
+    /// The server the tests run against, or `None` for the embedded SQLite store.
+    pub fn server_url() -> Option<String> {
+        std::env::var(SERVER_VAR).ok().filter(|u| !u.trim().is_empty())
+    }
+
+    /// The backend under test, for messages.
+    pub fn backend_name() -> &'static str {
+        if server_url().is_some() { "PostgreSQL" } else { "SQLite" }
+    }
+
+    /// One database of this test process, dropped (connections and all) when this value is.
+    pub struct TestDatabase {
+        pub name: String,
+        pub url: String,
+    }
+
+    impl TestDatabase {
+        /// A new empty database, or `None` when the tests run on SQLite.
+        pub fn fresh() -> Option<TestDatabase> {
+            let server = server_url()?;
+            Some(create(server, new_name(rand::random())))
+        }
+    }
+
+    impl Drop for TestDatabase {
+        fn drop(&mut self) {
+            let Some(server) = server_url() else { return };
+            let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+            match blocking(async move { execute(&server, sql).await }) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("warning: could not drop test database {}: {e}", self.name),
+                Err(_) => eprintln!("warning: could not drop test database {}", self.name),
+            }
+        }
+    }
+
+    /// The database for the store in `dir` as the real binary sees it (`SWITCHYARD_DATABASE_URL`):
+    /// created on first use, the same one for every later use in this process; `None` on SQLite.
+    pub fn database_for(dir: &Path) -> Option<String> {
+        let server = server_url()?;
+        // Never dropped: the binary may use a directory again until the very end of a test.
+        static BY_DIR: OnceLock<Mutex<HashMap<PathBuf, TestDatabase>>> = OnceLock::new();
+        let mut by_dir = BY_DIR.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+        let db = by_dir.entry(dir.to_path_buf()).or_insert_with(|| {
+            let mut h = DefaultHasher::new();
+            dir.hash(&mut h);
+            create(server, new_name(h.finish()))
+        });
+        Some(db.url.clone())
+    }
+
+    /// Opens the store of `dir` as the real binary does: the SQLite file in it, or its database.
+    pub async fn open_test_store(dir: &Path) -> Store {
+        let url = database_for(dir);
+        Store::open(dir, url.as_deref()).await.unwrap_or_else(|e| panic!("opening the {} store of {}: {e}", backend_name(), dir.display()))
+    }
+
+    fn now_secs() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    }
+
+    fn new_name(tag: u64) -> String {
+        format!("{PREFIX}{}_{}_{tag:016x}", now_secs(), std::process::id())
+    }
+
+    /// `server` with its database (the URL's path) replaced by `name`; the query is kept.
+    fn url_for(server: &str, name: &str) -> String {
+        let (head, query) = match server.split_once('?') {
+            Some((h, q)) => (h, Some(q)),
+            None => (server, None),
+        };
+        let authority = head.find("://").map_or(0, |i| i + 3);
+        let path = head[authority..].find('/').map_or(head.len(), |i| authority + i);
+        let mut url = format!("{}/{name}", &head[..path]);
+        if let Some(q) = query {
+            url.push('?');
+            url.push_str(q);
+        }
+        url
+    }
+
+    /// Runs `f` to completion on a thread of its own with its own runtime, so that it works from
+    /// plain and async tests alike and ignores a test's paused clock.
+    fn blocking<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> std::thread::Result<T> {
+        std::thread::spawn(move || tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime").block_on(f))
+            .join()
+    }
+
+    async fn execute(server: &str, sql: String) -> Result<(), sqlx::Error> {
+        let mut conn = PgConnection::connect(server).await?;
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut conn).await?;
+        conn.close().await
+    }
+
+    fn create(server: String, name: String) -> TestDatabase {
+        let url = url_for(&server, &name);
+        let made = blocking({
+            let name = name.clone();
+            let server = server.clone();
+            async move {
+                let mut conn = PgConnection::connect(&server).await?;
+                static SWEPT: AtomicBool = AtomicBool::new(false);
+                if !SWEPT.swap(true, Ordering::Relaxed) {
+                    sweep(&mut conn).await;
+                }
+                sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await?;
+                // A test database need not survive a crash of the server: commits do not wait for
+                // the disk (it makes the suite on PostgreSQL about a third faster).
+                sqlx::raw_sql(AssertSqlSafe(format!("ALTER DATABASE \"{name}\" SET synchronous_commit = off"))).execute(&mut conn).await?;
+                conn.close().await
+            }
+        });
+        match made {
+            Ok(Ok(())) => TestDatabase { name, url },
+            Ok(Err(e)) => panic!(
+                "cannot create test database {name} on {server} ({SERVER_VAR}): {e}\n\
+                 (is PostgreSQL running? unset {SERVER_VAR} to test on SQLite)"
+            ),
+            Err(_) => panic!("creating test database {name} on {server} panicked"),
+        }
+    }
+
+    /// Drops the test databases of processes that have exited (see the module's doc).
+    async fn sweep(conn: &mut PgConnection) {
+        if !Path::new("/proc/self").exists() {
+            return;
+        }
+        let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'sy\\_t\\_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
+        for name in names {
+            let mut parts = name[PREFIX.len()..].split('_');
+            let (Some(Ok(created)), Some(Ok(pid))) = (parts.next().map(str::parse::<u64>), parts.next().map(str::parse::<u32>)) else {
+                continue;
+            };
+            if now_secs().saturating_sub(created) < STALE_AFTER_SECS || Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            // Without FORCE, so a database somebody is connected to stays.
+            let _ = sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\""))).execute(&mut *conn).await;
         }
     }
 }

@@ -1,9 +1,19 @@
 //! Helpers for tests that run the real `switchyard` binary: one-shot runs with a deadline, and
 //! long-running children whose stdout lines can be awaited and which are killed on drop.
+//!
+//! With `SWITCHYARD_TEST_DATABASE_URL` set, every `serve` or `admin` run that names a data
+//! directory (`--data-dir` or `SWITCHYARD_DATA_DIR`) is given that directory's own fresh
+//! PostgreSQL database in `SWITCHYARD_DATABASE_URL` (see [`with_database`]).
 #![allow(dead_code)]
 
+// The test databases live in `common`; a test that also has `mod common;` loads it twice, harmlessly.
+#[allow(clippy::duplicate_mod)]
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -12,6 +22,9 @@ use std::time::{Duration, Instant};
 
 /// How long any single wait on a child may take.
 pub const WAIT: Duration = Duration::from_secs(20);
+
+#[allow(unused_imports)]
+pub use common::database::{backend_name, database_for, open_test_store};
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_switchyard")
@@ -60,8 +73,42 @@ fn drain(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
     })
 }
 
+/// In PostgreSQL mode, points a `serve` or `admin` command at the database of the data directory
+/// it names, unless the command sets its own `SWITCHYARD_DATABASE_URL` or `--database-url`. A
+/// command naming no data directory is left alone (`--help`, or the default `./data`).
+pub fn with_database(cmd: &mut Command) {
+    if common::database::server_url().is_none() {
+        return;
+    }
+    let args: Vec<&OsStr> = cmd.get_args().collect();
+    if !args.first().is_some_and(|a| *a == "serve" || *a == "admin") {
+        return;
+    }
+    let flag = |name: &str| {
+        let inline = format!("{name}=");
+        args.iter().enumerate().find_map(|(i, a)| {
+            let a = a.to_str()?;
+            if a == name { args.get(i + 1).map(PathBuf::from) } else { a.strip_prefix(&inline).map(PathBuf::from) }
+        })
+    };
+    let var = |name: &str| cmd.get_envs().find(|(k, _)| *k == name).map(|(_, v)| v.map(PathBuf::from));
+    if flag("--database-url").is_some() || var("SWITCHYARD_DATABASE_URL").flatten().is_some() {
+        return;
+    }
+    let Some(dir) = flag("--data-dir").or_else(|| var("SWITCHYARD_DATA_DIR").flatten()) else { return };
+    let dir = if dir.is_relative() {
+        let cwd = cmd.get_current_dir().map(Path::to_path_buf).unwrap_or_else(|| std::env::current_dir().unwrap());
+        cwd.join(dir)
+    } else {
+        dir
+    };
+    let url = database_for(&dir).expect("a test database server is configured");
+    cmd.env("SWITCHYARD_DATABASE_URL", url);
+}
+
 /// Runs `cmd` to completion; kills it and panics if it takes longer than `WAIT`.
 pub fn run(mut cmd: Command) -> Output {
+    with_database(&mut cmd);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawning switchyard");
     let out = drain(child.stdout.take().unwrap());
@@ -129,6 +176,7 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        with_database(&mut cmd);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {name}: {e}"));
         let (tx, rx) = mpsc::channel();
