@@ -46,7 +46,8 @@ impl Api<'_> {
     /// Any method; `query` is appended raw (`a=1&b=2`), `body` sent as JSON when given.
     pub async fn call(&self, method: Method, path: &str, query: &str, body: Option<&Value>) -> Answer {
         let url = if query.is_empty() { format!("{}{path}", self.hub.base()) } else { format!("{}{path}?{query}", self.hub.base()) };
-        let mut req = self.hub.http_client().request(method, url).header("authorization", format!("Bearer {}", self.at)).header("x-ck-appid", APPID);
+        let mut req =
+            self.hub.http_client().request(method, url).header("authorization", format!("Bearer {}", self.at)).header("x-ck-appid", APPID);
         if let Some(b) = body {
             req = req.header("content-type", "application/json").body(b.to_string());
         }
