@@ -203,7 +203,19 @@ async fn run_ops(store: Store, mut rx: mpsc::Receiver<Op>, metrics: Arc<Metrics>
                 if n == 0 {
                     break;
                 }
-                write_ops(&store, &metrics, std::mem::take(&mut batch)).await;
+                // Gather for a moment, as the state saves do: one transaction per operation
+                // would cost more CPU than routing the command did.
+                tokio::select! {
+                    _ = tokio::time::sleep(BATCH_WINDOW) => {}
+                    _ = stop.cancelled() => {}
+                }
+                while let Ok(op) = rx.try_recv() {
+                    batch.push(op);
+                    if batch.len() == HISTORY_BATCH {
+                        write_ops(&store, &metrics, std::mem::replace(&mut batch, Vec::with_capacity(HISTORY_BATCH))).await;
+                    }
+                }
+                write_ops(&store, &metrics, std::mem::replace(&mut batch, Vec::with_capacity(HISTORY_BATCH))).await;
             }
             _ = prune.tick() => {
                 let before = now_millis() - HISTORY_RETENTION.as_millis() as i64;
