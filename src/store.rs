@@ -465,6 +465,8 @@ impl Store {
 
     // --- devices and shares --------------------------------------------------------------
 
+    /// Adds a factory device record (owned, and placed in the owner's current family, when an
+    /// owner is given); see [`Store::add_factory_device`] for the optional factory details.
     pub async fn add_device(
         &self,
         deviceid: &DeviceId,
@@ -474,29 +476,7 @@ impl Store {
         owner: Option<&UserKey>,
         name: &str,
     ) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO devices (deviceid, factory_apikey, model, uiid, owner, name, created_at, owned_at, extra) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(deviceid.as_str())
-        .bind(factory_apikey)
-        .bind(model)
-        .bind(uiid)
-        .bind(owner.map(UserKey::as_str))
-        .bind(name)
-        .bind(now_secs())
-        .bind(owner.map(|_| now_millis()))
-        .bind(serde_json::json!({ "model": model, "uiid": uiid }).to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| if unique_violation(&e) { StoreError::Conflict(format!("device {deviceid}")) } else { e.into() })?;
-        if let Some(owner) = owner {
-            Self::place_thing_in(&mut tx, owner.as_str(), ThingKind::OwnDevice, deviceid.as_str(), None, None, Sort::First).await?;
-        }
-        Self::bump_acl_in(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        self.add_factory_device(deviceid, factory_apikey, model, uiid, owner, name, &device::FactoryDetails::default()).await
     }
 
     const DEVICE_COLUMNS: &str = "deviceid, factory_apikey, model, uiid, owner, name, params";
