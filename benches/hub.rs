@@ -92,8 +92,8 @@ fn pending(c: &mut Criterion) {
             n += 1;
             let (tx, mut rx) = oneshot::channel();
             let key: std::sync::Arc<str> = n.to_string().into();
-            link.add_waiter(key.clone(), tx, 1024);
-            link.complete(&key, Ack { error: 0, params: None });
+            link.add_waiter(key.clone(), tx, None, 1024);
+            link.complete(&key, Ack { error: 0, params: None }, |_| {});
             rx.try_recv().is_ok()
         })
     });
@@ -114,7 +114,7 @@ fn pending(c: &mut Criterion) {
                 let pending =
                     router.command(&owner, Command { kind: CommandKind::Update, deviceid: &id, sequence: &seq, params: &params }).unwrap();
                 let _ = dev_rx.try_recv();
-                link.complete(&protocol::sequence_key(&seq), Ack { error: 0, params: None });
+                link.complete(&protocol::sequence_key(&seq), Ack { error: 0, params: None }, |_| {});
                 rt.block_on(pending.wait(tokio::time::Instant::now() + std::time::Duration::from_secs(1)))
             },
             BatchSize::SmallInput,

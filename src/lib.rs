@@ -23,13 +23,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub mod acl;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -67,8 +67,9 @@ pub struct Hub {
     pub shutdown: CancellationToken,
     /// Every connection and session task, so shutdown can wait for them.
     pub tasks: TaskTracker,
-    /// The store's access-control version as last seen; changes when sharing or ownership does.
-    pub acl_generation: Arc<AtomicI64>,
+    /// Who may reach each online device: reloaded at once after a change made here, and by a
+    /// poll after changes made by other processes.
+    pub acl: Arc<acl::Acl>,
     /// Per-IP, per-route call counters of the REST API.
     pub limiter: http::ratelimit::RateLimiter,
     /// Delivers verification codes (by default: the log and a file under the data dir).
@@ -172,9 +173,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let router: Arc<dyn Router> = Arc::new(LocalRouter::new(metrics.clone()));
     let writer_stop = CancellationToken::new();
     let (state, writer) = StateWriter::start(store.clone(), metrics.clone(), writer_stop.clone());
-    let acl_generation = Arc::new(AtomicI64::new(store.acl_version().await?));
-    let acl =
-        tokio::spawn(state::watch_acl(store.clone(), router.clone(), acl_generation.clone(), Duration::from_secs(2), shutdown.clone()));
+    let acl_sync = Arc::new(acl::Acl::new(store.clone(), router.clone()).await?);
+    let acl = tokio::spawn(acl_sync.clone().watch(Duration::from_secs(2), shutdown.clone()));
     let codes: Arc<dyn verify::CodeSender> = Arc::new(verify::OutboxSender::new(&config.data_dir));
     let hub = Arc::new(Hub {
         config,
@@ -185,7 +185,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         state,
         shutdown,
         tasks: TaskTracker::new(),
-        acl_generation,
+        acl: acl_sync,
         limiter: Default::default(),
         codes,
         public_ws,

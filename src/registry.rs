@@ -213,6 +213,8 @@ pub struct Ack {
 struct Waiter {
     token: u64,
     tx: oneshot::Sender<Ack>,
+    /// An `update`'s params, merged into the device's state when it acks with error 0.
+    merge: Option<Box<RawValue>>,
 }
 
 /// A device connected to this node, as the router sees it.
@@ -255,13 +257,14 @@ impl DeviceLink {
 
     /// Registers a waiter for `key`; the returned token removes exactly this waiter later.
     /// `None` when `limit` sequences are already waiting on this device.
-    pub fn add_waiter(&self, key: Arc<str>, tx: oneshot::Sender<Ack>, limit: usize) -> Option<u64> {
+    /// `merge` is what the device's state becomes (merged) once it acks with error 0.
+    pub fn add_waiter(&self, key: Arc<str>, tx: oneshot::Sender<Ack>, merge: Option<Box<RawValue>>, limit: usize) -> Option<u64> {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if pending.len() >= limit && !pending.contains_key(&key) {
             return None;
         }
-        pending.entry(key).or_default().push(Waiter { token, tx });
+        pending.entry(key).or_default().push(Waiter { token, tx, merge });
         Some(token)
     }
 
@@ -275,9 +278,10 @@ impl DeviceLink {
         }
     }
 
-    /// Hands the device's ack to the oldest waiter for `key`. False when nobody waits (a late or
-    /// unsolicited ack), which the caller drops.
-    pub fn complete(&self, key: &str, ack: Ack) -> bool {
+    /// Hands the device's ack to the oldest waiter for `key`. A successful `update`'s params go to
+    /// `on_success` first, so whoever hears the ack already finds them in the state. False when
+    /// nobody waits (a late or unsolicited ack), which the caller drops.
+    pub fn complete(&self, key: &str, ack: Ack, on_success: impl FnOnce(&RawValue)) -> bool {
         let waiter = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             let Some(list) = pending.get_mut(key) else { return false };
@@ -287,6 +291,9 @@ impl DeviceLink {
             }
             w
         };
+        if let (0, Some(params)) = (ack.error, &waiter.merge) {
+            on_success(params);
+        }
         waiter.tx.send(ack).is_ok()
     }
 

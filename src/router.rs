@@ -225,7 +225,9 @@ impl Router for LocalRouter {
         .to_text();
         let (tx, rx) = oneshot::channel();
         let key = protocol::sequence_key(cmd.sequence);
-        let token = link.add_waiter(key.clone(), tx, MAX_PENDING_PER_DEVICE).ok_or(RouteError::Busy)?;
+        // An acked update's params become the device's state: firmware often acks without a report.
+        let merge = (cmd.kind == CommandKind::Update && cmd.params.get().trim_start().starts_with('{')).then(|| cmd.params.to_owned());
+        let token = link.add_waiter(key.clone(), tx, merge, MAX_PENDING_PER_DEVICE).ok_or(RouteError::Busy)?;
         if let Err(refused) = link.session.offer(frame.into()) {
             link.remove_waiter(&key, token);
             return Err(match refused {

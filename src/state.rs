@@ -1,6 +1,6 @@
 //! Background work that keeps the store and the live sessions in step, off the routing path:
 //! [`StateWriter`] saves reported device state in batches and files operations (history rows,
-//! `opsNotify_v2` and `alarmNotify_v2` notices) in batches, and [`watch_acl`] reloads who may
+//! `opsNotify_v2` and `alarmNotify_v2` notices) in batches, and [`crate::acl`] reloads who may
 //! reach each online device, with its settings and share permits, when sharing, ownership or
 //! settings change (also from `switchyard admin`).
 //!
@@ -29,7 +29,7 @@
 //! writes everything queued before the store closes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ids::{DeviceId, UserKey};
 use crate::metrics::Metrics;
 use crate::registry::DeviceLink;
-use crate::router::{CommandKind, Router};
+use crate::router::CommandKind;
 use crate::store::{Audience, Notice, Operation, Store, now_millis};
 
 /// How long reports are gathered before one transaction saves them.
@@ -337,39 +337,5 @@ async fn save(store: &Store, links: Vec<Arc<DeviceLink>>) {
         .collect();
     if let Err(e) = store.save_params(&batch).await {
         tracing::error!(error = %e, devices = batch.len(), "saving device state failed");
-    }
-}
-
-/// Polls the store's access-control version; when it moves, reloads the audience of every
-/// online device and publishes the new version in `generation` (app sessions drop their cached
-/// list of reachable devices when it changes). Ends on `shutdown`.
-pub async fn watch_acl(store: Store, router: Arc<dyn Router>, generation: Arc<AtomicI64>, every: Duration, shutdown: CancellationToken) {
-    let mut seen = generation.load(Ordering::Acquire);
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let Ok(version) = store.acl_version().await else { continue };
-        if version == seen {
-            continue;
-        }
-        seen = version;
-        generation.store(version, Ordering::Release);
-        let links = router.devices();
-        tracing::debug!(version, devices = links.len(), "sharing changed, reloading audiences");
-        // The same reload refreshes settings and share permits (their changes bump the version too).
-        match store.audiences().await {
-            Ok(mut all) => {
-                for link in links {
-                    link.set_audience(all.remove(&link.deviceid));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "reloading audiences failed; will retry");
-                seen = -1;
-            }
-        }
     }
 }

@@ -93,7 +93,7 @@ async fn homepage_things_are_the_current_familys_in_order() {
     assert_eq!(device_ids(&data), ["1000000002", "1000000003", "1000000001"]);
     let data = a.post("/v2/homepage", json!({"getThing": {"num": 1}})).await.ok().clone();
     assert_eq!((device_ids(&data), data["thingInfo"]["total"].as_i64()), (vec!["1000000002"], Some(3)));
-    let data = a.post("/v2/homepage", json!({"getThing": {"num": 0, "beginIndex": 1}})).await.ok().clone();
+    let data = a.post("/v2/homepage", json!({"getThing": {"num": 0, "beginIndex": 0}})).await.ok().clone();
     assert_eq!(device_ids(&data), ["1000000003", "1000000001"]);
     a.post("/v2/family/current", json!({"id": office})).await.ok();
     let data = a.post("/v2/homepage", json!({"getThing": {}})).await.ok().clone();

@@ -397,3 +397,39 @@ async fn the_live_hub_follows_sharing_and_unsharing_at_once() {
     dev.silent_for(100).await;
     hub.stop().await;
 }
+
+/// A share made over REST reaches the socket before the REST call answers: the sharee's very next
+/// command goes through (no wait for a poll), and taking it back is just as immediate.
+#[tokio::test]
+async fn a_share_reaches_the_socket_before_the_rest_answer() {
+    let (hub, alice, sam) = setup().await;
+    let mut dev = hub.device(DEV).await;
+    let mut sam_app = hub.app(&sam).await;
+    let a = api(&hub, &alice);
+    for round in 0..3 {
+        share(&hub, &alice, json!({"deviceidList":[DEV],"user":{"email":"sam@example.com"},"permit":15})).await.ok();
+        let seq = format!("now{round}");
+        sam_app.send(command(&alice, &sam, &seq)).await;
+        let f = dev.recv().await;
+        assert_eq!((f["action"].as_str(), f["sequence"].as_str()), (Some("update"), Some(seq.as_str())), "round {round}: {f}");
+        dev.send(json!({"error":0,"userAgent":"device","apikey":alice.apikey.as_str(),"deviceid":DEV,"sequence":seq})).await;
+        let r = next_reply(&mut sam_app).await;
+        assert_eq!((r["error"].as_i64(), r["sequence"].as_str()), (Some(0), Some(seq.as_str())), "round {round}: {r}");
+
+        a.delete("/v2/device/share", &format!("deviceid={DEV}&apikey={}", sam.apikey.as_str())).await.ok();
+        let seq = format!("gone{round}");
+        sam_app.send(command(&alice, &sam, &seq)).await;
+        let r = next_reply(&mut sam_app).await;
+        assert_eq!((r["error"].as_i64(), r["sequence"].as_str()), (Some(406), Some(seq.as_str())), "round {round}: {r}");
+    }
+    // With the device offline, the sharee is told 504 (a member), not 406, right after sharing.
+    drop(dev);
+    wait_until("the device is offline", || async { hub.hub.router.device(&DeviceId::new(DEV)).is_none() }).await;
+    sam_app.send(command(&alice, &sam, "off1")).await;
+    assert_eq!(next_reply(&mut sam_app).await["error"], 406);
+    share(&hub, &alice, json!({"deviceidList":[DEV],"user":{"email":"sam@example.com"},"permit":15})).await.ok();
+    sam_app.send(command(&alice, &sam, "off2")).await;
+    let r = next_reply(&mut sam_app).await;
+    assert_eq!((r["error"].as_i64(), r["sequence"].as_str()), (Some(504), Some("off2")), "{r}");
+    hub.stop().await;
+}

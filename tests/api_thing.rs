@@ -85,6 +85,46 @@ async fn shared_device_shows_shared_by_and_share_to_without_the_factory_key() {
     hub.stop().await;
 }
 
+/// The official SDK's "all pages" loop (`getAllThingsAllPages`): ask for a page, then ask again
+/// with the last index it saw as `beginIndex`, until a page comes back short.
+#[tokio::test]
+async fn paging_with_the_sdks_rule_lists_every_thing_once() {
+    let (hub, alice, _bob) = setup().await;
+    let mut made: Vec<String> = (0..36).map(|i| format!("b0000000{i:02}")).collect();
+    for id in &made {
+        hub.device_record(id, Some(&alice)).await;
+    }
+    let a = api(&hub, &alice);
+    for num in [30, 10, 7] {
+        let mut seen: Vec<String> = Vec::new();
+        let mut begin: Option<i64> = None;
+        let mut pages = 0;
+        loop {
+            let query = match begin {
+                None => format!("num={num}"),
+                Some(b) => format!("num={num}&beginIndex={b}"),
+            };
+            let page = a.get("/v2/device/thing", &query).await.ok().clone();
+            assert_eq!(page["total"], 36);
+            let got = items(&page);
+            seen.extend(ids(&page));
+            pages += 1;
+            if got.len() < num {
+                break;
+            }
+            begin = Some(got.last().unwrap()["index"].as_i64().unwrap());
+            assert!(pages < 20, "paging does not end");
+        }
+        assert_eq!(seen.len(), 36, "num={num}: {seen:?}");
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        made.sort();
+        assert_eq!(unique, made, "num={num}: every thing exactly once");
+    }
+    hub.stop().await;
+}
+
 #[tokio::test]
 async fn list_pages_by_index_and_checks_its_parameters() {
     let (hub, alice, bob) = setup().await;
@@ -99,7 +139,8 @@ async fn list_pages_by_index_and_checks_its_parameters() {
     let page = a.get("/v2/device/thing", "num=2").await.ok().clone();
     assert_eq!(ids(&page), ["a000000013", "a000000012"]);
     assert_eq!(page["total"], 3);
-    let next = items(&page)[1]["index"].as_i64().unwrap() + 1;
+    // `beginIndex` is exclusive: the next page starts after the last index seen.
+    let next = items(&page)[1]["index"].as_i64().unwrap();
     let rest = a.get("/v2/device/thing", &format!("num=2&beginIndex={next}")).await.ok().clone();
     assert_eq!(ids(&rest), ["a000000011"]);
     a.get("/v2/device/thing", "num=-1").await.fails(400);
@@ -229,9 +270,9 @@ async fn update_reaches_the_device_and_answers_its_ack() {
     // The app sessions hear the command, as for a WebSocket command.
     let echo = listener.recv().await;
     assert_eq!((echo["action"].as_str(), &echo["params"]), (Some("update"), &json!({"switch":"on"})));
-    // The REST call itself does not change the stored state.
+    // The acked command's params are the device's state now (firmware often sends no report).
     let st = a.get("/v2/device/thing/status", "type=1&id=a000000051").await.ok().clone();
-    assert_eq!(st["params"], json!({}));
+    assert_eq!(st["params"], json!({"switch":"on"}));
 
     // A device error is a failed control.
     let call = a.post("/v2/device/thing/status", json!({"type":1,"id":"a000000051","params":{"switch":"off"}}));

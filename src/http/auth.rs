@@ -24,12 +24,18 @@ pub fn credential(headers: &HeaderMap) -> Result<Credential<'_>, ApiError> {
     }
 }
 
-/// `X-CK-Nonce` may be absent; when sent it must be 8 letters or digits, as the seed says.
+/// Longest `X-CK-Nonce` accepted.
+pub const MAX_NONCE_BYTES: usize = 64;
+
+/// `X-CK-Nonce` may be absent; when sent it must be printable ASCII (space to `~`), at most
+/// [`MAX_NONCE_BYTES`]. The seed says 8 letters or digits, but the official SDK builds it as
+/// `Math.random().toString(36).slice(-8)`, which now and then holds a `.`, and the vendor's cloud
+/// does not check it: control characters and non-ASCII bytes are still refused.
 pub fn check_nonce(headers: &HeaderMap) -> Result<(), ApiError> {
     match headers.get("x-ck-nonce").map(|v| v.as_bytes()) {
         None | Some(b"") => Ok(()),
-        Some(n) if n.len() == 8 && n.iter().all(u8::is_ascii_alphanumeric) => Ok(()),
-        Some(_) => Err(ApiError::bad_request("X-CK-Nonce must be 8 letters or digits")),
+        Some(n) if n.len() <= MAX_NONCE_BYTES && n.iter().all(|b| (b' '..=b'~').contains(b)) => Ok(()),
+        Some(_) => Err(ApiError::bad_request("X-CK-Nonce must be printable ASCII, at most 64 characters")),
     }
 }
 

@@ -79,10 +79,7 @@ fn settings_of(asked: Option<&Value>) -> Result<String, ApiError> {
 
 /// Gives the online device (on this node) its current audience now.
 async fn refresh_audience(hub: &Hub, deviceid: &str) -> Result<(), ApiError> {
-    let id = DeviceId::new(deviceid);
-    if let Some(link) = hub.router.device(&id) {
-        link.set_audience(hub.store.audience(&id).await?);
-    }
+    hub.acl.changed(&[DeviceId::new(deviceid)]).await;
     Ok(())
 }
 

@@ -20,14 +20,15 @@ use crate::Hub;
 
 /// `getThing`'s defaults (the seed's).
 const DEFAULT_THING_NUM: i64 = 30;
-const DEFAULT_BEGIN_INDEX: i64 = -9_999_999;
+const DEFAULT_BEGIN_INDEX: i64 = i64::MIN;
 
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct GetThing {
     /// How many things; default 30, 0 = all.
     pub num: Option<i64>,
-    /// Things from this index on; default -9999999.
+    /// Things with an index greater than this one (exclusive, as on `GET /v2/device/thing`);
+    /// default: from the first.
     pub begin_index: Option<i64>,
 }
 

@@ -18,7 +18,7 @@ use super::error::ApiError;
 use super::group::UpdatedThings;
 use super::thing::thing_item;
 use crate::Hub;
-use crate::ids::UserKey;
+use crate::ids::{DeviceId, UserKey};
 use crate::store::{MAX_PERMIT, ShareError, Shared};
 
 /// Most devices one share request may list.
@@ -122,6 +122,8 @@ pub async fn share_devices(State(hub): State<Arc<Hub>>, caller: Caller, Body(req
         }
     }
     let outcome = hub.store.share_devices(&caller.user, &ids, &sharee.apikey, req.permit, &comment).await?;
+    let changed: Vec<DeviceId> = ids.iter().map(|id| DeviceId::new(id.as_str())).collect();
+    hub.acl.changed(&changed).await;
     let new = outcome.iter().filter(|o| **o == Shared::New).count();
     tracing::info!(user = %caller.user, sharee = %sharee.apikey, devices = ids.len(), new, "devices shared");
     let mut items = Vec::with_capacity(ids.len());
@@ -165,6 +167,7 @@ pub async fn share_permit(State(hub): State<Arc<Hub>>, caller: Caller, Body(req)
     check_id("apikey", &req.apikey)?;
     check_permit(req.permit)?;
     hub.store.set_share_permit(&caller.user, &req.deviceid, &UserKey::new(req.apikey.as_str()), req.permit).await?;
+    hub.acl.changed(&[DeviceId::new(req.deviceid.as_str())]).await;
     updated_thing(&hub, &caller.user, &req.deviceid).await
 }
 
@@ -188,6 +191,7 @@ pub async fn unshare(
     check_id("deviceid", &req.deviceid)?;
     check_id("apikey", &req.apikey)?;
     hub.store.unshare_device(&caller.user, &req.deviceid, &UserKey::new(req.apikey.as_str())).await?;
+    hub.acl.changed(&[DeviceId::new(req.deviceid.as_str())]).await;
     tracing::info!(user = %caller.user, sharee = %req.apikey, device = %req.deviceid, "share removed");
     updated_thing(&hub, &caller.user, &req.deviceid).await
 }

@@ -7,8 +7,8 @@
 //! a list), so other users' ids are never revealed.
 //!
 //! Commands go to the device through the same router as the WebSocket's: the REST call waits
-//! for the device's ack (up to `--ack-timeout-ms`) and does not change the stored state itself;
-//! the device's own report does.
+//! for the device's ack (up to `--ack-timeout-ms`). An `update` the device acks with error 0
+//! becomes its state, as on the socket; a report that follows wins.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -52,7 +52,7 @@ pub async fn thing_item(hub: &Hub, user: &UserKey, thingid: &str) -> Result<Opti
 }
 
 /// A family's things as `user` sees them (default family: the current one), ordered by index,
-/// those with index >= `begin_index`, at most `num` (0 = all); with the family's total.
+/// those with index > `begin_index` (exclusive), at most `num` (0 = all); with the family's total.
 /// A family that is not the user's → `405`.
 pub async fn thing_list(
     hub: &Hub,
@@ -324,7 +324,8 @@ pub struct ThingQuery {
     pub familyid: Option<String>,
     /// How many things (default 30; 0 = all).
     pub num: Option<i64>,
-    /// The smallest index to list (default -9999999).
+    /// List things with an index greater than this one (exclusive: page on with the last index
+    /// seen, as the official SDK does; default: from the first).
     pub begin_index: Option<i64>,
 }
 
@@ -341,13 +342,14 @@ pub struct ThingListData {
 /// A family's things (devices and groups) by index.
 #[utoipa::path(get, path = "/v2/device/thing", tag = "device", security(("bearer" = [])), params(ThingQuery),
     responses((status = 200, body = Envelope<ThingListData>,
-        description = "errors: 400 bad num/beginIndex (num < 0), 405 familyid not one of the caller's families")))]
+        description = "Paging: `beginIndex` is exclusive; the next page starts after the last `index` seen. \
+            errors: 400 bad num/beginIndex (num < 0), 405 familyid not one of the caller's families")))]
 pub async fn get_things(State(hub): State<Arc<Hub>>, caller: Caller, Query(q): Query<ThingQuery>) -> Result<Json<Value>, ApiError> {
     let num = q.num.unwrap_or(30);
     if num < 0 {
         return Err(ApiError::bad_request("num must be 0 or more"));
     }
-    let (thing_list, total) = thing_list(&hub, &caller.user, q.familyid.as_deref(), num, q.begin_index.unwrap_or(-9_999_999)).await?;
+    let (thing_list, total) = thing_list(&hub, &caller.user, q.familyid.as_deref(), num, q.begin_index.unwrap_or(i64::MIN)).await?;
     Ok(ok_data(ThingListData { thing_list, total }))
 }
 
@@ -460,7 +462,7 @@ pub struct StatusChange {
 }
 
 /// Sends `params` to a device (and waits for its ack) or to every online device of a group
-/// (without waiting). The stored state changes only when the device reports it.
+/// (without waiting). An update the device acks with error 0 becomes its state (a later report wins).
 #[utoipa::path(post, path = "/v2/device/thing/status", tag = "device", security(("bearer" = [])), request_body = StatusChange,
     responses((status = 200, body = Envelope<Empty>, description = "errors: 400 bad type or params, 405 unknown device or group \
         or not the caller's, 406 a sharee changing timers without the permission, 4002 device offline, busy or answering \

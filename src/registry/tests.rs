@@ -10,14 +10,14 @@ fn waiters_with_the_same_sequence_complete_in_order() {
     let (l, _rx) = link("d1");
     let (tx1, mut rx1) = oneshot::channel();
     let (tx2, mut rx2) = oneshot::channel();
-    l.add_waiter("7".into(), tx1, 8).unwrap();
-    l.add_waiter("7".into(), tx2, 8).unwrap();
-    assert!(l.complete("7", Ack { error: 0, params: None }));
+    l.add_waiter("7".into(), tx1, None, 8).unwrap();
+    l.add_waiter("7".into(), tx2, None, 8).unwrap();
+    assert!(l.complete("7", Ack { error: 0, params: None }, |_| {}));
     assert_eq!(rx1.try_recv().unwrap().error, 0);
     assert!(rx2.try_recv().is_err());
-    assert!(l.complete("7", Ack { error: 1, params: None }));
+    assert!(l.complete("7", Ack { error: 1, params: None }, |_| {}));
     assert_eq!(rx2.try_recv().unwrap().error, 1);
-    assert!(!l.complete("7", Ack { error: 0, params: None }), "a late ack finds nobody");
+    assert!(!l.complete("7", Ack { error: 0, params: None }, |_| {}), "a late ack finds nobody");
     assert_eq!(l.pending_len(), 0);
 }
 
@@ -25,11 +25,11 @@ fn waiters_with_the_same_sequence_complete_in_order() {
 fn removed_and_failed_waiters_leave_nothing_behind() {
     let (l, _rx) = link("d1");
     let (tx, _rx1) = oneshot::channel();
-    let t = l.add_waiter("1".into(), tx, 8).unwrap();
+    let t = l.add_waiter("1".into(), tx, None, 8).unwrap();
     l.remove_waiter("1", t);
     assert_eq!(l.pending_len(), 0);
     let (tx, mut rx2) = oneshot::channel();
-    l.add_waiter("2".into(), tx, 8).unwrap();
+    l.add_waiter("2".into(), tx, None, 8).unwrap();
     l.fail_pending();
     assert!(matches!(rx2.try_recv(), Err(oneshot::error::TryRecvError::Closed)));
 }
@@ -61,13 +61,13 @@ fn a_replaced_device_is_not_removed_by_its_old_session() {
 fn the_pending_table_is_bounded_per_device() {
     let (l, _rx) = link("d1");
     let (tx, _r1) = oneshot::channel();
-    l.add_waiter("1".into(), tx, 2).unwrap();
+    l.add_waiter("1".into(), tx, None, 2).unwrap();
     let (tx, _r2) = oneshot::channel();
-    l.add_waiter("2".into(), tx, 2).unwrap();
+    l.add_waiter("2".into(), tx, None, 2).unwrap();
     let (tx, _r3) = oneshot::channel();
-    assert!(l.add_waiter("3".into(), tx, 2).is_none());
+    assert!(l.add_waiter("3".into(), tx, None, 2).is_none());
     let (tx, _r4) = oneshot::channel();
-    assert!(l.add_waiter("2".into(), tx, 2).is_some(), "a second waiter for a waiting sequence still fits");
+    assert!(l.add_waiter("2".into(), tx, None, 2).is_some(), "a second waiter for a waiting sequence still fits");
 }
 
 #[test]

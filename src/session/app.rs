@@ -233,7 +233,7 @@ async fn command(
             // Offline: tell a member 504 as the seed says, and anyone else no more than a denial.
             // Membership comes from this session's cached list, loaded once per sharing change,
             // so commands for unknown ids cost no store query each.
-            let generation = hub.acl_generation.load(Ordering::Acquire);
+            let generation = hub.acl.generation();
             if reachable.as_ref().is_none_or(|r| r.generation != generation) {
                 match Box::pin(hub.store.reachable(user)).await {
                     Ok(devices) => *reachable = Some(Reachable { generation, devices }),

@@ -163,14 +163,21 @@ fn on_text(hub: &Hub, link: &Arc<DeviceLink>, apikey: &str, text: &str) -> Optio
 }
 
 /// An ack for a routed command: hand it to the waiting app, or drop it if nobody waits.
-fn on_ack(hub: &Hub, link: &DeviceLink, frame: &Inbound<'_>) {
+fn on_ack(hub: &Hub, link: &Arc<DeviceLink>, frame: &Inbound<'_>) {
     let Some(sequence) = frame.sequence else {
         tracing::debug!("ack without a sequence dropped");
         return;
     };
     let params = frame.params.map(ToOwned::to_owned);
     let ack = Ack { error: frame.error.unwrap_or(0), params };
-    if !link.complete(&protocol::sequence_key(sequence), ack) {
+    let merge = |params: &RawValue| {
+        // An acked update changed the device as a report would; a later report still wins.
+        let Ok(delta) = serde_json::from_str::<BTreeMap<String, &RawValue>>(params.get()) else { return };
+        if link.state.lock().unwrap_or_else(|p| p.into_inner()).merge(delta, hub.config.max_frame_bytes).is_ok() {
+            hub.state.mark(link);
+        }
+    };
+    if !link.complete(&protocol::sequence_key(sequence), ack, merge) {
         hub.metrics.acks_late.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(sequence = sequence.get(), "late or unsolicited ack dropped");
     }

@@ -288,7 +288,8 @@ impl Store {
         Ok(Some(ids))
     }
 
-    /// A page of a family's things as `user` keeps them: index >= `begin`, at most `num`
+    /// A page of a family's things as `user` keeps them: index > `begin` (exclusive, so a client
+    /// that pages with the last index it saw gets no duplicates), at most `num`
     /// (0 = all), by index; with the number of things in the family.
     pub async fn things_page(&self, user: &UserKey, familyid: &str, begin: i64, num: i64) -> Result<(Vec<Placement>, i64)> {
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM things WHERE apikey = $1 AND familyid = $2")
@@ -298,7 +299,7 @@ impl Store {
             .await?;
         let limit = if num <= 0 { i64::MAX } else { num };
         let rows = sqlx::query(
-            "SELECT kind, thingid, familyid, roomid, idx FROM things WHERE apikey = $1 AND familyid = $2 AND idx >= $3 \
+            "SELECT kind, thingid, familyid, roomid, idx FROM things WHERE apikey = $1 AND familyid = $2 AND idx > $3 \
              ORDER BY idx, thingid LIMIT $4",
         )
         .bind(user.as_str())

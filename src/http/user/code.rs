@@ -346,18 +346,11 @@ pub async fn close_account(State(hub): State<Arc<Hub>>, caller: Caller, Body(req
     let targets: Vec<&str> = user.phone.iter().chain(user.email.iter()).map(String::as_str).collect();
     let closed = hub.store.close_account_with_code(&caller.user, &targets, code, now_millis()).await?;
     let sessions = hub.router.close_user_sessions(&caller.user, 0, CloseReason::LoggedOut);
-    // The access-control watcher would see the change within its poll; tell the online devices
-    // now, so nobody reaches them in between.
+    // Nobody reaches the released devices from now on; then they are told to reset.
+    let changed: Vec<DeviceId> = closed.released.iter().chain(&closed.unshared).cloned().collect();
+    hub.acl.changed(&changed).await;
     for id in &closed.released {
-        if let Some(link) = hub.router.device(id) {
-            link.set_audience(None);
-            hub.router.notify_device(id, delete_notify(id, caller.user.as_str()).into());
-        }
-    }
-    for id in &closed.unshared {
-        if let Some(link) = hub.router.device(id) {
-            link.set_audience(hub.store.audience(id).await?);
-        }
+        hub.router.notify_device(id, delete_notify(id, caller.user.as_str()).into());
     }
     tracing::info!(user = %caller.user, devices = closed.released.len(), sessions_closed = sessions, "account closed");
     Ok(ok(json!({})))
