@@ -292,7 +292,7 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<String> {
 
     let store = Store::open(&args.data_dir, args.database_url.as_deref().filter(|u| !u.is_empty())).await.with_context(|| {
         match &args.database_url {
-            Some(url) if !url.is_empty() => format!("opening the store at {}", redact_url(url)),
+            Some(url) if !url.is_empty() => format!("opening the store at {}", crate::config::redact_url(url)),
             _ => format!("opening the store in {}", args.data_dir.display()),
         }
     })?;
@@ -394,18 +394,6 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<String> {
     };
     store.close().await;
     Ok(out)
-}
-
-/// A database URL without its password, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
-        }
-        _ => url.to_owned(),
-    }
 }
 
 /// `admin firmware add|list`.

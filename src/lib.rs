@@ -34,7 +34,9 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod emulate;
+pub mod conn;
 pub mod http;
+pub mod hub;
 pub mod ids;
 pub mod metrics;
 pub mod permit;
@@ -49,45 +51,12 @@ pub mod tls;
 pub mod verify;
 
 pub use config::{Config, Settings};
+pub use hub::Hub;
 
 use crate::metrics::Metrics;
 use crate::router::{LocalRouter, Router};
 use crate::state::StateWriter;
 use crate::store::Store;
-
-/// Everything a node's tasks share.
-pub struct Hub {
-    pub config: Config,
-    pub store: Store,
-    pub router: Arc<dyn Router>,
-    pub metrics: Arc<Metrics>,
-    pub hasher: auth::Hasher,
-    pub state: StateWriter,
-    /// Cancelled once to stop the node: listeners stop accepting and sessions close with 1001.
-    pub shutdown: CancellationToken,
-    /// Every connection and session task, so shutdown can wait for them.
-    pub tasks: TaskTracker,
-    /// Who may reach each online device: reloaded at once after a change made here, and by a
-    /// poll after changes made by other processes.
-    pub acl: Arc<acl::Acl>,
-    /// Per-IP, per-route call counters of the REST API.
-    pub limiter: http::ratelimit::RateLimiter,
-    /// Delivers verification codes (by default: the log and a file under the data dir).
-    pub codes: Arc<dyn verify::CodeSender>,
-    /// Where `/dispatch` sends clients: domain and port, and the IP for firmware that uses it.
-    public_ws: (String, u16),
-    public_ip: String,
-}
-
-impl Hub {
-    pub fn public_ws(&self) -> (String, u16) {
-        self.public_ws.clone()
-    }
-
-    pub fn public_ip(&self) -> &str {
-        &self.public_ip
-    }
-}
 
 /// The IP `/dispatch` gives alongside the domain: the host itself when it is an IP, else what it
 /// resolves to now. Warns when clients could not use the answer.
@@ -186,22 +155,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown,
         tasks: TaskTracker::new(),
         acl: acl_sync,
-        limiter: Default::default(),
         codes,
         public_ws,
         public_ip,
     });
     let limit = Arc::new(Semaphore::new(hub.config.max_connections));
+    let app = http::app(hub.clone());
     if let Some(l) = http {
         tracing::info!(addr = ?http_addr, "listening for HTTP and WS");
-        tokio::spawn(server::serve(hub.clone(), l, None, limit.clone()));
+        tokio::spawn(server::serve(hub.clone(), app.clone(), l, None, limit.clone()));
     }
     if let (Some(l), Some(tls)) = (https, tls_config) {
         tracing::info!(addr = ?https_addr, "listening for HTTPS and WSS");
-        tokio::spawn(server::serve(hub.clone(), l, Some(tls.into()), limit));
+        tokio::spawn(server::serve(hub.clone(), app, l, Some(tls.into()), limit));
     }
     let store_at = match &hub.config.database_url {
-        Some(url) => cli::redact_url(url),
+        Some(url) => config::redact_url(url),
         None => hub.config.data_dir.join("switchyard.db").display().to_string(),
     };
     tracing::info!(public = ?hub.public_ws, region = %hub.config.region, store = %store_at, "hub started");

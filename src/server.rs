@@ -13,13 +13,13 @@ use hyper::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::Hub;
-use crate::metrics::Metrics;
+use crate::conn::ConnSlot;
+use crate::hub::Hub;
 
 /// Deadline for a TLS handshake, for a request head once it has started, and (hyper's timer
 /// runs between requests too) for an idle keep-alive connection.
@@ -29,25 +29,9 @@ const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open HTTP connections may take to finish on shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One connection's place in the cap; released when the last holder (connection or WebSocket
-/// session) drops it.
-#[derive(Clone)]
-pub struct ConnSlot(#[allow(dead_code)] Arc<SlotInner>);
-
-struct SlotInner {
-    _permit: OwnedSemaphorePermit,
-    metrics: Arc<Metrics>,
-}
-
-impl Drop for SlotInner {
-    fn drop(&mut self) {
-        self.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Accepts until shutdown. `tls` makes this the HTTPS/WSS listener.
-pub async fn serve(hub: Arc<Hub>, listener: TcpListener, tls: Option<TlsAcceptor>, limit: Arc<Semaphore>) {
-    let app = crate::http::app(hub.clone());
+/// `app` is the HTTP router both listeners share.
+pub async fn serve(hub: Arc<Hub>, app: axum::Router, listener: TcpListener, tls: Option<TlsAcceptor>, limit: Arc<Semaphore>) {
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -67,8 +51,7 @@ pub async fn serve(hub: Arc<Hub>, listener: TcpListener, tls: Option<TlsAcceptor
             drop(stream);
             continue;
         };
-        hub.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
-        let slot = ConnSlot(Arc::new(SlotInner { _permit: permit, metrics: hub.metrics.clone() }));
+        let slot = ConnSlot::new(permit, hub.metrics.clone());
         let _ = stream.set_nodelay(true);
         let (hub, app, tls) = (hub.clone(), app.clone(), tls.clone());
         let tasks = hub.tasks.clone();

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tracing::Instrument;
 
-use crate::Hub;
+use crate::hub::Hub;
 use crate::protocol::{self, FrameError, HbConfig, Inbound};
 use crate::registry::{CloseReason, Control, Outbox};
 

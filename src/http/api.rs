@@ -28,7 +28,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::auth::{Caller, bearer};
 use super::error::ApiError;
-use crate::Hub;
+use crate::hub::Hub;
 
 impl FromRequestParts<Arc<Hub>> for Caller {
     type Rejection = ApiError;

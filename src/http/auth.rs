@@ -4,7 +4,7 @@
 use axum::http::{HeaderMap, Method, Uri};
 
 use super::error::ApiError;
-use crate::Hub;
+use crate::hub::Hub;
 use crate::auth::verify_sign;
 use crate::ids::{AppId, UserKey};
 use crate::store::TokenCheck;

@@ -19,7 +19,7 @@ use super::api::{Body, DeleteParams, Empty, Envelope, ok_data};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::thing::thing_item;
-use crate::Hub;
+use crate::hub::Hub;
 use crate::ids::{DeviceId, UserKey};
 use crate::store::Sort;
 use crate::store::device::{DeviceError, DeviceRecord, Role};

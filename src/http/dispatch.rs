@@ -11,7 +11,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::Hub;
+use crate::hub::Hub;
 
 pub fn routes() -> OpenApiRouter<Arc<Hub>> {
     OpenApiRouter::new().routes(utoipa_axum::routes!(dispatch_app)).routes(utoipa_axum::routes!(dispatch_device))

@@ -17,7 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use super::api::{Body, DeleteParams, Empty, Envelope, Query, ok_data};
 use super::auth::Caller;
 use super::error::ApiError;
-use crate::Hub;
+use crate::hub::Hub;
 use crate::ids::UserKey;
 use crate::store::{Family, FamilyError, Room, Sort, ThingKind, ThingRef};
 

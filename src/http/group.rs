@@ -15,7 +15,7 @@ use super::api::{Body, DeleteParams, Empty, Envelope, Query, ok_data};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::thing::thing_item;
-use crate::Hub;
+use crate::hub::Hub;
 use crate::store::{Group, GroupError, NewGroup, Placement, Sort, ThingKind};
 
 /// Longest group name, in characters (the seed's limit).

@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use super::api::{DeleteParams, Empty, Envelope, Query, ok_data};
 use super::auth::Caller;
 use super::error::ApiError;
-use crate::Hub;
+use crate::hub::Hub;
 use crate::store::device::Role;
 use crate::store::{HistoryEntry, now_millis};
 

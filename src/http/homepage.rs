@@ -16,7 +16,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::family::{FamilyList, family_list};
 use super::message::{MessageList, message_list};
-use crate::Hub;
+use crate::hub::Hub;
 
 /// `getThing`'s defaults (the seed's).
 const DEFAULT_THING_NUM: i64 = 30;

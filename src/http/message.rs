@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use super::api::{Envelope, Query, ok_data};
 use super::auth::Caller;
 use super::error::ApiError;
-use crate::Hub;
+use crate::hub::Hub;
 use crate::ids::UserKey;
 use crate::store::{Message, now_millis};
 

@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use super::api::{Body, Envelope, ok_data};
 use super::auth::Caller;
 use super::error::ApiError;
-use crate::Hub;
+use crate::hub::Hub;
 use crate::store::{FirmwareBin, compare_versions};
 
 /// Most devices one query may name (the seed: more than 0, at most 30).

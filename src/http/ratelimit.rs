@@ -16,7 +16,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use crate::Hub;
+use crate::config::Config;
+use crate::metrics::Metrics;
 
 const SHARDS: usize = 16;
 /// Keys kept per shard before stale windows are swept.
@@ -88,26 +89,49 @@ pub fn limit_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-pub async fn limit(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Response {
-    let config = &hub.config;
+/// The rate limit layer's state: the counters and the settings they apply.
+pub struct RateLimit {
+    counters: RateLimiter,
+    limit: u32,
+    window_secs: u64,
+    loopback: bool,
+    trusted_proxies: Vec<IpAddr>,
+    metrics: Arc<Metrics>,
+}
+
+impl RateLimit {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+        RateLimit {
+            counters: RateLimiter::default(),
+            limit: config.rate_limit,
+            window_secs: config.rate_limit_window.as_secs().max(1),
+            loopback: config.rate_limit_loopback,
+            trusted_proxies: config.trusted_proxies.clone(),
+            metrics,
+        }
+    }
+}
+
+/// The middleware: counts the call of a `/v2/` route, or answers 429.
+pub async fn limit(State(rl): State<Arc<RateLimit>>, req: Request, next: Next) -> Response {
     let (Some(route), Some(peer)) = (req.extensions().get::<MatchedPath>(), req.extensions().get::<SocketAddr>()) else {
         return next.run(req).await;
     };
-    if config.rate_limit == 0 || !route.as_str().starts_with("/v2/") {
+    if rl.limit == 0 || !route.as_str().starts_with("/v2/") {
         return next.run(req).await;
     }
-    let ip = client_ip(peer.ip(), req.headers(), &config.trusted_proxies);
-    if ip.is_loopback() && !config.rate_limit_loopback {
+    let ip = client_ip(peer.ip(), req.headers(), &rl.trusted_proxies);
+    if ip.is_loopback() && !rl.loopback {
         return next.run(req).await;
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let key = (limit_key(ip), req.method().clone(), route.as_str().to_owned());
-    match hub.limiter.hit(key, config.rate_limit, config.rate_limit_window.as_secs().max(1), now) {
+    match rl.counters.hit(key, rl.limit, rl.window_secs, now) {
         Ok(()) => next.run(req).await,
         Err(retry_after) => {
-            hub.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            rl.metrics.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(%ip, route = route.as_str(), "rate limit reached");
-            let msg = format!("too many calls: at most {} per {} s to one API", config.rate_limit, config.rate_limit_window.as_secs());
+            let msg = format!("too many calls: at most {} per {} s to one API", rl.limit, rl.window_secs);
             let mut res = ApiError::new(412, msg).into_response();
             *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
             res.headers_mut().insert("retry-after", HeaderValue::from(retry_after.max(1)));

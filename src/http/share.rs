@@ -17,7 +17,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::group::UpdatedThings;
 use super::thing::thing_item;
-use crate::Hub;
+use crate::hub::Hub;
 use crate::ids::{DeviceId, UserKey};
 use crate::store::{MAX_PERMIT, ShareError, Shared};
 

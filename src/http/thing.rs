@@ -26,7 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
 use super::api::{Body, Empty, Envelope, Query, ok_data};
 use super::auth::Caller;
 use super::error::ApiError;
-use crate::Hub;
+use crate::hub::Hub;
 use crate::ids::{DeviceId, SessionId, UserKey};
 use crate::router::pending::Outcome;
 use crate::router::{Command, CommandKind, PendingAck, RouteError};

@@ -19,7 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use super::api::{Body, Empty, Envelope};
 use super::auth::{Caller, Credential, bearer, credential, signed};
 use super::error::{ApiError, ok};
-use crate::Hub;
+use crate::hub::Hub;
 use crate::auth::{password_ok, token_tag};
 use crate::ids::{AppId, UserKey};
 use crate::registry::CloseReason;

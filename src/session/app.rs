@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::{Read, Silence, Ws, read, reject, send, write_batch, write_unless_closed};
-use crate::Hub;
+use crate::hub::Hub;
 use crate::ids::{AppId, DeviceId, SessionId, UserKey};
 use crate::protocol::{self, FrameError, Inbound, Outbound};
 use crate::registry::SessionHandle;

@@ -5,7 +5,7 @@
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::{Read, Ws, read, reject, send};
-use crate::Hub;
+use crate::hub::Hub;
 use crate::ids::{AppId, DeviceId, UserKey};
 use crate::protocol::{self, FrameError, Inbound, Outbound};
 use crate::registry::DeviceState;

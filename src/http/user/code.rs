@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::{Session, check_country_code, check_lang, new_session, parse_body, redirect};
-use crate::Hub;
+use crate::hub::Hub;
 use crate::auth::password_ok;
 use crate::http::api::{Body, Empty, Envelope};
 use crate::http::auth::{Caller, signed};

@@ -1,0 +1,50 @@
+//! The state every task of a node shares: settings, the store, the router, counters, the
+//! background writers and the shutdown signal. It imports none of the server, HTTP or command
+//! line modules; `lib.rs` assembles it and hands it to them.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::acl::Acl;
+use crate::auth;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::router::Router;
+use crate::state::StateWriter;
+use crate::store::Store;
+use crate::verify;
+
+/// Everything a node's tasks share.
+pub struct Hub {
+    pub config: Config,
+    pub store: Store,
+    pub router: Arc<dyn Router>,
+    pub metrics: Arc<Metrics>,
+    pub hasher: auth::Hasher,
+    pub state: StateWriter,
+    /// Cancelled once to stop the node: listeners stop accepting and sessions close with 1001.
+    pub shutdown: CancellationToken,
+    /// Every connection and session task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    /// Who may reach each online device: reloaded at once after a change made here, and by a
+    /// poll after changes made by other processes.
+    pub acl: Arc<Acl>,
+    /// Delivers verification codes (by default: the log and a file under the data dir).
+    pub codes: Arc<dyn verify::CodeSender>,
+    /// Where `/dispatch` sends clients: domain and port, and the IP for firmware that uses it.
+    pub(crate) public_ws: (String, u16),
+    pub(crate) public_ip: String,
+}
+
+impl Hub {
+    pub fn public_ws(&self) -> (String, u16) {
+        self.public_ws.clone()
+    }
+
+    pub fn public_ip(&self) -> &str {
+        &self.public_ip
+    }
+}
+
