@@ -10,7 +10,7 @@ use switchyard::metrics::Metrics;
 use switchyard::protocol::{self, Inbound, Outbound};
 use switchyard::registry::{Ack, DeviceLink, SessionHandle};
 use switchyard::router::{Command, CommandKind, LocalRouter, Router};
-use switchyard::store::Audience;
+use switchyard::audience::Audience;
 use tokio::sync::oneshot;
 
 const APP_UPDATE: &str = r#"{"action":"update","deviceid":"1000000001","apikey":"74d75307-0c78-8d73-028b-b3a4fd4d53cc","userAgent":"app","sequence":"1585297259553","params":{"switch":"on"}}"#;

@@ -30,8 +30,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub mod acl;
+pub mod audience;
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod emulate;
 pub mod conn;

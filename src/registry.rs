@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::ids::{DeviceId, SessionId, UserKey};
 use crate::metrics::Metrics;
-use crate::store::Audience;
+use crate::audience::Audience;
 
 /// Why the hub asked a session to close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::permit;
 use crate::protocol::{self, Outbound};
 use crate::registry::{CloseReason, DeviceLink, DeviceState, Refused, Registry, SessionHandle};
-use crate::store::Audience;
+use crate::audience::Audience;
 
 pub mod pending;
 

@@ -41,7 +41,9 @@ use crate::ids::{DeviceId, UserKey};
 use crate::metrics::Metrics;
 use crate::registry::DeviceLink;
 use crate::router::CommandKind;
-use crate::store::{Audience, Notice, Operation, Store, now_millis};
+use crate::audience::Audience;
+use crate::clock::now_millis;
+use crate::store::{Notice, Operation, Store};
 
 /// How long reports are gathered before one transaction saves them.
 const BATCH_WINDOW: Duration = Duration::from_millis(250);

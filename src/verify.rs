@@ -95,7 +95,7 @@ impl CodeSender for OutboxSender {
     fn send(&self, to: &str, purpose: Purpose, code: &str) -> std::io::Result<()> {
         tracing::info!(to, purpose = purpose.name(), code, "verification code (outbox delivery)");
         let mut line =
-            serde_json::json!({ "to": to, "purpose": purpose.name(), "code": code, "at": crate::store::now_millis() }).to_string();
+            serde_json::json!({ "to": to, "purpose": purpose.name(), "code": code, "at": crate::clock::now_millis() }).to_string();
         line.push('\n');
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(dir) = self.path.parent() {

@@ -99,7 +99,7 @@ async fn app_commands_and_device_reports_are_recorded_newest_first() {
     let mut app = hub.app(&alice).await;
     let mut bob_app = hub.app(&bob).await;
 
-    let before = switchyard::store::now_millis();
+    let before = switchyard::clock::now_millis();
     assert_eq!(update(&mut app, &mut device, "1000000001", "s1", json!({"switch":"on"}), 0).await["error"], 0);
     report(&mut device, "1000000001", json!({"switch":"on","rssi":-40})).await;
     bob_app.send(json!({"action":"update","deviceid":"1000000001","apikey":alice.apikey.as_str(),"selfApikey":bob.apikey.as_str(),"userAgent":"app","sequence":"b1","params":{"switches":[{"outlet":0,"switch":"on"},{"outlet":2,"switch":"off"}]}})).await;
@@ -113,7 +113,7 @@ async fn app_commands_and_device_reports_are_recorded_newest_first() {
     let list = history_of(&hub, &alice, "1000000001", 4).await;
     let times: Vec<i64> = list.iter().map(|h| h["opsTime"].as_i64().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first: {times:?}");
-    assert!(times.iter().all(|t| *t >= before && *t <= switchyard::store::now_millis()));
+    assert!(times.iter().all(|t| *t >= before && *t <= switchyard::clock::now_millis()));
 
     let query = &list[0];
     assert_eq!(query["userAgent"], "app");

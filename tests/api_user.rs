@@ -10,7 +10,7 @@ use common::{APPID, PASSWORD, SECRET, TestHub, TestUser};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use switchyard::ids::{DeviceId, UserKey};
-use switchyard::store::now_millis;
+use switchyard::clock::now_millis;
 use switchyard::verify::{OutboxSender, Purpose};
 
 /// Takes an envelope apart like the REST client does.

@@ -253,7 +253,7 @@ pub async fn delete(
                 "deviceid": id,
                 "apikey": caller.user.as_str(),
                 "userAgent": "app",
-                "sequence": crate::store::now_millis().to_string(),
+                "sequence": crate::clock::now_millis().to_string(),
                 "ts": 0,
             });
             let notified = hub.router.notify_device(&DeviceId::new(id), frame.to_string().into());

@@ -17,7 +17,8 @@ use super::auth::Caller;
 use super::error::ApiError;
 use crate::hub::Hub;
 use crate::store::device::Role;
-use crate::store::{HistoryEntry, now_millis};
+use crate::clock::now_millis;
+use crate::store::HistoryEntry;
 
 /// Most entries one call returns (the seed's `1 <= num <= 30`), also the default.
 pub const MAX_HISTORY: i64 = 30;

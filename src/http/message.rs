@@ -16,7 +16,8 @@ use super::auth::Caller;
 use super::error::ApiError;
 use crate::hub::Hub;
 use crate::ids::UserKey;
-use crate::store::{Message, now_millis};
+use crate::clock::now_millis;
+use crate::store::Message;
 
 /// Most messages one call returns (the seed's `1 <= num <= 30`), also the default.
 pub const MAX_MESSAGES: i64 = 30;

@@ -31,7 +31,8 @@ use crate::ids::{DeviceId, SessionId, UserKey};
 use crate::router::pending::Outcome;
 use crate::router::{Command, CommandKind, PendingAck, RouteError};
 use crate::store::device::{DeviceRecord, GroupRecord, Person, Role, ShareEntry};
-use crate::store::{Placement, ThingKind, now_millis};
+use crate::clock::now_millis;
+use crate::store::{Placement, ThingKind};
 
 /// The seed's "device control failed" (offline, refused or failed command).
 pub const CONTROL_FAILED: i64 = 4002;

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::ids::UserKey;
 use crate::registry::{Ack, DeviceLink};
-use crate::store::Audience;
+use crate::audience::Audience;
 
 /// How a wait ended.
 #[derive(Debug)]

@@ -21,7 +21,7 @@ use crate::protocol::{self, FrameError, Inbound, Outbound};
 use crate::registry::SessionHandle;
 use crate::router::pending::Outcome;
 use crate::router::{Command, CommandKind, RouteError};
-use crate::store::Audience;
+use crate::audience::Audience;
 
 /// A finished wait: what to tell the app.
 struct Done {

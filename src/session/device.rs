@@ -16,7 +16,7 @@ use crate::hub::Hub;
 use crate::ids::DeviceId;
 use crate::protocol::{self, FrameError, Inbound, Outbound};
 use crate::registry::{Ack, DeviceLink, DeviceState, SessionHandle};
-use crate::store::Audience;
+use crate::audience::Audience;
 
 /// A plain fn returning an `async move` block rather than an `async fn`: an async fn keeps a
 /// second copy of its arguments (the socket among them) for its whole life.

@@ -9,7 +9,8 @@ use crate::hub::Hub;
 use crate::ids::{AppId, DeviceId, UserKey};
 use crate::protocol::{self, FrameError, Inbound, Outbound};
 use crate::registry::DeviceState;
-use crate::store::{Audience, TokenCheck};
+use crate::audience::Audience;
+use crate::store::TokenCheck;
 
 /// What the handshake decided: the session to run, with what it needs. The handshake future
 /// (store queries included) is gone before the long-lived session future starts.

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 use sqlx::{AnyConnection, Row};
 
-use super::{Placement, Result, Sort, Store, StoreError, ThingKind, now_millis, now_secs, unique_violation};
+use super::{Placement, Result, Sort, Store, StoreError, ThingKind, unique_violation};
+use crate::clock::{now_millis, now_secs};
 use crate::ids::{DeviceId, UserKey};
 
 /// What a device's settings are until its owner changes them.

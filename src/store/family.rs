@@ -4,7 +4,8 @@
 
 use sqlx::{AnyConnection, Row};
 
-use super::{Result, Store, StoreError, new_id, now_millis};
+use super::{Result, Store, StoreError, new_id};
+use crate::clock::now_millis;
 use crate::ids::UserKey;
 
 /// What a thing is to the user who keeps it (the seed's `itemType`).

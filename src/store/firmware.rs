@@ -7,7 +7,8 @@ use std::cmp::Ordering;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use super::{Result, Store, StoreError, now_millis, unique_violation};
+use super::{Result, Store, StoreError, unique_violation};
+use crate::clock::now_millis;
 
 /// One downloadable file of a firmware version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

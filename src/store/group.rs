@@ -6,7 +6,8 @@
 use serde_json::{Map, Value};
 use sqlx::{AnyConnection, Row};
 
-use super::{Placement, Result, Sort, Store, StoreError, ThingKind, new_id, now_millis};
+use super::{Placement, Result, Sort, Store, StoreError, ThingKind, new_id};
+use crate::clock::now_millis;
 use crate::ids::UserKey;
 
 /// Groups one user may have (`30009` beyond it).

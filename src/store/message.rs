@@ -4,7 +4,8 @@
 use serde_json::Value;
 use sqlx::{AnyConnection, Row};
 
-use super::{Result, Store, new_id, now_millis};
+use super::{Result, Store, new_id};
+use crate::clock::now_millis;
 use crate::ids::UserKey;
 
 /// One message-centre entry as its recipient reads it.

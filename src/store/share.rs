@@ -8,7 +8,8 @@
 use serde_json::{Value, json};
 use sqlx::{AnyConnection, Row};
 
-use super::{Result, Sort, Store, StoreError, ThingKind, now_secs};
+use super::{Result, Sort, Store, StoreError, ThingKind};
+use crate::clock::now_secs;
 use crate::ids::UserKey;
 
 /// Highest timer permit: the sum of 1 add, 2 modify, 4 delete, 8 enable.

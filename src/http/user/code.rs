@@ -23,7 +23,8 @@ use crate::http::auth::{Caller, signed};
 use crate::http::error::{ApiError, ok};
 use crate::ids::DeviceId;
 use crate::registry::CloseReason;
-use crate::store::{AccountError, NewAccount, User, now_millis};
+use crate::clock::now_millis;
+use crate::store::{AccountError, NewAccount, User};
 use crate::verify::{Purpose, new_code};
 
 /// Longest email address accepted (RFC 5321's path limit).
