@@ -51,10 +51,9 @@ impl Acl {
             if devices.is_empty() || version > self.generation() + 1 {
                 return self.reload_all(version).await;
             }
-            for id in devices {
-                if let Some(link) = self.router.device(id) {
-                    link.set_audience(self.store.audience(id).await?);
-                }
+            let online: std::collections::HashSet<DeviceId> = self.router.online_devices().into_iter().collect();
+            for id in devices.iter().filter(|id| online.contains(*id)) {
+                self.router.set_audience(id, self.store.audience(id).await?);
             }
             self.generation.fetch_max(version, Ordering::AcqRel);
             Ok(())
@@ -68,11 +67,12 @@ impl Acl {
 
     /// Reloads every online device's audience and records `version` as applied.
     async fn reload_all(&self, version: i64) -> Result<(), StoreError> {
-        let links = self.router.devices();
-        tracing::debug!(version, devices = links.len(), "sharing changed, reloading audiences");
+        let online = self.router.online_devices();
+        tracing::debug!(version, devices = online.len(), "sharing changed, reloading audiences");
         let mut all = self.store.audiences().await?;
-        for link in links {
-            link.set_audience(all.remove(&link.deviceid));
+        for id in online {
+            let audience = all.remove(&id);
+            self.router.set_audience(&id, audience);
         }
         self.generation.fetch_max(version, Ordering::AcqRel);
         Ok(())

@@ -34,21 +34,24 @@ pub mod audience;
 pub mod auth;
 pub mod cli;
 pub mod clock;
+pub mod command;
 pub mod config;
 pub mod emulate;
 pub mod conn;
+pub mod device_state;
 pub mod http;
 pub mod hub;
 pub mod ids;
+pub mod mailbox;
 pub mod metrics;
 pub mod permit;
 pub mod protocol;
-pub mod registry;
 pub mod router;
 pub mod server;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod sync;
 pub mod tls;
 pub mod verify;
 
@@ -141,9 +144,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     };
 
     let metrics = Arc::new(Metrics::default());
-    let router: Arc<dyn Router> = Arc::new(LocalRouter::new(metrics.clone()));
     let writer_stop = CancellationToken::new();
-    let (state, writer) = StateWriter::start(store.clone(), metrics.clone(), writer_stop.clone());
+    let (state, dirty, writer) = StateWriter::start(store.clone(), metrics.clone(), writer_stop.clone());
+    let router: Arc<dyn Router> = Arc::new(LocalRouter::new(metrics.clone(), dirty, config.max_frame_bytes));
     let acl_sync = Arc::new(acl::Acl::new(store.clone(), router.clone()).await?);
     let acl = tokio::spawn(acl_sync.clone().watch(Duration::from_secs(2), shutdown.clone()));
     let codes: Arc<dyn verify::CodeSender> = Arc::new(verify::OutboxSender::new(&config.data_dir));

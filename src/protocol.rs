@@ -176,5 +176,24 @@ pub fn raw(text: String) -> Box<RawValue> {
     RawValue::from_string(text).expect("caller passes valid JSON")
 }
 
+
+/// What an app asked a device to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandKind {
+    Update,
+    Query,
+    Upgrade,
+}
+
+impl CommandKind {
+    pub fn action(self) -> &'static str {
+        match self {
+            CommandKind::Update => "update",
+            CommandKind::Query => "query",
+            CommandKind::Upgrade => "upgrade",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

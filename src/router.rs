@@ -1,48 +1,38 @@
-//! Where frames go. [`Router`] is the one seam between sessions and the rest of the cluster:
-//! "which socket holds this device" and "which sessions belong to this user" are answered behind
-//! it, so a broker-backed router can replace [`LocalRouter`] without session code knowing whether
-//! a peer is local. The router never awaits a peer: it queues without waiting and returns.
+//! Where frames go. [`Router`] is the one way to a device: "which socket holds this device",
+//! "which sessions belong to this user", a device's live state, its pending acks and its audience
+//! are all answered behind it, so a broker-backed router can replace [`LocalRouter`] without the
+//! sessions, the command service or the REST handlers knowing whether a peer is local. The
+//! router never awaits a peer: it queues without waiting and returns.
+//!
+//! Inside: [`registry`] (the sharded maps of who is online here), [`link`] (one online device:
+//! its session handle, audience, pending table and live state), [`pending`] (waiters, their cap
+//! and guard, and the state of devices that just left).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::audience::Audience;
+use crate::clock::now_secs;
+use crate::device_state::{DeviceState, DirtyQueue, LiveState, StateTooLarge};
 use crate::ids::{DeviceId, SessionId, UserKey};
+use crate::mailbox::{CloseReason, Refused, SessionHandle};
 use crate::metrics::Metrics;
 use crate::permit;
-use crate::protocol::{self, Outbound};
-use crate::registry::{CloseReason, DeviceLink, DeviceState, Refused, Registry, SessionHandle};
-use crate::audience::Audience;
+use crate::protocol::{self, CommandKind, Outbound};
 
+mod link;
 pub mod pending;
+mod registry;
 
-pub use pending::PendingAck;
-
-/// Distinct sequences that may wait for one device's acks at once.
-pub const MAX_PENDING_PER_DEVICE: usize = 1024;
-
-/// What an app asked a device to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommandKind {
-    Update,
-    Query,
-    Upgrade,
-}
-
-impl CommandKind {
-    pub fn action(self) -> &'static str {
-        match self {
-            CommandKind::Update => "update",
-            CommandKind::Query => "query",
-            CommandKind::Upgrade => "upgrade",
-        }
-    }
-}
+use link::DeviceLink;
+pub use pending::{Ack, MAX_PENDING_PER_DEVICE, Outcome, PendingAck};
+use pending::RecentStates;
+use registry::Registry;
 
 /// An app command, borrowed from the app's frame.
 pub struct Command<'a> {
@@ -66,24 +56,69 @@ pub enum RouteError {
     Busy,
 }
 
-/// The seam between sessions and delivery.
+/// A device session that finished its handshake, handed to [`Router::attach_device`].
+pub struct DeviceAttach {
+    pub deviceid: DeviceId,
+    pub session: SessionHandle,
+    pub audience: Option<Audience>,
+    /// The state the store had at register time.
+    pub state: DeviceState,
+}
+
+/// What the router knows of one online device, for operators and tests.
+#[derive(Debug, Clone)]
+pub struct DeviceView {
+    pub deviceid: DeviceId,
+    pub session: SessionId,
+    pub audience: Option<Arc<Audience>>,
+    /// Commands waiting for the device's ack.
+    pub pending: usize,
+    /// The size of its state, as counted against the cap.
+    pub state_bytes: usize,
+}
+
+/// The seam between sessions (and the command service, REST and the access-control reloads) and
+/// delivery. Every call can be answered by a router whose devices live on other nodes.
 pub trait Router: Send + Sync + 'static {
     fn attach_app(&self, user: &UserKey, session: SessionHandle);
     fn detach_app(&self, user: &UserKey, session: SessionId);
+    /// Makes the session the device's connection, closing one it replaces (whose state it takes
+    /// over), and announces it online.
+    fn attach_device(&self, device: DeviceAttach);
+    /// Forgets the device if `session` still holds it, fails its waiters and announces it
+    /// offline. Returns the device's state when it has changes not saved yet.
+    fn detach_device(&self, deviceid: &DeviceId, session: SessionId) -> Option<String>;
     /// Forwards an app's command to the device; the returned waiter resolves with its ack.
     fn command(&self, caller: &UserKey, cmd: Command<'_>) -> Result<PendingAck, RouteError>;
-    /// After a successful app `update`: tells the device's other listeners the new params.
-    fn echo_command(&self, deviceid: &DeviceId, params: &RawValue, except: SessionId);
-    /// Makes `link` the device's connection, closing one it replaces, and announces it online.
-    fn attach_device(&self, link: Arc<DeviceLink>);
-    /// Forgets `link` if it is still current, fails its waiters and announces it offline.
-    fn detach_device(&self, link: &Arc<DeviceLink>);
-    /// Fans a device's state report out to its owner's and sharees' sessions.
-    fn report(&self, link: &DeviceLink, params: &RawValue);
-    /// Online devices of this node (for access-control refreshes and admin views).
-    fn devices(&self) -> Vec<Arc<DeviceLink>>;
-    /// The online connection of one device (its live state, for the REST API).
-    fn device(&self, deviceid: &DeviceId) -> Option<Arc<DeviceLink>>;
+    /// The device's ack for `sequence` (its key, [`protocol::sequence_key`]): handed to the
+    /// oldest waiter; an acked `update` becomes the device's state first. False when nobody
+    /// waits (a late or unsolicited ack).
+    fn ack(&self, deviceid: &DeviceId, sequence: &str, ack: Ack) -> bool;
+    /// After a successful `update`: tells the device's listeners the new params, except one
+    /// session (the sender's) when given.
+    fn echo_command(&self, deviceid: &DeviceId, params: &RawValue, except: Option<SessionId>);
+    /// A device's state report from `session`: merged into its state (refused whole when the
+    /// state would grow past the router's cap) and fanned out to its owner's and sharees'
+    /// sessions. Returns the audience it went to (`None`: nobody, or not the device's current
+    /// session).
+    fn report(
+        &self,
+        deviceid: &DeviceId,
+        session: SessionId,
+        delta: BTreeMap<String, &RawValue>,
+        params: &RawValue,
+    ) -> Result<Option<Arc<Audience>>, StateTooLarge>;
+    /// The device's live params as a JSON object, only `keys` when not empty (`{}` when there
+    /// are none); `None` when the device is offline.
+    fn live_params(&self, deviceid: &DeviceId, keys: &[String]) -> Option<String>;
+    /// The online device's audience as the router judges by it.
+    fn audience(&self, deviceid: &DeviceId) -> Option<Arc<Audience>>;
+    /// Replaces an online device's audience (sharing changed); false when it is not online here.
+    fn set_audience(&self, deviceid: &DeviceId, audience: Option<Audience>) -> bool;
+    /// The devices online on this node.
+    fn online_devices(&self) -> Vec<DeviceId>;
+    /// What the router knows of an online device.
+    fn device_view(&self, deviceid: &DeviceId) -> Option<DeviceView>;
     /// Queues a frame the hub itself sends a device (e.g. `notify`/`deleteNotify`); false when
     /// the device is offline or its queue is full.
     fn notify_device(&self, deviceid: &DeviceId, frame: Utf8Bytes) -> bool;
@@ -100,45 +135,16 @@ pub trait Router: Send + Sync + 'static {
 pub struct LocalRouter {
     registry: Registry,
     metrics: Arc<Metrics>,
-    /// State of devices that went away in the last [`RECENT_STATE_TTL`]: a device that
-    /// reconnects at once may have read the store before its old session's final save landed.
-    recent: Mutex<RecentStates>,
-}
-
-/// How long a departed device's state is kept for a reconnect; its save lands well within this.
-const RECENT_STATE_TTL: Duration = Duration::from_secs(5);
-
-#[derive(Default)]
-struct RecentStates {
-    by_device: HashMap<DeviceId, (Instant, DeviceState)>,
-    order: VecDeque<(Instant, DeviceId)>,
-}
-
-impl RecentStates {
-    fn expire(&mut self, now: Instant) {
-        while let Some((at, _)) = self.order.front() {
-            if now.duration_since(*at) < RECENT_STATE_TTL {
-                break;
-            }
-            let (at, id) = self.order.pop_front().expect("front exists");
-            if self.by_device.get(&id).is_some_and(|(t, _)| *t == at) {
-                self.by_device.remove(&id);
-            }
-        }
-    }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    /// Where changed device states go to be saved.
+    dirty: DirtyQueue,
+    recent: RecentStates,
+    /// Largest state a device may have, in bytes of JSON (`--max-frame-bytes`).
+    state_limit: usize,
 }
 
 impl LocalRouter {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        LocalRouter { registry: Registry::default(), metrics, recent: Mutex::default() }
-    }
-
-    pub fn registry(&self) -> &Registry {
-        &self.registry
+    pub fn new(metrics: Arc<Metrics>, dirty: DirtyQueue, state_limit: usize) -> Self {
+        LocalRouter { registry: Registry::default(), metrics, dirty, recent: RecentStates::default(), state_limit }
     }
 
     /// Queues one serialized frame to every session of every member, except one session.
@@ -163,7 +169,7 @@ impl LocalRouter {
             action: Some("sysmsg"),
             deviceid: Some(link.deviceid.as_str()),
             apikey: Some(audience.owner.as_str()),
-            ts: Some(now_secs()),
+            ts: Some(now_secs() as u64),
             params: Some(&params),
             ..Default::default()
         }
@@ -180,26 +186,43 @@ fn sharee_may(link: &DeviceLink, audience: &Audience, caller: &UserKey, params: 
         return true;
     }
     let Ok(requested) = serde_json::from_str::<serde_json::Value>(params.get()) else { return false };
-    let current = link.state.lock().unwrap_or_else(|p| p.into_inner()).pick(&["timers".to_owned()]);
+    let current = link.live.pick(&["timers".to_owned()]);
     let current = current.and_then(|c| serde_json::from_str(&c).ok()).unwrap_or(serde_json::Value::Null);
     permit::allowed(permit, &current, &requested)
 }
 
 impl Router for LocalRouter {
-    fn device(&self, deviceid: &DeviceId) -> Option<Arc<DeviceLink>> {
-        self.registry.device(deviceid)
-    }
-
-    fn notify_device(&self, deviceid: &DeviceId, frame: Utf8Bytes) -> bool {
-        self.registry.device(deviceid).is_some_and(|link| link.session.offer(frame).is_ok())
-    }
-
     fn attach_app(&self, user: &UserKey, session: SessionHandle) {
         self.registry.insert_user(user, session);
     }
 
     fn detach_app(&self, user: &UserKey, session: SessionId) {
         self.registry.remove_user(user, session);
+    }
+
+    fn attach_device(&self, device: DeviceAttach) {
+        let DeviceAttach { deviceid, session, audience, state } = device;
+        // A device that reconnects at once may have read the store before its old session's
+        // final save landed.
+        let state = self.recent.take(&deviceid).unwrap_or(state);
+        let link = Arc::new(DeviceLink::new(session, audience, Arc::new(LiveState::new(deviceid, state))));
+        if let Some(old) = self.registry.insert_device(link.clone()) {
+            // The old link's state may be newer than what the store had at register time.
+            link.live.replace(old.live.snapshot());
+            self.metrics.devices_replaced.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(device = %link.deviceid, old = %old.session.id, new = %link.session.id, "device connection replaced");
+            old.session.close(CloseReason::Replaced);
+            old.pending.fail_all();
+        }
+        self.sysmsg(&link, true);
+    }
+
+    fn detach_device(&self, deviceid: &DeviceId, session: SessionId) -> Option<String> {
+        let link = self.registry.remove_device(deviceid, session)?;
+        link.pending.fail_all();
+        self.recent.keep(deviceid, link.live.snapshot());
+        self.sysmsg(&link, false);
+        link.live.is_dirty().then(|| link.live.take_for_save())
     }
 
     fn command(&self, caller: &UserKey, cmd: Command<'_>) -> Result<PendingAck, RouteError> {
@@ -227,19 +250,30 @@ impl Router for LocalRouter {
         let key = protocol::sequence_key(cmd.sequence);
         // An acked update's params become the device's state: firmware often acks without a report.
         let merge = (cmd.kind == CommandKind::Update && cmd.params.get().trim_start().starts_with('{')).then(|| cmd.params.to_owned());
-        let token = link.add_waiter(key.clone(), tx, merge, MAX_PENDING_PER_DEVICE).ok_or(RouteError::Busy)?;
+        let token = link.pending.add(key.clone(), tx, merge, MAX_PENDING_PER_DEVICE).ok_or(RouteError::Busy)?;
         if let Err(refused) = link.session.offer(frame.into()) {
-            link.remove_waiter(&key, token);
+            link.pending.remove(&key, token);
             return Err(match refused {
                 Refused::Full => RouteError::Busy,
                 Refused::Closed => RouteError::Offline,
             });
         }
         self.metrics.commands_routed.fetch_add(1, Ordering::Relaxed);
-        Ok(PendingAck::new(rx, link, key, token, audience))
+        Ok(PendingAck::new(rx, link.pending.clone(), key, token, audience))
     }
 
-    fn echo_command(&self, deviceid: &DeviceId, params: &RawValue, except: SessionId) {
+    fn ack(&self, deviceid: &DeviceId, sequence: &str, ack: Ack) -> bool {
+        let Some(link) = self.registry.device(deviceid) else { return false };
+        link.pending.complete(sequence, ack, |params| {
+            // An acked update changed the device as a report would; a later report still wins.
+            let Ok(delta) = serde_json::from_str::<BTreeMap<String, &RawValue>>(params.get()) else { return };
+            if link.live.merge(delta, self.state_limit).is_ok() {
+                self.dirty.mark(&link.live);
+            }
+        })
+    }
+
+    fn echo_command(&self, deviceid: &DeviceId, params: &RawValue, except: Option<SessionId>) {
         let Some(link) = self.registry.device(deviceid) else { return };
         let Some(audience) = link.audience() else { return };
         let frame = Outbound {
@@ -251,49 +285,23 @@ impl Router for LocalRouter {
             ..Default::default()
         }
         .to_text();
-        self.fan_out(&audience, frame.into(), Some(except));
+        self.fan_out(&audience, frame.into(), except);
     }
 
-    fn attach_device(&self, link: Arc<DeviceLink>) {
-        let recent = {
-            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            recent.expire(Instant::now());
-            recent.by_device.remove(&link.deviceid).map(|(_, state)| state)
-        };
-        if let Some(state) = recent {
-            *link.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
-        }
-        if let Some(old) = self.registry.insert_device(link.clone()) {
-            // The old link's state may be newer than what the store had at register time.
-            let state = old.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            *link.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
-            self.metrics.devices_replaced.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(device = %link.deviceid, old = %old.session.id, new = %link.session.id, "device connection replaced");
-            old.session.close(CloseReason::Replaced);
-            old.fail_pending();
-        }
-        self.sysmsg(&link, true);
-    }
-
-    fn detach_device(&self, link: &Arc<DeviceLink>) {
-        link.fail_pending();
-        if self.registry.remove_device(&link.deviceid, link.session.id) {
-            let state = link.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            let now = Instant::now();
-            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            recent.expire(now);
-            recent.by_device.insert(link.deviceid.clone(), (now, state));
-            recent.order.push_back((now, link.deviceid.clone()));
-            drop(recent);
-            self.sysmsg(link, false);
-        }
-    }
-
-    fn report(&self, link: &DeviceLink, params: &RawValue) {
-        let Some(audience) = link.audience() else { return };
+    fn report(
+        &self,
+        deviceid: &DeviceId,
+        session: SessionId,
+        delta: BTreeMap<String, &RawValue>,
+        params: &RawValue,
+    ) -> Result<Option<Arc<Audience>>, StateTooLarge> {
+        let Some(link) = self.registry.device(deviceid).filter(|l| l.session.id == session) else { return Ok(None) };
+        link.live.merge(delta, self.state_limit)?;
+        self.dirty.mark(&link.live);
+        let Some(audience) = link.audience() else { return Ok(None) };
         let frame = Outbound {
             action: Some("update"),
-            deviceid: Some(link.deviceid.as_str()),
+            deviceid: Some(deviceid.as_str()),
             apikey: Some(audience.owner.as_str()),
             user_agent: Some("device"),
             params: Some(params),
@@ -301,10 +309,45 @@ impl Router for LocalRouter {
         }
         .to_text();
         self.fan_out(&audience, frame.into(), None);
+        Ok(Some(audience))
     }
 
-    fn devices(&self) -> Vec<Arc<DeviceLink>> {
-        self.registry.devices()
+    fn live_params(&self, deviceid: &DeviceId, keys: &[String]) -> Option<String> {
+        let link = self.registry.device(deviceid)?;
+        Some(link.live.pick(keys).unwrap_or_else(|| "{}".to_owned()))
+    }
+
+    fn audience(&self, deviceid: &DeviceId) -> Option<Arc<Audience>> {
+        self.registry.device(deviceid)?.audience()
+    }
+
+    fn set_audience(&self, deviceid: &DeviceId, audience: Option<Audience>) -> bool {
+        match self.registry.device(deviceid) {
+            Some(link) => {
+                link.set_audience(audience);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn online_devices(&self) -> Vec<DeviceId> {
+        self.registry.devices().into_iter().map(|l| l.deviceid.clone()).collect()
+    }
+
+    fn device_view(&self, deviceid: &DeviceId) -> Option<DeviceView> {
+        let link = self.registry.device(deviceid)?;
+        Some(DeviceView {
+            deviceid: link.deviceid.clone(),
+            session: link.session.id,
+            audience: link.audience(),
+            pending: link.pending.len(),
+            state_bytes: link.live.bytes(),
+        })
+    }
+
+    fn notify_device(&self, deviceid: &DeviceId, frame: Utf8Bytes) -> bool {
+        self.registry.device(deviceid).is_some_and(|link| link.session.offer(frame).is_ok())
     }
 
     fn user_sessions(&self, user: &UserKey) -> usize {

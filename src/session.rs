@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use crate::hub::Hub;
 use crate::protocol::{self, FrameError, HbConfig, Inbound};
-use crate::registry::{CloseReason, Control, Outbox};
+use crate::mailbox::{CloseReason, Mailbox, Outbox};
 
 mod app;
 mod device;
@@ -70,6 +70,84 @@ async fn open(hub: Arc<Hub>, io: TokioIo<Upgraded>) -> Option<SessionFuture> {
             Box::pin(device::run(hub, ws, id, apikey, audience, state, reply))
         }
     })
+}
+
+/// What differs between an app and a device session: how a text frame is handled, what answers
+/// become ready on their own (an app's commands waiting for acks) and what ending means.
+pub(crate) trait Handler: Send {
+    /// Handles one text frame; returns the immediate reply, if any.
+    fn on_text(&mut self, hub: &Hub, text: Utf8Bytes) -> impl std::future::Future<Output = Option<String>> + Send;
+    /// Whether [`Handler::next_answer`] has anything to wait for.
+    fn has_pending(&self) -> bool;
+    /// The next answer that became ready on its own; only polled while [`Handler::has_pending`].
+    fn next_answer(&mut self, hub: &Hub) -> impl std::future::Future<Output = Option<String>> + Send;
+    /// Called once the session is over (the socket is done with).
+    fn end(self, hub: &Hub) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// The session loop every kind shares, after its handshake: sends the handshake `reply`, then
+/// owns the socket until the peer leaves, the hub asks it to close, the node shuts down or the
+/// session goes silent past its heartbeat. Writes whatever the outbox receives, in batches.
+pub(crate) async fn drive<H: Handler>(hub: Arc<Hub>, mut ws: Ws, mailbox: Arc<Mailbox>, mut outbox: Outbox, reply: String, mut handler: H) {
+    let mut silence = Silence::new(&hub);
+    let heartbeat = tokio::time::sleep_until(silence.deadline());
+    tokio::pin!(heartbeat);
+    'session: {
+        if !send(&mut ws, reply).await {
+            break 'session;
+        }
+        loop {
+            tokio::select! {
+                reason = mailbox.closed() => {
+                    tracing::info!(?reason, "session closed by the hub");
+                    Box::pin(close_for(&mut ws, reason)).await;
+                    break;
+                }
+                _ = hub.shutdown.cancelled() => {
+                    Box::pin(close(&mut ws, CloseCode::Away, "shutting down")).await;
+                    break;
+                }
+                Some(frame) = outbox.recv() => {
+                    if !Box::pin(write_unless_closed(&hub, &mailbox, write_batch(&mut ws, frame, &mut outbox))).await {
+                        break;
+                    }
+                }
+                Some(answer) = handler.next_answer(&hub), if handler.has_pending() => {
+                    if !Box::pin(write_unless_closed(&hub, &mailbox, send(&mut ws, answer))).await {
+                        break;
+                    }
+                }
+                _ = &mut heartbeat => {
+                    if silence.expired() {
+                        hub.metrics.heartbeat_expired.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!("silent past the heartbeat, closing");
+                        Box::pin(close(&mut ws, CloseCode::Normal, "heartbeat timeout")).await;
+                        break;
+                    }
+                    heartbeat.as_mut().reset(silence.deadline());
+                }
+                r = read(&mut ws) => {
+                    silence.last_seen = Instant::now();
+                    let reply = match r {
+                        Read::Text(text) => Box::pin(handler.on_text(&hub, text)).await,
+                        Read::Binary => Some(reject(&hub, &FrameError::Malformed("binary frame".into()), None)),
+                        Read::Nothing => None,
+                        Read::TooBig => {
+                            Box::pin(close(&mut ws, CloseCode::Size, "message too big")).await;
+                            break;
+                        }
+                        Read::End => break,
+                    };
+                    if let Some(reply) = reply {
+                        if !Box::pin(write_unless_closed(&hub, &mailbox, send(&mut ws, reply))).await {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Box::pin(handler.end(&hub)).await;
 }
 
 /// The `config` every handshake reply carries.
@@ -150,11 +228,11 @@ pub(crate) async fn write_batch(ws: &mut Ws, first: Utf8Bytes, outbox: &mut Outb
 /// peer that stops reading fills its socket and would otherwise keep a closed session (and its
 /// registry entry) alive forever. False when the write failed or was abandoned; the caller ends
 /// the session without a close frame, which could not get through a full socket anyway.
-pub(crate) async fn write_unless_closed(hub: &Hub, control: &Control, write: impl std::future::Future<Output = bool>) -> bool {
+pub(crate) async fn write_unless_closed(hub: &Hub, mailbox: &Mailbox, write: impl std::future::Future<Output = bool>) -> bool {
     tokio::select! {
         biased;
         ok = write => ok,
-        reason = control.closed() => {
+        reason = mailbox.closed() => {
             tracing::info!(?reason, "closed by the hub while a write was blocked");
             false
         }

@@ -38,9 +38,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ids::{DeviceId, UserKey};
+use crate::protocol::CommandKind;
 use crate::metrics::Metrics;
-use crate::registry::DeviceLink;
-use crate::router::CommandKind;
+use crate::device_state::{DirtyQueue, LiveState};
 use crate::audience::Audience;
 use crate::clock::now_millis;
 use crate::store::{Notice, Operation, Store};
@@ -55,12 +55,11 @@ const HISTORY_BATCH: usize = 512;
 /// How long history is kept; older entries are removed hourly.
 pub const HISTORY_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 
-/// Queues devices whose state changed (each link at most once while it is dirty, so that queue
-/// is bounded by the number of online devices) and operations to file (bounded by
-/// [`HISTORY_QUEUE`]).
+/// Receives the states the router marked changed (through a [`DirtyQueue`], each at most once
+/// while it is dirty, so that queue is bounded by the number of online devices) and operations to
+/// file (bounded by [`HISTORY_QUEUE`]).
 #[derive(Clone)]
 pub struct StateWriter {
-    tx: mpsc::UnboundedSender<Arc<DeviceLink>>,
     ops: mpsc::Sender<Op>,
     store: Store,
     metrics: Arc<Metrics>,
@@ -83,10 +82,11 @@ enum Source {
 }
 
 impl StateWriter {
-    /// Starts the writers. Once `stop` fires they save everything still queued and end; stop
-    /// them only after the sessions that mark devices and record operations have ended.
-    pub fn start(store: Store, metrics: Arc<Metrics>, stop: CancellationToken) -> (StateWriter, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// Starts the writers; the router marks changed states on the returned [`DirtyQueue`]. Once
+    /// `stop` fires they save everything still queued and end; stop them only after the sessions
+    /// that mark devices and record operations have ended.
+    pub fn start(store: Store, metrics: Arc<Metrics>, stop: CancellationToken) -> (StateWriter, DirtyQueue, tokio::task::JoinHandle<()>) {
+        let (dirty, rx) = DirtyQueue::new();
         let (ops, ops_rx) = mpsc::channel(HISTORY_QUEUE);
         let state = tokio::spawn(run(store.clone(), rx, stop.clone()));
         let history = tokio::spawn(run_ops(store.clone(), ops_rx, metrics.clone(), stop));
@@ -94,7 +94,7 @@ impl StateWriter {
             let _ = state.await;
             let _ = history.await;
         });
-        (StateWriter { tx, ops, store, metrics }, both)
+        (StateWriter { ops, store, metrics }, dirty, both)
     }
 
     /// An app command was routed to a device: records it when the device keeps history.
@@ -152,21 +152,15 @@ impl StateWriter {
         }
     }
 
-    /// Saves one device's state at once if it is dirty (when its session ends).
-    pub async fn save_now(&self, link: &Arc<DeviceLink>) {
-        if link.dirty.load(Ordering::Acquire) {
-            save(&self.store, vec![link.clone()]).await;
-        }
-    }
-
-    pub fn mark(&self, link: &Arc<DeviceLink>) {
-        if !link.dirty.swap(true, Ordering::AcqRel) {
-            let _ = self.tx.send(link.clone());
+    /// Saves one device's state at once (when its session ends, so a quick reconnect reads it).
+    pub async fn save_now(&self, deviceid: &DeviceId, state: String) {
+        if let Err(e) = self.store.save_params(&[(deviceid.clone(), state)]).await {
+            tracing::error!(error = %e, device = %deviceid, "saving device state failed");
         }
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Arc<DeviceLink>>, stop: CancellationToken) {
+async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Arc<LiveState>>, stop: CancellationToken) {
     loop {
         let first = tokio::select! {
             first = rx.recv() => first,
@@ -329,14 +323,8 @@ pub fn is_alarm(params: &Value) -> bool {
     }
 }
 
-async fn save(store: &Store, links: Vec<Arc<DeviceLink>>) {
-    let batch: Vec<_> = links
-        .iter()
-        .map(|l| {
-            l.dirty.store(false, Ordering::Release);
-            (l.deviceid.clone(), l.state.lock().unwrap_or_else(|p| p.into_inner()).to_json())
-        })
-        .collect();
+async fn save(store: &Store, states: Vec<Arc<LiveState>>) {
+    let batch: Vec<_> = states.iter().map(|l| (l.deviceid.clone(), l.take_for_save())).collect();
     if let Err(e) = store.save_params(&batch).await {
         tracing::error!(error = %e, devices = batch.len(), "saving device state failed");
     }

@@ -320,11 +320,11 @@ async fn taking_a_device_back_removes_it_and_the_sharees_groups_built_on_it() {
 // --- the live hub ------------------------------------------------------------------------------
 
 async fn in_audience(hub: &TestHub, user: &TestUser) -> bool {
-    hub.hub.router.device(&DeviceId::new(DEV)).and_then(|l| l.audience()).is_some_and(|a| a.contains(&user.apikey))
+    hub.hub.router.audience(&DeviceId::new(DEV)).is_some_and(|a| a.contains(&user.apikey))
 }
 
 fn permit_in_hub(hub: &TestHub, user: &TestUser) -> Option<i64> {
-    hub.hub.router.device(&DeviceId::new(DEV)).and_then(|l| l.audience()).and_then(|a| a.permit_of(&user.apikey))
+    hub.hub.router.audience(&DeviceId::new(DEV)).and_then(|a| a.permit_of(&user.apikey))
 }
 
 fn report(owner: &TestUser, params: Value) -> Value {
@@ -424,7 +424,7 @@ async fn a_share_reaches_the_socket_before_the_rest_answer() {
     }
     // With the device offline, the sharee is told 504 (a member), not 406, right after sharing.
     drop(dev);
-    wait_until("the device is offline", || async { hub.hub.router.device(&DeviceId::new(DEV)).is_none() }).await;
+    wait_until("the device is offline", || async { hub.hub.router.device_view(&DeviceId::new(DEV)).is_none() }).await;
     sam_app.send(command(&alice, &sam, "off1")).await;
     assert_eq!(next_reply(&mut sam_app).await["error"], 406);
     share(&hub, &alice, json!({"deviceidList":[DEV],"user":{"email":"sam@example.com"},"permit":15})).await.ok();

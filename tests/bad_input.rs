@@ -45,7 +45,7 @@ impl Healthy {
         let app = hub.app(&bob).await;
         let m = hub.hub.metrics.clone();
         wait_until("the healthy pair is attached", || {
-            m.app_sessions.load(Ordering::Relaxed) >= 1 && hub.hub.router.devices().iter().any(|l| l.deviceid.as_str() == HEALTHY_DEV)
+            m.app_sessions.load(Ordering::Relaxed) >= 1 && hub.hub.router.online_devices().iter().any(|d| d.as_str() == HEALTHY_DEV)
         })
         .await;
         Healthy { bob, app, dev, n: 0 }
@@ -370,9 +370,9 @@ async fn a_device_speaking_for_another_deviceid_gets_406_and_stays_up() {
     assert_alive(&mut dev, "after 406").await;
     healthy.app.silent_for(200).await;
     app.silent_for(50).await;
-    let bob_link = hub.hub.router.devices().into_iter().find(|l| l.deviceid.as_str() == HEALTHY_DEV).unwrap();
-    assert_eq!(bob_link.state.lock().unwrap().bytes(), 0, "bob's device state was not touched");
-    assert_eq!(bob_link.pending_len(), 1, "bob's command still waits for bob's device");
+    let bob_link = hub.hub.router.device_view(&switchyard::ids::DeviceId::new(HEALTHY_DEV)).unwrap();
+    assert_eq!(bob_link.state_bytes, 0, "bob's device state was not touched");
+    assert_eq!(bob_link.pending, 1, "bob's command still waits for bob's device");
     healthy.dev.send(json!({"error":0,"deviceid":HEALTHY_DEV,"apikey":bob_key,"sequence":"b1"})).await;
     let r = healthy.app.recv().await;
     assert_eq!((r["error"].as_i64(), r["sequence"].as_str()), (Some(0), Some("b1")), "{r}");

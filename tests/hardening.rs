@@ -41,7 +41,7 @@ async fn settle(hub: &TestHub, apps: i64, devices: i64) {
     wait_until(&format!("{apps} app and {devices} device sessions are attached"), || {
         m.app_sessions.load(Ordering::Relaxed) == apps
             && m.device_sessions.load(Ordering::Relaxed) == devices
-            && hub.hub.router.devices().len() as i64 == devices
+            && hub.hub.router.online_devices().len() as i64 == devices
     })
     .await;
 }
@@ -286,8 +286,8 @@ async fn a_report_that_would_exceed_the_state_cap_is_refused_and_changes_nothing
     let u = app.recv().await;
     assert_eq!(u["action"], "update", "{u}");
     assert!(u["params"]["first"].as_str().is_some_and(|b| b.len() == 40 * 1024), "the first report reaches the owner");
-    let link = hub.hub.router.devices()[0].clone();
-    let bytes_before = link.state.lock().unwrap().bytes();
+    let view = || hub.hub.router.device_view(&hub.hub.router.online_devices()[0]).unwrap();
+    let bytes_before = view().state_bytes;
 
     // Under another key: together more than 64 KiB.
     dev.send(report(&alice, "r2", json!({"second": blob('b')}))).await;
@@ -300,7 +300,7 @@ async fn a_report_that_would_exceed_the_state_cap_is_refused_and_changes_nothing
     assert_alive(&mut dev, "after the refused report").await;
 
     // The stored state is unchanged.
-    assert_eq!(link.state.lock().unwrap().bytes(), bytes_before);
+    assert_eq!(view().state_bytes, bytes_before);
     dev.send(device_query(&alice, "q1", json!([]))).await;
     let q = dev.recv().await;
     assert_eq!(q["error"], 0, "{q}");
@@ -385,13 +385,13 @@ async fn commands_to_a_device_with_a_full_outbox_get_504_busy_and_the_device_sta
     assert!(
         stalled,
         "commands kept being routed to a device that does not read: {sent} commands of 60 KiB, {routed} routed, first busy {first_busy:?}, device registered: {}, slow consumers: {}",
-        !hub.hub.router.devices().is_empty(),
+        !hub.hub.router.online_devices().is_empty(),
         m.slow_consumers.load(Ordering::Relaxed)
     );
     eprintln!("{sent} commands sent, {routed} routed (about {} MiB buffered), first busy reply: {first_busy:?}", routed * 60 / 1024);
-    let link = hub.hub.router.devices().into_iter().find(|l| l.deviceid.as_str() == DEV).expect("the busy device is still registered");
-    assert!(link.pending_len() < switchyard::router::MAX_PENDING_PER_DEVICE, "busy came from the pending cap, not the outbox");
-    assert_eq!(link.pending_len() as u64, routed, "every routed command waits; refused ones left no waiter");
+    let link = hub.hub.router.device_view(&switchyard::ids::DeviceId::new(DEV)).expect("the busy device is still registered");
+    assert!(link.pending < switchyard::router::MAX_PENDING_PER_DEVICE, "busy came from the pending cap, not the outbox");
+    assert_eq!(link.pending as u64, routed, "every routed command waits; refused ones left no waiter");
     assert_eq!(m.device_sessions.load(Ordering::Relaxed), 1);
     assert_eq!(m.slow_consumers.load(Ordering::Relaxed), 0, "a busy device is not a slow consumer");
     assert_eq!(m.app_sessions.load(Ordering::Relaxed), 8);
@@ -409,7 +409,7 @@ async fn commands_to_a_device_with_a_full_outbox_get_504_busy_and_the_device_sta
         last[k] = i;
     }
     assert_alive(&mut dev, "the device after its outbox was full").await;
-    assert!(hub.hub.router.devices().iter().any(|l| l.deviceid.as_str() == DEV), "still registered");
+    assert!(hub.hub.router.online_devices().iter().any(|d| d.as_str() == DEV), "still registered");
     assert_eq!(m.device_sessions.load(Ordering::Relaxed), 1);
     assert_eq!(m.slow_consumers.load(Ordering::Relaxed), 0);
 
@@ -434,12 +434,12 @@ async fn ending_an_app_session_removes_its_pending_waiters_at_once() {
     app.send(command("query", alice.apikey.as_str(), json!("w2"), json!(["switch"]))).await;
     assert_eq!(dev.recv().await["sequence"], "w1");
     assert_eq!(dev.recv().await["sequence"], "w2");
-    let link = hub.hub.router.devices()[0].clone();
-    assert_eq!(link.pending_len(), 2);
+    let pending = || hub.hub.router.device_view(&hub.hub.router.online_devices()[0]).map_or(0, |v| v.pending);
+    assert_eq!(pending(), 2);
 
     app.ws.close(None).await.unwrap();
     drop(app);
-    let took = wait_until_within("the closed session's waiters are gone", Duration::from_secs(1), || link.pending_len() == 0).await;
+    let took = wait_until_within("the closed session's waiters are gone", Duration::from_secs(1), || pending() == 0).await;
     eprintln!("waiters removed {took:?} after the close");
     settle(&hub, 0, 1).await;
 
@@ -479,7 +479,7 @@ async fn replacing_a_device_fails_the_old_links_pending_command_at_once() {
     let close = old.recv_close().await.expect("the old connection gets a close frame");
     eprintln!("old connection closed: {close:?}");
     settle(&hub, 1, 1).await;
-    assert_eq!(hub.hub.router.devices()[0].pending_len(), 0);
+    assert_eq!(hub.hub.router.device_view(&hub.hub.router.online_devices()[0]).unwrap().pending, 0);
 
     // The new connection takes commands.
     app.send(command("update", alice.apikey.as_str(), json!("rp2"), json!({"switch":"off"}))).await;

@@ -34,7 +34,7 @@ async fn settle(hub: &TestHub, apps: i64, devices: i64) {
     wait_until(&format!("{apps} app and {devices} device sessions are attached"), || {
         m.app_sessions.load(Ordering::Relaxed) == apps
             && m.device_sessions.load(Ordering::Relaxed) == devices
-            && hub.hub.router.devices().len() as i64 == devices
+            && hub.hub.router.online_devices().len() as i64 == devices
     })
     .await;
 }
@@ -208,7 +208,7 @@ async fn an_unanswered_command_gets_504_after_the_ack_timeout_and_a_late_ack_is_
     app.send(command("update", alice.apikey.as_str(), json!("late-1"), json!({"switch":"on"}))).await;
     let f = dev.recv().await;
     assert_eq!(f["sequence"], "late-1");
-    assert_eq!(hub.hub.router.devices()[0].pending_len(), 1);
+    assert_eq!(hub.hub.router.device_view(&hub.hub.router.online_devices()[0]).unwrap().pending, 1);
 
     tokio::time::pause();
     let started = tokio::time::Instant::now();
@@ -223,11 +223,11 @@ async fn an_unanswered_command_gets_504_after_the_ack_timeout_and_a_late_ack_is_
     assert_eq!(r["error"], 504, "{reply}");
     assert!(reply.contains(r#""sequence":"late-1""#), "{reply}");
     assert!(r.get("action").is_none(), "{reply}");
-    assert_eq!(hub.hub.router.devices()[0].pending_len(), 0, "the waiter is gone after the timeout");
+    assert_eq!(hub.hub.router.device_view(&hub.hub.router.online_devices()[0]).unwrap().pending, 0, "the waiter is gone after the timeout");
 
     dev.send(ack(&alice, &json!("late-1"))).await;
     app.silent_for(300).await;
-    assert_eq!(hub.hub.router.devices()[0].pending_len(), 0);
+    assert_eq!(hub.hub.router.device_view(&hub.hub.router.online_devices()[0]).unwrap().pending, 0);
     assert_eq!(hub.hub.metrics.acks_late.load(Ordering::Relaxed), 1, "the late ack was seen and dropped");
     assert_eq!(hub.hub.metrics.acks_delivered.load(Ordering::Relaxed), 0);
     hub.stop().await;
@@ -465,7 +465,7 @@ async fn two_apps_using_the_same_sequence_each_get_their_own_ack() {
     cmd["selfApikey"] = json!(sam.apikey.as_str());
     second.send(cmd).await;
     assert_eq!(dev.recv().await["params"], json!({"from":"second"}));
-    assert_eq!(hub.hub.router.devices()[0].pending_len(), 2);
+    assert_eq!(hub.hub.router.device_view(&hub.hub.router.online_devices()[0]).unwrap().pending, 2);
 
     for n in [1, 2] {
         let mut a = ack(&alice, &json!("7"));
@@ -486,7 +486,7 @@ async fn two_apps_using_the_same_sequence_each_get_their_own_ack() {
     }
     first.silent_for(200).await;
     second.silent_for(50).await;
-    assert_eq!(hub.hub.router.devices()[0].pending_len(), 0);
+    assert_eq!(hub.hub.router.device_view(&hub.hub.router.online_devices()[0]).unwrap().pending, 0);
     hub.stop().await;
 }
 
@@ -658,6 +658,6 @@ async fn a_silent_device_is_dropped_after_its_heartbeat_grace_while_a_pinging_ap
     assert_eq!(close.code, CloseCode::Normal, "{close:?}");
     assert_eq!(hub.hub.metrics.heartbeat_expired.load(Ordering::Relaxed), 1, "only the device expired");
     assert_eq!(hub.hub.metrics.app_sessions.load(Ordering::Relaxed), 1);
-    assert!(hub.hub.router.devices().is_empty());
+    assert!(hub.hub.router.online_devices().is_empty());
     hub.stop().await;
 }

@@ -18,7 +18,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -27,10 +27,11 @@ use super::api::{Body, Empty, Envelope, Query, ok_data};
 use super::auth::Caller;
 use super::error::ApiError;
 use crate::hub::Hub;
-use crate::ids::{DeviceId, SessionId, UserKey};
-use crate::router::pending::Outcome;
-use crate::router::{Command, CommandKind, PendingAck, RouteError};
-use crate::store::device::{DeviceRecord, GroupRecord, Person, Role, ShareEntry};
+use crate::ids::{DeviceId, UserKey};
+use crate::command::{self, Sent};
+use crate::protocol::CommandKind;
+use crate::router::{Command, Outcome, RouteError};
+use crate::store::device::{DeviceRecord, GroupRecord, Person, ShareEntry};
 use crate::clock::now_millis;
 use crate::store::{Placement, ThingKind};
 
@@ -126,11 +127,8 @@ fn person_json(p: &Person, permit: i64, comment: &str, shared_at: i64) -> Value 
 
 /// A device's live state when it is online here, else the stored one.
 fn live_params(hub: &Hub, d: &DeviceRecord) -> (bool, Value) {
-    match hub.router.device(&DeviceId::new(d.deviceid.as_str())) {
-        Some(link) => {
-            let state = link.state.lock().unwrap_or_else(|p| p.into_inner()).to_json();
-            (true, object(&state))
-        }
+    match hub.router.live_params(&DeviceId::new(d.deviceid.as_str()), &[]) {
+        Some(state) => (true, object(&state)),
         None => (false, object(&d.params)),
     }
 }
@@ -233,42 +231,10 @@ fn next_sequence() -> Box<RawValue> {
     crate::protocol::raw(format!("\"{seq}\""))
 }
 
-/// Sends an `update` to a device for `user`.
-fn send_update(hub: &Hub, user: &UserKey, deviceid: &DeviceId, params: &RawValue) -> Result<PendingAck, RouteError> {
+/// Sends an `update` to a device for `user` through the command service.
+fn send_update(hub: &Hub, user: &UserKey, deviceid: &DeviceId, params: &RawValue) -> Result<Sent, RouteError> {
     let sequence = next_sequence();
-    let pending = hub.router.command(user, Command { kind: CommandKind::Update, deviceid, sequence: &sequence, params })?;
-    hub.state.command_routed(deviceid, &pending.audience, user, CommandKind::Update, params);
-    Ok(pending)
-}
-
-/// Waits for a command's ack; a successful update is echoed to the device's app sessions (as a
-/// WebSocket command's is to the sender's other sessions).
-async fn finish(hub: &Hub, user: &UserKey, deviceid: &DeviceId, params: &RawValue, pending: PendingAck, deadline: Instant) -> Outcome {
-    let audience = pending.audience.clone();
-    let outcome = pending.wait(deadline).await;
-    match &outcome {
-        Outcome::Acked(ack) => {
-            hub.metrics.acks_delivered.fetch_add(1, Ordering::Relaxed);
-            if ack.error == 0 {
-                hub.router.echo_command(deviceid, params, SessionId::next());
-                hub.state.command_done(deviceid, &audience, user, CommandKind::Update, params);
-            }
-        }
-        Outcome::TimedOut | Outcome::Gone => {
-            hub.metrics.timeouts_504.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    outcome
-}
-
-/// Lets a command finish in the background (nobody waits for its answer).
-fn finish_later(hub: &Arc<Hub>, user: &UserKey, deviceid: DeviceId, params: Box<RawValue>, pending: PendingAck) {
-    let user = user.clone();
-    let hub = hub.clone();
-    let deadline = Instant::now() + hub.config.ack_timeout;
-    tokio::spawn(async move {
-        finish(&hub, &user, &deviceid, &params, pending, deadline).await;
-    });
+    command::send(hub, user, Command { kind: CommandKind::Update, deviceid, sequence: &sequence, params }, None)
 }
 
 /// The params of a status change: a non-empty JSON object (else 400).
@@ -279,36 +245,18 @@ fn params_of(v: &Value) -> Result<Box<RawValue>, ApiError> {
     }
 }
 
-/// Whether `role` may send `params` to `deviceid`: owners always; sharees as their permit allows
-/// changing the device's current timers ([`crate::permit`], the rule the socket applies too).
-/// An offline device's timers count as none (the command fails as offline anyway).
-fn allowed(hub: &Hub, deviceid: &str, role: Role, params: &Map<String, Value>) -> bool {
-    let Role::Sharee { permit } = role else { return true };
-    if !params.contains_key("timers") {
-        return true;
-    }
-    let current = hub
-        .router
-        .device(&DeviceId::new(deviceid))
-        .and_then(|link| serde_json::from_str(&link.state.lock().unwrap_or_else(|p| p.into_inner()).to_json()).ok())
-        .unwrap_or(Value::Null);
-    crate::permit::allowed(permit, &current, &Value::Object(params.clone()))
-}
-
 /// Sends the update to every member of one of `user`'s groups that `user` may command and that
 /// is online; the answers are not awaited. Not their group → 405.
 async fn update_group(hub: &Arc<Hub>, user: &UserKey, groupid: &str, params: &Value) -> Result<(), ApiError> {
     let raw = params_of(params)?;
-    let map = params.as_object().cloned().unwrap_or_default();
     let members = hub.store.viewer_group_devices(user, groupid).await?.ok_or_else(|| ApiError::new(405, "group not found"))?;
     for id in members {
-        match hub.store.device_role(user, &id).await? {
-            Some(role) if allowed(hub, &id, role, &map) => {}
-            _ => continue,
+        if hub.store.device_role(user, &id).await?.is_none() {
+            continue;
         }
-        let deviceid = DeviceId::new(id);
-        if let Ok(pending) = send_update(hub, user, &deviceid, &raw) {
-            finish_later(hub, user, deviceid, raw.clone(), pending);
+        // The router refuses what the user may not send (a sharee's timers beyond the permit).
+        if let Ok(sent) = send_update(hub, user, &DeviceId::new(id), &raw) {
+            command::finish_detached(hub, sent);
         }
     }
     Ok(())
@@ -472,19 +420,18 @@ pub async fn post_status(State(hub): State<Arc<Hub>>, caller: Caller, Body(req):
     match req.kind {
         1 => {
             let raw = params_of(&req.params)?;
-            let role = hub.store.device_role(&caller.user, &req.id).await?.ok_or_else(|| ApiError::new(405, "device not found"))?;
-            if !allowed(&hub, &req.id, role, req.params.as_object().expect("checked object")) {
-                return Err(ApiError::new(406, "no permission to change these params"));
+            if hub.store.device_role(&caller.user, &req.id).await?.is_none() {
+                return Err(ApiError::new(405, "device not found"));
             }
             let deviceid = DeviceId::new(req.id.as_str());
-            let pending = match send_update(&hub, &caller.user, &deviceid, &raw) {
-                Ok(p) => p,
+            let sent = match send_update(&hub, &caller.user, &deviceid, &raw) {
+                Ok(sent) => sent,
                 Err(RouteError::Offline) => return Err(ApiError::new(CONTROL_FAILED, "device is offline")),
                 Err(RouteError::Busy) => return Err(ApiError::new(CONTROL_FAILED, "device is busy")),
-                Err(RouteError::Denied) => return Err(ApiError::new(406, "no permission for this device")),
+                Err(RouteError::Denied) => return Err(ApiError::new(406, "no permission to change these params")),
             };
             let deadline = Instant::now() + hub.config.ack_timeout;
-            match finish(&hub, &caller.user, &deviceid, &raw, pending, deadline).await {
+            match command::finish(&hub, sent, deadline).await {
                 Outcome::Acked(ack) if ack.error == 0 => Ok(ok_data(Empty {})),
                 Outcome::Acked(ack) => Err(ApiError::new(CONTROL_FAILED, format!("device answered error {}", ack.error))),
                 Outcome::TimedOut => Err(ApiError::new(NO_ACK, "device did not answer in time")),
@@ -565,24 +512,20 @@ pub async fn batch_status(State(hub): State<Arc<Hub>>, caller: Caller, Body(req)
         } else {
             match hub.store.device_role(&caller.user, &t.id).await? {
                 None => error = 405,
-                Some(role) if !allowed(&hub, &t.id, role, t.params.as_object().expect("checked object")) => error = 406,
-                Some(_) => {
-                    let deviceid = DeviceId::new(t.id.as_str());
-                    match send_update(&hub, &caller.user, &deviceid, &raw) {
-                        Err(RouteError::Offline) => error = OFFLINE,
-                        Err(RouteError::Busy) => error = NO_ACK,
-                        Err(RouteError::Denied) => error = 406,
-                        Ok(pending) if timeout == 0 => finish_later(&hub, &caller.user, deviceid, raw, pending),
-                        Ok(pending) => waits.push((results.len(), deviceid, raw, pending)),
-                    }
-                }
+                Some(_) => match send_update(&hub, &caller.user, &DeviceId::new(t.id.as_str()), &raw) {
+                    Err(RouteError::Offline) => error = OFFLINE,
+                    Err(RouteError::Busy) => error = NO_ACK,
+                    Err(RouteError::Denied) => error = 406,
+                    Ok(sent) if timeout == 0 => command::finish_detached(&hub, sent),
+                    Ok(sent) => waits.push((results.len(), sent)),
+                },
             }
         }
         results.push(BatchItem { kind: t.kind, id: t.id.clone(), error });
     }
-    let outcomes = futures_util::future::join_all(waits.into_iter().map(|(i, deviceid, raw, pending)| {
-        let (hub, user) = (hub.clone(), caller.user.clone());
-        async move { (i, finish(&hub, &user, &deviceid, &raw, pending, deadline).await) }
+    let outcomes = futures_util::future::join_all(waits.into_iter().map(|(i, sent)| {
+        let hub = &hub;
+        async move { (i, command::finish(hub, sent, deadline).await) }
     }))
     .await;
     for (i, outcome) in outcomes {

@@ -22,7 +22,7 @@ use super::error::{ApiError, ok};
 use crate::hub::Hub;
 use crate::auth::{password_ok, token_tag};
 use crate::ids::{AppId, UserKey};
-use crate::registry::CloseReason;
+use crate::mailbox::CloseReason;
 use crate::store::{Profile, ProfileChange, TokenCheck, User};
 
 mod code;

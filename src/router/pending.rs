@@ -1,15 +1,36 @@
-//! One routed command waiting for its device's ack. The waiter entry in the device's table is
-//! removed by a guard: on ack (the device side takes it), on timeout or when the app session that
-//! waits drops the future, whichever comes first. Nothing can leak past the ack deadline.
+//! Commands waiting for their device's ack, and what a departed device left behind.
+//!
+//! [`PendingTable`] is one device's waiters, by sequence text, bounded by
+//! [`MAX_PENDING_PER_DEVICE`]. Each routed command holds a [`PendingAck`]: its waiter is removed
+//! by a guard on ack (the device side takes it), on timeout, or when whoever waits drops the
+//! future, whichever comes first, so nothing can leak past the ack deadline. [`RecentStates`]
+//! keeps a departed device's state for a few seconds, for a reconnect that read the store before
+//! the old session's final save landed.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
+use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::ids::UserKey;
-use crate::registry::{Ack, DeviceLink};
 use crate::audience::Audience;
+use crate::device_state::DeviceState;
+use crate::ids::{DeviceId, UserKey};
+use crate::sync::lock;
+
+/// Distinct sequences that may wait for one device's acks at once.
+pub const MAX_PENDING_PER_DEVICE: usize = 1024;
+
+/// The answer a device gave to a routed command.
+#[derive(Debug)]
+pub struct Ack {
+    pub error: i64,
+    pub params: Option<Box<RawValue>>,
+}
 
 /// How a wait ended.
 #[derive(Debug)]
@@ -21,6 +42,80 @@ pub enum Outcome {
     Gone,
 }
 
+struct Waiter {
+    token: u64,
+    tx: oneshot::Sender<Ack>,
+    /// An `update`'s params, merged into the device's state when it acks with error 0.
+    merge: Option<Box<RawValue>>,
+}
+
+/// One device's commands waiting for acks. Several apps may use the same sequence at once: each
+/// key holds its waiters in arrival order.
+#[derive(Default)]
+pub struct PendingTable {
+    waiters: Mutex<HashMap<Arc<str>, Vec<Waiter>>>,
+    next_token: AtomicU64,
+}
+
+impl PendingTable {
+    /// Registers a waiter for `key`; the returned token removes exactly this waiter later. `merge`
+    /// is what the device's state takes on when it acks with error 0. `None` when `limit`
+    /// sequences are already waiting.
+    pub fn add(&self, key: Arc<str>, tx: oneshot::Sender<Ack>, merge: Option<Box<RawValue>>, limit: usize) -> Option<u64> {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let mut waiters = lock(&self.waiters);
+        if waiters.len() >= limit && !waiters.contains_key(&key) {
+            return None;
+        }
+        waiters.entry(key).or_default().push(Waiter { token, tx, merge });
+        Some(token)
+    }
+
+    pub fn remove(&self, key: &str, token: u64) {
+        let mut waiters = lock(&self.waiters);
+        if let Some(list) = waiters.get_mut(key) {
+            list.retain(|w| w.token != token);
+            if list.is_empty() {
+                waiters.remove(key);
+            }
+        }
+    }
+
+    /// Hands the device's ack to the oldest waiter for `key`. A successful `update`'s params go to
+    /// `on_success` first, so whoever hears the ack already finds them in the state. False when
+    /// nobody waits (a late or unsolicited ack).
+    pub fn complete(&self, key: &str, ack: Ack, on_success: impl FnOnce(&RawValue)) -> bool {
+        let waiter = {
+            let mut waiters = lock(&self.waiters);
+            let Some(list) = waiters.get_mut(key) else { return false };
+            let w = list.remove(0);
+            if list.is_empty() {
+                waiters.remove(key);
+            }
+            w
+        };
+        if let (0, Some(params)) = (ack.error, &waiter.merge) {
+            on_success(params);
+        }
+        waiter.tx.send(ack).is_ok()
+    }
+
+    /// Drops every waiter: whoever waits answers 504 at once. Called when the device goes away.
+    pub fn fail_all(&self) {
+        let drained = std::mem::take(&mut *lock(&self.waiters));
+        drop(drained);
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.waiters).values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        lock(&self.waiters).is_empty()
+    }
+}
+
+/// A routed command waiting for its ack.
 pub struct PendingAck {
     rx: oneshot::Receiver<Ack>,
     guard: WaiterGuard,
@@ -31,20 +126,20 @@ pub struct PendingAck {
 }
 
 struct WaiterGuard {
-    link: Arc<DeviceLink>,
+    table: Arc<PendingTable>,
     key: Arc<str>,
     token: u64,
 }
 
 impl Drop for WaiterGuard {
     fn drop(&mut self) {
-        self.link.remove_waiter(&self.key, self.token);
+        self.table.remove(&self.key, self.token);
     }
 }
 
 impl PendingAck {
-    pub(crate) fn new(rx: oneshot::Receiver<Ack>, link: Arc<DeviceLink>, key: Arc<str>, token: u64, audience: Arc<Audience>) -> Self {
-        PendingAck { rx, guard: WaiterGuard { link, key, token }, owner: audience.owner.clone(), audience }
+    pub(super) fn new(rx: oneshot::Receiver<Ack>, table: Arc<PendingTable>, key: Arc<str>, token: u64, audience: Arc<Audience>) -> Self {
+        PendingAck { rx, guard: WaiterGuard { table, key, token }, owner: audience.owner.clone(), audience }
     }
 
     /// Waits until `deadline` for the ack. The waiter entry is gone when this returns or is dropped.
@@ -59,3 +154,51 @@ impl PendingAck {
         outcome
     }
 }
+
+/// How long a departed device's state is kept for a reconnect; its save lands well within this.
+pub const RECENT_STATE_TTL: Duration = Duration::from_secs(5);
+
+/// States of devices that went away in the last [`RECENT_STATE_TTL`].
+#[derive(Default)]
+pub struct RecentStates {
+    inner: Mutex<Recent>,
+}
+
+#[derive(Default)]
+struct Recent {
+    by_device: HashMap<DeviceId, (Instant, DeviceState)>,
+    order: VecDeque<(Instant, DeviceId)>,
+}
+
+impl Recent {
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, _)) = self.order.front() {
+            if now.duration_since(*at) < RECENT_STATE_TTL {
+                break;
+            }
+            let Some((at, id)) = self.order.pop_front() else { break };
+            if self.by_device.get(&id).is_some_and(|(t, _)| *t == at) {
+                self.by_device.remove(&id);
+            }
+        }
+    }
+}
+
+impl RecentStates {
+    pub fn keep(&self, deviceid: &DeviceId, state: DeviceState) {
+        let now = Instant::now();
+        let mut recent = lock(&self.inner);
+        recent.expire(now);
+        recent.by_device.insert(deviceid.clone(), (now, state));
+        recent.order.push_back((now, deviceid.clone()));
+    }
+
+    pub fn take(&self, deviceid: &DeviceId) -> Option<DeviceState> {
+        let mut recent = lock(&self.inner);
+        recent.expire(Instant::now());
+        recent.by_device.remove(deviceid).map(|(_, state)| state)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,6 @@
-//! An app session after `userOnline`: commands go to the router, each waits for its device's
-//! ack in this task (so ending the session drops every wait and its waiter entry), and whatever
-//! the router queues for this user is written out in order.
+//! An app session after `userOnline`: commands go through the command service ([`crate::command`]),
+//! each waits for its device's ack in this task (so ending the session drops every wait and its
+//! waiter entry), and whatever the router queues for this user is written out in order.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -12,123 +12,77 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::{Read, Silence, Ws, read, reject, send, write_batch, write_unless_closed};
+use super::{Handler, reject};
+use crate::command::{self, Meta};
 use crate::hub::Hub;
 use crate::ids::{AppId, DeviceId, SessionId, UserKey};
-use crate::protocol::{self, FrameError, Inbound, Outbound};
-use crate::registry::SessionHandle;
-use crate::router::pending::Outcome;
-use crate::router::{Command, CommandKind, RouteError};
-use crate::audience::Audience;
+use crate::mailbox::SessionHandle;
+use crate::protocol::{self, CommandKind, FrameError, Inbound, Outbound};
+use crate::router::{Command, Outcome, RouteError};
 
 /// A finished wait: what to tell the app.
 struct Done {
     sequence: Box<RawValue>,
-    deviceid: DeviceId,
-    owner: UserKey,
-    /// The command's params when it was an update (echoed to the other sessions on success).
-    params: Option<Box<RawValue>>,
-    /// What to file as an operation notice on success (only for devices with `opsNotify` on).
-    notice: Option<Box<OpsNotice>>,
+    meta: Meta,
     outcome: Outcome,
-}
-
-struct OpsNotice {
-    audience: Arc<Audience>,
-    user: UserKey,
-    kind: CommandKind,
-    params: Box<RawValue>,
 }
 
 type Wait = Pin<Box<dyn Future<Output = Done> + Send>>;
 
-/// Attaches the session, then sends the handshake `reply`, so anything sent after the reply
-/// already finds the session online.
+/// Attaches the session, then runs it ([`super::drive`]); the handshake `reply` is sent after the
+/// attach, so anything sent after the reply already finds the session online.
 /// A plain fn returning an `async move` block, so the arguments are not kept twice.
 #[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
 pub(super) fn run(
     hub: Arc<Hub>,
-    mut ws: Ws,
+    ws: super::Ws,
     user: UserKey,
     appid: AppId,
     credential: u64,
     reply: String,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        let (handle, mut outbox, control) = SessionHandle::new(hub.config.outbox_capacity);
+        let (handle, outbox, mailbox) = SessionHandle::new(hub.config.outbox_capacity);
         handle.set_credential(credential);
         let id = handle.id;
         tracing::Span::current().record("session", tracing::field::display(id)).record("user", tracing::field::display(&user));
         tracing::info!(%appid, "app online");
         hub.router.attach_app(&user, handle);
         hub.metrics.app_sessions.fetch_add(1, Ordering::Relaxed);
+        let app = App { user, id, waits: FuturesUnordered::new(), reachable: None };
+        super::drive(hub, ws, mailbox, outbox, reply, app).await;
+    }
+}
 
-        let mut waits: FuturesUnordered<Wait> = FuturesUnordered::new();
-        let mut reachable: Option<Reachable> = None;
-        let mut silence = Silence::new(&hub);
-        let heartbeat = tokio::time::sleep_until(silence.deadline());
-        tokio::pin!(heartbeat);
+/// An app session's own part of the loop: its user, its commands waiting for acks, and its cached
+/// list of reachable devices.
+struct App {
+    user: UserKey,
+    id: SessionId,
+    waits: FuturesUnordered<Wait>,
+    reachable: Option<Reachable>,
+}
 
-        'session: {
-            if !send(&mut ws, reply).await {
-                break 'session;
-            }
-            loop {
-                tokio::select! {
-                    reason = control.closed() => {
-                        tracing::info!(?reason, "app session closed by the hub");
-                        Box::pin(super::close_for(&mut ws, reason)).await;
-                        break;
-                    }
-                    _ = hub.shutdown.cancelled() => {
-                        Box::pin(super::close(&mut ws, CloseCode::Away, "shutting down")).await;
-                        break;
-                    }
-                    Some(frame) = outbox.recv() => {
-                        if !Box::pin(write_unless_closed(&hub, &control, write_batch(&mut ws, frame, &mut outbox))).await {
-                            break;
-                        }
-                    }
-                    Some(done) = waits.next(), if !waits.is_empty() => {
-                        if !Box::pin(write_unless_closed(&hub, &control, send(&mut ws, answer(&hub, done, id)))).await {
-                            break;
-                        }
-                    }
-                    _ = &mut heartbeat => {
-                        if silence.expired() {
-                            hub.metrics.heartbeat_expired.fetch_add(1, Ordering::Relaxed);
-                            tracing::info!("app silent past its heartbeat, closing");
-                            Box::pin(super::close(&mut ws, CloseCode::Normal, "heartbeat timeout")).await;
-                            break;
-                        }
-                        heartbeat.as_mut().reset(silence.deadline());
-                    }
-                    r = read(&mut ws) => {
-                        silence.last_seen = Instant::now();
-                        let reply = match r {
-                            Read::Text(text) => Box::pin(on_text(&hub, &user, text.as_str(), &mut waits, &mut reachable)).await,
-                            Read::Binary => Some(reject(&hub, &FrameError::Malformed("binary frame".into()), None)),
-                            Read::Nothing => None,
-                            Read::TooBig => {
-                                Box::pin(super::close(&mut ws, CloseCode::Size, "message too big")).await;
-                                break;
-                            }
-                            Read::End => break,
-                        };
-                        if let Some(reply) = reply {
-                            if !Box::pin(write_unless_closed(&hub, &control, send(&mut ws, reply))).await {
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        hub.router.detach_app(&user, id);
+impl Handler for App {
+    fn on_text(&mut self, hub: &Hub, text: Utf8Bytes) -> impl Future<Output = Option<String>> + Send {
+        async move { on_text(hub, &self.user, self.id, text.as_str(), &mut self.waits, &mut self.reachable).await }
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.waits.is_empty()
+    }
+
+    fn next_answer(&mut self, hub: &Hub) -> impl Future<Output = Option<String>> + Send {
+        async move { self.waits.next().await.map(|done| answer(hub, done)) }
+    }
+
+    fn end(self, hub: &Hub) -> impl Future<Output = ()> + Send {
+        hub.router.detach_app(&self.user, self.id);
         hub.metrics.app_sessions.fetch_sub(1, Ordering::Relaxed);
-        tracing::info!(abandoned = waits.len(), "app offline");
+        tracing::info!(abandoned = self.waits.len(), "app offline");
+        std::future::ready(())
     }
 }
 
@@ -136,6 +90,7 @@ pub(super) fn run(
 async fn on_text(
     hub: &Hub,
     user: &UserKey,
+    session: SessionId,
     text: &str,
     waits: &mut FuturesUnordered<Wait>,
     reachable: &mut Option<Reachable>,
@@ -164,7 +119,7 @@ async fn on_text(
         Some(other) => return Some(reject(hub, &FrameError::UnknownAction(other.to_owned()), Some(&frame))),
         None => return Some(reject(hub, &FrameError::Missing("action"), Some(&frame))),
     };
-    match command(hub, user, kind, &frame, waits, reachable).await {
+    match command(hub, user, session, kind, &frame, waits, reachable).await {
         Ok(()) => None,
         Err(CommandRefused::Bad(e)) => Some(reject(hub, &e, Some(&frame))),
         Err(CommandRefused::Code(code, reason)) => {
@@ -199,6 +154,7 @@ enum CommandRefused {
 async fn command(
     hub: &Hub,
     user: &UserKey,
+    session: SessionId,
     kind: CommandKind,
     frame: &Inbound<'_>,
     waits: &mut FuturesUnordered<Wait>,
@@ -225,7 +181,7 @@ async fn command(
     if waits.len() >= hub.config.max_inflight {
         return Err(CommandRefused::Code(429, "too many commands waiting for devices"));
     }
-    let pending = match hub.router.command(user, Command { kind, deviceid: &deviceid, sequence, params }) {
+    let sent = match command::send(hub, user, Command { kind, deviceid: &deviceid, sequence, params }, Some(session)) {
         Ok(p) => p,
         Err(RouteError::Denied) => return Err(CommandRefused::Code(406, "no permission for this device")),
         Err(RouteError::Busy) => return Err(CommandRefused::Code(504, "device is busy")),
@@ -251,49 +207,32 @@ async fn command(
             });
         }
     };
-    let owner = pending.owner.clone();
-    // Recorded off the routing path: a queue push, written in batches by the state writer.
-    hub.state.command_routed(&deviceid, &pending.audience, user, kind, params);
-    let notice = (pending.audience.settings.ops_notify && kind != CommandKind::Query)
-        .then(|| Box::new(OpsNotice { audience: pending.audience.clone(), user: user.clone(), kind, params: params.to_owned() }));
     let deadline = Instant::now() + hub.config.ack_timeout;
     let sequence = sequence.to_owned();
-    // Only a successful update echoes its params to the other sessions.
-    let params = (kind == CommandKind::Update).then(|| params.to_owned());
     waits.push(Box::pin(async move {
-        let outcome = pending.wait(deadline).await;
-        Done { sequence, deviceid, owner, params, notice, outcome }
+        let (meta, outcome) = sent.wait(deadline).await;
+        Done { sequence, meta, outcome }
     }));
     Ok(())
 }
 
-/// The reply to the app for a finished wait; a successful update is echoed to the device's other
-/// listeners.
-fn answer(hub: &Hub, done: Done, session: SessionId) -> String {
-    let Done { sequence, deviceid, owner, params, notice, outcome } = done;
+/// The reply to the app for a finished wait, once the command service settled it (a successful
+/// update is echoed to the device's other listeners).
+fn answer(hub: &Hub, done: Done) -> String {
+    let Done { sequence, meta, outcome } = done;
+    command::settle(hub, &meta, &outcome);
     let mut reply =
-        Outbound { deviceid: Some(deviceid.as_str()), apikey: Some(owner.as_str()), sequence: Some(&sequence), ..Default::default() };
-    let ack;
-    match outcome {
-        Outcome::Acked(a) => {
-            hub.metrics.acks_delivered.fetch_add(1, Ordering::Relaxed);
-            ack = a;
+        Outbound { deviceid: Some(meta.deviceid.as_str()), apikey: Some(meta.owner.as_str()), sequence: Some(&sequence), ..Default::default() };
+    match &outcome {
+        Outcome::Acked(ack) => {
             reply.error = Some(ack.error);
             reply.params = ack.params.as_deref();
-            if let (0, Some(params)) = (ack.error, &params) {
-                hub.router.echo_command(&deviceid, params, session);
-            }
-            if let (0, Some(n)) = (ack.error, notice) {
-                hub.state.command_done(&deviceid, &n.audience, &n.user, n.kind, &n.params);
-            }
         }
         Outcome::TimedOut => {
-            hub.metrics.timeouts_504.fetch_add(1, Ordering::Relaxed);
             reply.error = Some(504);
             reply.reason = Some("device did not answer in time");
         }
         Outcome::Gone => {
-            hub.metrics.timeouts_504.fetch_add(1, Ordering::Relaxed);
             reply.error = Some(504);
             reply.reason = Some("device went offline");
         }

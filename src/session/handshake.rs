@@ -8,7 +8,7 @@ use super::{Read, Ws, read, reject, send};
 use crate::hub::Hub;
 use crate::ids::{AppId, DeviceId, UserKey};
 use crate::protocol::{self, FrameError, Inbound, Outbound};
-use crate::registry::DeviceState;
+use crate::device_state::DeviceState;
 use crate::audience::Audience;
 use crate::store::TokenCheck;
 

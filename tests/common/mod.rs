@@ -126,11 +126,7 @@ impl TestHub {
     pub async fn share(&self, id: &str, with: &TestUser) {
         self.hub.store.share_device(&DeviceId::new(id), &with.apikey, 15).await.unwrap();
         // Make the running hub see the change now rather than at its next poll.
-        for link in self.hub.router.devices() {
-            if link.deviceid.as_str() == id {
-                link.set_audience(self.hub.store.audience(&link.deviceid).await.unwrap());
-            }
-        }
+        self.hub.acl.changed(&[DeviceId::new(id)]).await;
     }
 
     /// A raw socket, no handshake sent.

@@ -22,7 +22,7 @@ use crate::http::api::{Body, Empty, Envelope};
 use crate::http::auth::{Caller, signed};
 use crate::http::error::{ApiError, ok};
 use crate::ids::DeviceId;
-use crate::registry::CloseReason;
+use crate::mailbox::CloseReason;
 use crate::clock::now_millis;
 use crate::store::{AccountError, NewAccount, User};
 use crate::verify::{Purpose, new_code};
