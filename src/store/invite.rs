@@ -135,6 +135,8 @@ pub enum InviteError {
     Expired,
     #[error("the invite was already {0}")]
     Answered(&'static str),
+    #[error("device {0} has {MAX_PENDING_INVITES} pending invites already")]
+    TooMany(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -157,6 +159,10 @@ impl From<ShareError> for InviteError {
 }
 
 type InviteResult<T> = std::result::Result<T, InviteError>;
+
+/// Pending, unexpired invites one device may have: the bound on invites (and invite emails) a
+/// manager can have outstanding per device.
+pub const MAX_PENDING_INVITES: i64 = 20;
 
 /// An answer to an invite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,6 +243,15 @@ impl Store {
         let Some(owner) = owner else { return Err(InviteError::UnknownDevice(deviceid.to_owned())) };
         if owner.as_deref() != Some(from.as_str()) {
             return Err(InviteError::Forbidden("only the device's manager may share it"));
+        }
+        let pending: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM share_invites WHERE deviceid = $1 AND state = 'pending' AND expires_at > $2")
+                .bind(deviceid)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+        if pending >= MAX_PENDING_INVITES {
+            return Err(InviteError::TooMany(deviceid.to_owned()));
         }
         let (to_apikey, to_user) = match invitee {
             Invitee::User(k) => (Some(k.as_str().to_owned()), String::new()),

@@ -13,6 +13,7 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::{Result, Store};
 use crate::ids::UserKey;
@@ -71,41 +72,47 @@ fn fingerprint(devices: &[SubscribedDevice]) -> String {
     hex::encode(h.finalize())
 }
 
+const COLUMNS: &str = "d.deviceid, d.name, d.product_id, d.mac, d.access_key, d.mcu_mod, d.mcu_version, d.firmware_mod, \
+     d.firmware_version, d.active_at, d.last_login, d.params, d.owner";
+
+fn device_from(r: AnyRow, viewer: &UserKey) -> SubscribedDevice {
+    let params: String = r.get(11);
+    let reported = serde_json::from_str::<Value>(&params)
+        .ok()
+        .and_then(|p| p.get("fwVersion").and_then(Value::as_str).map(str::to_owned))
+        .filter(|v| !v.is_empty());
+    SubscribedDevice {
+        deviceid: r.get(0),
+        name: r.get(1),
+        product_id: r.get::<Option<String>, _>(2).unwrap_or_default(),
+        mac: r.get::<Option<String>, _>(3).unwrap_or_default(),
+        access_key: r.get(4),
+        mcu_mod: r.get(5),
+        mcu_version: r.get(6),
+        firmware_mod: r.get(7),
+        firmware_version: reported.unwrap_or_else(|| r.get(8)),
+        active_at: r.get(9),
+        last_login: r.get(10),
+        managed: r.get::<Option<String>, _>(12).as_deref() == Some(viewer.as_str()),
+    }
+}
+
 impl Store {
+    /// One device as `viewer`'s list would show it (whether or not it is in their list).
+    pub async fn subscribed_device(&self, viewer: &UserKey, deviceid: &str) -> Result<Option<SubscribedDevice>> {
+        let sql = format!("SELECT {COLUMNS} FROM devices d WHERE d.deviceid = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(deviceid).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| device_from(r, viewer)))
+    }
+
     /// The devices `user` owns or has a share of, by id, with the list's version.
     pub async fn subscriptions(&self, user: &UserKey) -> Result<Subscriptions> {
-        let rows = sqlx::query(
-            "SELECT d.deviceid, d.name, d.product_id, d.mac, d.access_key, d.mcu_mod, d.mcu_version, d.firmware_mod, \
-             d.firmware_version, d.active_at, d.last_login, d.params, d.owner FROM devices d \
-             WHERE d.owner = $1 OR d.deviceid IN (SELECT deviceid FROM shares WHERE apikey = $1) ORDER BY d.deviceid",
-        )
-        .bind(user.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        let devices: Vec<SubscribedDevice> = rows
-            .into_iter()
-            .map(|r| {
-                let params: String = r.get(11);
-                let reported = serde_json::from_str::<Value>(&params)
-                    .ok()
-                    .and_then(|p| p.get("fwVersion").and_then(Value::as_str).map(str::to_owned))
-                    .filter(|v| !v.is_empty());
-                SubscribedDevice {
-                    deviceid: r.get(0),
-                    name: r.get(1),
-                    product_id: r.get::<Option<String>, _>(2).unwrap_or_default(),
-                    mac: r.get::<Option<String>, _>(3).unwrap_or_default(),
-                    access_key: r.get(4),
-                    mcu_mod: r.get(5),
-                    mcu_version: r.get(6),
-                    firmware_mod: r.get(7),
-                    firmware_version: reported.unwrap_or_else(|| r.get(8)),
-                    active_at: r.get(9),
-                    last_login: r.get(10),
-                    managed: r.get::<Option<String>, _>(12).as_deref() == Some(user.as_str()),
-                }
-            })
-            .collect();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM devices d \
+             WHERE d.owner = $1 OR d.deviceid IN (SELECT deviceid FROM shares WHERE apikey = $1) ORDER BY d.deviceid"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user.as_str()).fetch_all(&self.pool).await?;
+        let devices: Vec<SubscribedDevice> = rows.into_iter().map(|r| device_from(r, user)).collect();
         let version = self.list_version(user, &fingerprint(&devices)).await?;
         Ok(Subscriptions { version, devices })
     }
