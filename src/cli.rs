@@ -218,6 +218,8 @@ pub enum UserCommand {
     List,
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum DeviceCommand {
     /// Add a factory device record, bound to its owner when --owner is given

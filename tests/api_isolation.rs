@@ -201,7 +201,10 @@ async fn no_seed_003_route_reaches_another_users_devices_or_invites() {
     let before = snapshot().await;
 
     let me = alice.apikey.as_str();
-    refused_x("registering as alice", &b.post(&format!("/v2/user/{me}/register_device"), json!({"product_id": "lamp", "mac": "aabbccddee09"})).await);
+    refused_x(
+        "registering as alice",
+        &b.post(&format!("/v2/user/{me}/register_device"), json!({"product_id": "lamp", "mac": "aabbccddee09"})).await,
+    );
     b.register("lamp", "aabbccddee01").await.fails(409, 4091);
     refused_x("listing her devices", &b.get(&format!("/v2/user/{me}/subscribe/devices")).await);
     refused_x("unsubscribing as alice", &b.post(&format!("/v2/user/{me}/unsubscribe"), json!({"device_id": id})).await);
@@ -229,7 +232,10 @@ async fn no_seed_003_route_reaches_another_users_devices_or_invites() {
     // And the seed-004 door: a sharee of an invite may not act as the owner there either.
     let b4 = api(&hub, &bob);
     refused("a sharee renaming", &b4.post("/v2/device/update-info", json!({"deviceid": id, "name": "mine"})).await);
-    refused("a sharee resharing", &b4.post("/v2/device/share", json!({"deviceidList": [id], "user": {"email": "carol@example.com"}, "permit": 15})).await);
+    refused(
+        "a sharee resharing",
+        &b4.post("/v2/device/share", json!({"deviceidList": [id], "user": {"email": "carol@example.com"}, "permit": 15})).await,
+    );
     assert_eq!(a.get(&props).await.ok(), &json!({"room": "hall"}));
     hub.stop().await;
 }

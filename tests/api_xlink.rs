@@ -49,7 +49,14 @@ async fn registering_makes_a_device_with_a_key_once_per_product_and_mac() {
     assert!(is_hex(&id, 10), "{made}");
     assert_eq!(made["mac"], "aabbccddee01");
     assert_eq!(made["product_id"], OPEN);
-    for (k, v) in [("name", "Desk"), ("access_key", "1234"), ("mcu_mod", "m1"), ("mcu_version", "1"), ("firmware_mod", "f1"), ("firmware_version", "2.0")] {
+    for (k, v) in [
+        ("name", "Desk"),
+        ("access_key", "1234"),
+        ("mcu_mod", "m1"),
+        ("mcu_version", "1"),
+        ("firmware_mod", "f1"),
+        ("firmware_version", "2.0"),
+    ] {
         assert_eq!(made[k], v, "{k}: {made}");
     }
     let key = made["device_key"].as_str().unwrap();
@@ -69,9 +76,12 @@ async fn registering_makes_a_device_with_a_key_once_per_product_and_mac() {
         a.register(OPEN, bad).await.fails(400, 4001);
     }
     a.post(&format!("/v2/user/{}/register_device", alice.apikey), json!({"mac": "aabbccddee02"})).await.fails(400, 4001);
-    a.post(&format!("/v2/user/{}/register_device", alice.apikey), json!({"product_id": OPEN, "mac": "aabbccddee02", "name": "x".repeat(65)}))
-        .await
-        .fails(400, 4001);
+    a.post(
+        &format!("/v2/user/{}/register_device", alice.apikey),
+        json!({"product_id": OPEN, "mac": "aabbccddee02", "name": "x".repeat(65)}),
+    )
+    .await
+    .fails(400, 4001);
     // The path names the caller, no one else.
     a.post(&format!("/v2/user/{}/register_device", bob.apikey), json!({"product_id": OPEN, "mac": "aabbccddee03"})).await.fails(403, 4031);
 
@@ -136,8 +146,21 @@ async fn the_device_list_has_a_version_that_rises_on_changes_only() {
     assert_eq!(
         fields,
         [
-            "access_key", "active_code", "active_date", "authorize_code", "firmware_mod", "firmware_version", "id", "is_active", "is_online",
-            "last_login", "mac", "mcu_mod", "mcu_version", "name", "product_id"
+            "access_key",
+            "active_code",
+            "active_date",
+            "authorize_code",
+            "firmware_mod",
+            "firmware_version",
+            "id",
+            "is_active",
+            "is_online",
+            "last_login",
+            "mac",
+            "mcu_mod",
+            "mcu_version",
+            "name",
+            "product_id"
         ]
     );
     assert_eq!((d["id"].as_str(), d["mac"].as_str(), d["product_id"].as_str()), (Some(id.as_str()), Some("aabbccddee01"), Some(OPEN)));
@@ -262,8 +285,12 @@ async fn unsubscribe_leaves_a_share_or_releases_the_device() {
     assert_eq!(record.owner, None);
     assert_eq!(hub.hub.store.audience(&DeviceId::new(id.as_str())).await.unwrap(), None);
     assert_eq!(b.devices(None).await.ok()["list"], json!([]));
-    let states: Vec<(String, String)> =
-        a.invites().await.iter().map(|i| (i["invite_code"].as_str().unwrap().to_owned(), i["state"].as_str().unwrap().to_owned())).collect();
+    let states: Vec<(String, String)> = a
+        .invites()
+        .await
+        .iter()
+        .map(|i| (i["invite_code"].as_str().unwrap().to_owned(), i["state"].as_str().unwrap().to_owned()))
+        .collect();
     assert!(states.contains(&(pending.clone(), "cancel".into())), "{states:?}");
     xlink(&hub, &carol).accept(&pending).await.fails(409, 4094);
     let things = api(&hub, &bob).get("/v2/device/thing", "").await.ok().clone();

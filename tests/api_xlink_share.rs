@@ -53,7 +53,10 @@ async fn an_accepted_app_invite_is_the_share_seed_004_makes() {
     assert_eq!(sent["from_user"], "alice@example.com");
     assert_eq!(sent["to_id"], bob.apikey.as_str());
     assert_eq!(sent["to_user"], "bob@example.com");
-    assert_eq!((sent["device_id"].as_str(), sent["state"].as_str(), sent["mode"].as_str()), (Some(id.as_str()), Some("pending"), Some("app")));
+    assert_eq!(
+        (sent["device_id"].as_str(), sent["state"].as_str(), sent["mode"].as_str()),
+        (Some(id.as_str()), Some("pending"), Some("app"))
+    );
     let (created, expires) = (sent["create_date"].as_str().unwrap(), sent["expire_date"].as_str().unwrap());
     assert!(created.ends_with('Z') && expires > created, "{sent}");
 
@@ -198,7 +201,10 @@ async fn an_email_invite_is_sent_and_only_the_address_holder_accepts() {
     // The code went through the sender, to the outbox file.
     let outbox = std::fs::read_to_string(OutboxSender::path_in(&hub.dir.path().join("data"))).unwrap();
     let line: Value = outbox.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).find(|v| v["purpose"] == "share-invite").unwrap();
-    assert_eq!((line["to"].as_str(), line["code"].as_str(), line["deviceid"].as_str()), (Some("new@example.com"), Some(c.as_str()), Some(id.as_str())));
+    assert_eq!(
+        (line["to"].as_str(), line["code"].as_str(), line["deviceid"].as_str()),
+        (Some("new@example.com"), Some(c.as_str()), Some(id.as_str()))
+    );
     assert_eq!(line["from"], "alice@example.com");
     let listed = find(&a.invites().await, &c).unwrap();
     assert_eq!((listed["to_id"].as_str(), listed["to_user"].as_str()), (Some(""), Some("new@example.com")));

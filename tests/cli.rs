@@ -291,7 +291,19 @@ async fn admin_products_and_devices_under_them() {
     let owner = admin_ok(dir.path(), &["user", "add", "--email", "maker@example.com", "--password", "pass1234"]).trim().to_owned();
     let out = admin_ok(
         dir.path(),
-        &["product", "add", "--product-id", "lamp-1", "--name", "Desk lamp", "--model", "PSF-B01", "--allow-user-register", "--owner", "maker@example.com"],
+        &[
+            "product",
+            "add",
+            "--product-id",
+            "lamp-1",
+            "--name",
+            "Desk lamp",
+            "--model",
+            "PSF-B01",
+            "--allow-user-register",
+            "--owner",
+            "maker@example.com",
+        ],
     );
     assert!(out.contains("lamp-1") && out.contains("users may register"), "{out}");
     admin_ok(dir.path(), &["product", "add", "--product-id", "plug", "--name", "Plug"]);
@@ -307,10 +319,17 @@ async fn admin_products_and_devices_under_them() {
     assert!(!out.success() && out.stderr.contains("ghost@example.com"), "{out}");
 
     // Devices under a product: its model by default, one per MAC, the MAC checked.
-    admin_ok(dir.path(), &["device", "add", "--deviceid", "2000000001", "--factory-apikey", "k1", "--product", "lamp-1", "--mac", "AA:BB:CC:DD:EE:01"]);
-    let out = admin(dir.path(), &["device", "add", "--deviceid", "2000000002", "--factory-apikey", "k2", "--product", "lamp-1", "--mac", "aabbccddee01"]);
+    admin_ok(
+        dir.path(),
+        &["device", "add", "--deviceid", "2000000001", "--factory-apikey", "k1", "--product", "lamp-1", "--mac", "AA:BB:CC:DD:EE:01"],
+    );
+    let out = admin(
+        dir.path(),
+        &["device", "add", "--deviceid", "2000000002", "--factory-apikey", "k2", "--product", "lamp-1", "--mac", "aabbccddee01"],
+    );
     assert!(!out.success() && out.stderr.contains("already exists"), "{out}");
-    let out = admin(dir.path(), &["device", "add", "--deviceid", "2000000003", "--factory-apikey", "k3", "--product", "lamp-1", "--mac", "nope"]);
+    let out =
+        admin(dir.path(), &["device", "add", "--deviceid", "2000000003", "--factory-apikey", "k3", "--product", "lamp-1", "--mac", "nope"]);
     assert!(!out.success() && out.stderr.contains("--mac"), "{out}");
     let out = admin(dir.path(), &["device", "add", "--deviceid", "2000000004", "--factory-apikey", "k4", "--product", "ghost"]);
     assert!(!out.success() && out.stderr.contains("ghost"), "{out}");

@@ -42,8 +42,10 @@ async fn a_registered_device_shared_by_invite_is_commanded_by_the_sharee_until_t
 
     // The device registers like any other, its key as the factory apikey.
     let mut dev = hub.raw().await;
-    dev.send(json!({"userAgent":"device","apikey":key,"deviceid":id,"action":"register","version":2,"romVersion":"1.0","model":"EMU","ts":1}))
-        .await;
+    dev.send(
+        json!({"userAgent":"device","apikey":key,"deviceid":id,"action":"register","version":2,"romVersion":"1.0","model":"EMU","ts":1}),
+    )
+    .await;
     let reg = dev.recv().await;
     assert_eq!((reg["error"].as_i64(), reg["apikey"].as_str()), (Some(0), Some(alice.apikey.as_str())), "{reg}");
     let mut sam_app = hub.app(&sam).await;
@@ -65,7 +67,11 @@ async fn a_registered_device_shared_by_invite_is_commanded_by_the_sharee_until_t
         sam_app.send(command(&id, &alice, &sam, &sequence)).await;
         match tokio::time::timeout(Duration::from_millis(300), dev.recv()).await {
             Ok(f) => {
-                assert_eq!((f["action"].as_str(), f["sequence"].as_str(), f["params"].clone()), (Some("update"), Some(sequence.as_str()), json!({"switch":"on"})), "{f}");
+                assert_eq!(
+                    (f["action"].as_str(), f["sequence"].as_str(), f["params"].clone()),
+                    (Some("update"), Some(sequence.as_str()), json!({"switch":"on"})),
+                    "{f}"
+                );
                 break sequence;
             }
             Err(_) => {
@@ -84,7 +90,11 @@ async fn a_registered_device_shared_by_invite_is_commanded_by_the_sharee_until_t
     assert_eq!(dev.recv().await["error"], 0);
     for app in [&mut owner_app, &mut sam_app] {
         let f = app.recv().await;
-        assert_eq!((f["action"].as_str(), f["deviceid"].as_str(), f["params"].clone()), (Some("update"), Some(id.as_str()), json!({"switch":"off"})), "{f}");
+        assert_eq!(
+            (f["action"].as_str(), f["deviceid"].as_str(), f["params"].clone()),
+            (Some("update"), Some(id.as_str()), json!({"switch":"off"})),
+            "{f}"
+        );
     }
 
     // After unsubscribe: silence, and refusal.

@@ -80,16 +80,28 @@ impl Fault {
     /// HTTP status, code, and what it means.
     pub fn entry(self) -> (StatusCode, i64, &'static str) {
         match self {
-            Fault::InvalidParams => (StatusCode::BAD_REQUEST, 4001, "bad input: not JSON, a missing or malformed field, a bad MAC, expire or mode"),
-            Fault::BadProperty => (StatusCode::BAD_REQUEST, 4002, "a bad property key (empty, `.`, NUL, leading `$`) or value (not a string, number or boolean, over 1 KiB)"),
+            Fault::InvalidParams => {
+                (StatusCode::BAD_REQUEST, 4001, "bad input: not JSON, a missing or malformed field, a bad MAC, expire or mode")
+            }
+            Fault::BadProperty => (
+                StatusCode::BAD_REQUEST,
+                4002,
+                "a bad property key (empty, `.`, NUL, leading `$`) or value (not a string, number or boolean, over 1 KiB)",
+            ),
             Fault::TooManyProperties => (StatusCode::BAD_REQUEST, 4003, "the change would leave more than 10 properties"),
             Fault::ShareWithSelf => (StatusCode::BAD_REQUEST, 4004, "sharing a device with its manager"),
             Fault::BadToken => (StatusCode::UNAUTHORIZED, 4011, "missing or unknown access token"),
             Fault::TokenExpired => (StatusCode::UNAUTHORIZED, 4012, "expired access token"),
-            Fault::Forbidden => (StatusCode::FORBIDDEN, 4031, "not allowed: another user in the path, someone else's device or invite, a sharee doing what only the manager may, the manager answering their own invite"),
+            Fault::Forbidden => (
+                StatusCode::FORBIDDEN,
+                4031,
+                "not allowed: another user in the path, someone else's device or invite, a sharee doing what only the manager may, the manager answering their own invite",
+            ),
             Fault::RegistrationClosed => (StatusCode::FORBIDDEN, 4032, "the product does not allow user registration"),
             Fault::UnknownProduct => (StatusCode::NOT_FOUND, 4041, "unknown product"),
-            Fault::UnknownDevice => (StatusCode::NOT_FOUND, 4042, "unknown device, or a property path naming another product than the device's"),
+            Fault::UnknownDevice => {
+                (StatusCode::NOT_FOUND, 4042, "unknown device, or a property path naming another product than the device's")
+            }
             Fault::UnknownInvite => (StatusCode::NOT_FOUND, 4043, "unknown invite code (or one the caller removed from their list)"),
             Fault::UnknownUser => (StatusCode::NOT_FOUND, 4044, "no account to share with (`app` mode)"),
             Fault::MacTaken => (StatusCode::CONFLICT, 4091, "a device with this MAC is already registered under the product"),

@@ -66,7 +66,8 @@ impl Xlink<'_> {
         let res = req.send().await.expect("request sent");
         let status = res.status().as_u16();
         let raw = res.text().await.unwrap_or_default();
-        let body = if raw.is_empty() { Value::Null } else { serde_json::from_str(&raw).unwrap_or_else(|_| panic!("not JSON ({status}): {raw}")) };
+        let body =
+            if raw.is_empty() { Value::Null } else { serde_json::from_str(&raw).unwrap_or_else(|_| panic!("not JSON ({status}): {raw}")) };
         Reply { status, body, raw }
     }
 

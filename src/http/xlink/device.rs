@@ -88,7 +88,8 @@ pub async fn register_device(
     if req.product_id.is_empty() {
         return Err(XlinkError::invalid("product_id is required"));
     }
-    let mac = normalize_mac(&req.mac).ok_or_else(|| XlinkError::invalid("mac must be 12 hex digits (`:`, `-` or `.` separators allowed)"))?;
+    let mac =
+        normalize_mac(&req.mac).ok_or_else(|| XlinkError::invalid("mac must be 12 hex digits (`:`, `-` or `.` separators allowed)"))?;
     let name = field("name", req.name)?;
     if name.as_deref().is_some_and(str::is_empty) {
         return Err(XlinkError::invalid("name must not be empty"));
@@ -105,11 +106,8 @@ pub async fn register_device(
     let registered = hub.store.register_user_device(user, &req.product_id, &mac, &details).await?;
     tracing::info!(user = %user, device = %registered.deviceid, product = %req.product_id, "device registered by its user");
     super::super::device::refresh_audience(&hub, &registered.deviceid).await?;
-    let d = hub
-        .store
-        .subscribed_device(user, &registered.deviceid)
-        .await?
-        .ok_or_else(|| XlinkError::new(Fault::Internal, "internal error"))?;
+    let d =
+        hub.store.subscribed_device(user, &registered.deviceid).await?.ok_or_else(|| XlinkError::new(Fault::Internal, "internal error"))?;
     Ok(Json(RegisteredDevice {
         device_id: d.deviceid,
         product_id: d.product_id,

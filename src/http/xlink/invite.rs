@@ -71,7 +71,11 @@ fn valid_email(address: &str) -> bool {
         (status = 403, body = ErrorBody, description = "4031 not the device's manager"),
         (status = 404, body = ErrorBody, description = "4042 unknown device; 4044 no such account (`app`)"),
         (status = 409, body = ErrorBody, description = "4092 the user already shares the device; 4095 20 invites pending")))]
-pub async fn share(State(hub): State<Arc<Hub>>, caller: Account, JsonBody(req): JsonBody<ShareDevice>) -> Result<Json<InviteCode>, XlinkError> {
+pub async fn share(
+    State(hub): State<Arc<Hub>>,
+    caller: Account,
+    JsonBody(req): JsonBody<ShareDevice>,
+) -> Result<Json<InviteCode>, XlinkError> {
     if req.device_id.is_empty() {
         return Err(XlinkError::invalid("device_id is required"));
     }
