@@ -8,6 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::Settings;
 use crate::emulate;
 
+mod product;
+pub use product::ProductCommand;
+
 #[derive(Parser, Debug)]
 #[command(name = "switchyard", version, about = "A self-hostable realtime device-control hub (eWeLink/CoolKit v2 protocol)")]
 pub struct Cli {
@@ -178,6 +181,9 @@ pub enum AdminCommand {
     /// Factory device records, ownership and sharing
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Products devices belong to (seed 003 user registration, seed 000)
+    #[command(subcommand)]
+    Product(ProductCommand),
     /// The firmware catalogue that OTA queries answer from
     #[command(subcommand)]
     Firmware(FirmwareCommand),
@@ -212,6 +218,8 @@ pub enum UserCommand {
     List,
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum DeviceCommand {
     /// Add a factory device record, bound to its owner when --owner is given
@@ -242,9 +250,12 @@ pub enum DeviceCommand {
         /// Product model name shown with the device
         #[arg(long)]
         product_model: Option<String>,
-        /// MAC address (kept in the device's `extra`)
+        /// MAC address (kept in the device's `extra`; with --product, one device per product and MAC)
         #[arg(long)]
         mac: Option<String>,
+        /// Id of the product the device belongs to (`admin product add`)
+        #[arg(long, value_name = "ID")]
+        product: Option<String>,
     },
     /// List devices
     List,
@@ -346,6 +357,7 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<String> {
             brand,
             product_model,
             mac,
+            product,
         }) => {
             if !crate::ids::valid_device_id(&deviceid) {
                 bail!("--deviceid `{deviceid}` must be 1 to 64 letters, digits, `-` or `_`");
@@ -360,7 +372,9 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<String> {
             if gsm_id.as_deref().is_some_and(str::is_empty) {
                 bail!("--gsm-id must not be empty");
             }
-            let details = crate::store::device::FactoryDetails { chipid, gsm_id, brand_name: brand, product_model, mac };
+            let model = product::model_for(&store, product.as_deref(), mac.as_deref(), model).await?;
+            let details =
+                crate::store::device::FactoryDetails { chipid, gsm_id, brand_name: brand, product_model, mac, product_id: product };
             store
                 .add_factory_device(&DeviceId::new(deviceid.as_str()), &factory_apikey, &model, uiid, owner.as_ref(), &name, &details)
                 .await?;
@@ -391,6 +405,7 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<String> {
             format!("device {deviceid} shared with {with} ({})", user.apikey)
         }
         AdminCommand::Firmware(cmd) => firmware(&store, cmd).await?,
+        AdminCommand::Product(cmd) => product::run(&store, cmd).await?,
     };
     store.close().await;
     Ok(out)

@@ -28,6 +28,7 @@ pub mod share;
 pub mod thing;
 pub mod user;
 pub mod ws;
+pub mod xlink;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -49,6 +50,7 @@ pub fn rest() -> (Router<Arc<Hub>>, utoipa::openapi::OpenApi) {
         .merge(ota::routes())
         .merge(family::routes())
         .merge(message::routes())
+        .merge(xlink::routes())
         .split_for_parts()
 }
 

@@ -1,4 +1,4 @@
-//! The persistent store: app ids, users, tokens, devices, shares and device state.
+//! The persistent store: app ids, users, tokens, products, devices, shares, invites and device state.
 //!
 //! One [`Store`] over sqlx's `Any` pool, so the same SQL runs on both backends: an embedded SQLite
 //! file under the data directory (the default; WAL mode, so `switchyard admin` can write while a
@@ -29,16 +29,24 @@ mod family;
 mod firmware;
 mod group;
 mod history;
+mod invite;
 mod message;
+mod product;
+mod property;
 mod share;
+mod subscription;
 
 pub use accounts::{AccountError, ClosedAccount, NewAccount, Profile, ProfileChange};
 pub use family::{FIRST_FAMILY_NAME, Family, FamilyError, MAX_FAMILIES, MAX_ROOMS, Placement, Room, Sort, ThingKind, ThingRef};
 pub use firmware::{Firmware, FirmwareBin, compare_versions, valid_version};
 pub use group::{Group, GroupError, MAX_GROUPS, NewGroup};
 pub use history::{HistoryEntry, Notice, Operation};
+pub use invite::{Answer, Invite, InviteError, InviteMode, InviteState, Invitee};
 pub use message::Message;
+pub use product::{DeviceDetails, NewProduct, Product, RegisterError, RegisteredDevice, normalize_mac, valid_product_id};
+pub use property::{MAX_PROPERTIES, MAX_PROPERTY_KEY_BYTES, MAX_PROPERTY_VALUE_BYTES, PropertyError};
 pub use share::{MAX_PERMIT, ShareError, Shared};
+pub use subscription::{SubscribedDevice, Subscriptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -209,7 +217,6 @@ impl Store {
             Backend::Postgres => self.pool.begin().await?,
         })
     }
-
 
     /// The same inside a caller's transaction.
     pub(crate) async fn bump_acl_in(conn: &mut sqlx::AnyConnection) -> Result<()> {

@@ -1,7 +1,8 @@
 //! Verification codes: what a code is (six random digits, kept only as a hash), how long it lives,
 //! how often one address may be sent one, and how it reaches its owner.
 //!
-//! Delivery goes through the [`CodeSender`] trait. The default, [`OutboxSender`], logs the code and
+//! Delivery goes through the [`CodeSender`] trait, which also delivers seed 003's share invite
+//! codes by email. The default, [`OutboxSender`], logs the code and
 //! appends it as one JSON line to `<data_dir>/outbox/verification-codes.jsonl`, so a self-hoster
 //! (and the tests) can read codes without a mail or SMS gateway. The store keeps the live code per
 //! address and purpose and counts sends (`store/accounts.rs`).
@@ -70,6 +71,21 @@ pub fn code_hash(target: &str, purpose: Purpose, code: &str) -> String {
 pub trait CodeSender: Send + Sync + 'static {
     /// Blocking; callers run it off the async threads.
     fn send(&self, to: &str, purpose: Purpose, code: &str) -> std::io::Result<()>;
+
+    /// Delivers the code of an invitation to share a device (seed 003's `email` mode) to an email
+    /// address. Blocking, as `send`.
+    fn send_invite(&self, to: &str, invite: &InviteMail<'_>) -> std::io::Result<()>;
+}
+
+/// What an invite email says: who shares which device, the code to accept with, and until when.
+#[derive(Debug, Clone, Copy)]
+pub struct InviteMail<'a> {
+    pub code: &'a str,
+    /// The manager's account (email, phone or apikey).
+    pub from: &'a str,
+    pub deviceid: &'a str,
+    /// Milliseconds since the epoch.
+    pub expires_at: i64,
 }
 
 /// Logs codes and appends them to a JSON-lines file instead of mailing them.
@@ -91,17 +107,36 @@ impl OutboxSender {
     }
 }
 
-impl CodeSender for OutboxSender {
-    fn send(&self, to: &str, purpose: Purpose, code: &str) -> std::io::Result<()> {
-        tracing::info!(to, purpose = purpose.name(), code, "verification code (outbox delivery)");
-        let mut line =
-            serde_json::json!({ "to": to, "purpose": purpose.name(), "code": code, "at": crate::clock::now_millis() }).to_string();
+impl OutboxSender {
+    fn append(&self, line: serde_json::Value) -> std::io::Result<()> {
+        let mut line = line.to_string();
         line.push('\n');
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = crate::sync::lock(&self.lock);
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?.write_all(line.as_bytes())
+    }
+}
+
+impl CodeSender for OutboxSender {
+    fn send(&self, to: &str, purpose: Purpose, code: &str) -> std::io::Result<()> {
+        tracing::info!(to, purpose = purpose.name(), code, "verification code (outbox delivery)");
+        self.append(serde_json::json!({ "to": to, "purpose": purpose.name(), "code": code, "at": crate::clock::now_millis() }))
+    }
+
+    /// One line with `purpose` "share-invite" in the same file.
+    fn send_invite(&self, to: &str, invite: &InviteMail<'_>) -> std::io::Result<()> {
+        tracing::info!(to, from = invite.from, device = invite.deviceid, "share invite (outbox delivery)");
+        self.append(serde_json::json!({
+            "to": to,
+            "purpose": "share-invite",
+            "code": invite.code,
+            "from": invite.from,
+            "deviceid": invite.deviceid,
+            "expiresAt": invite.expires_at,
+            "at": crate::clock::now_millis(),
+        }))
     }
 }
 

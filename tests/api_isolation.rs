@@ -162,3 +162,80 @@ async fn no_route_reaches_another_users_things() {
     assert_eq!(snapshot(&a, D1, &group).await, before, "alice's data changed");
     hub.stop().await;
 }
+
+/// Seed 003's routes: Bob, knowing every id and invite code, tries each route on Alice's
+/// device and invites (and as Alice's sharee, what only the manager may); every attempt fails
+/// with 403 or 404 in that door's form, and Alice's device, properties, shares and invites are
+/// as they were.
+#[tokio::test]
+async fn no_seed_003_route_reaches_another_users_devices_or_invites() {
+    use common::xlink::{Reply, product, xlink};
+
+    #[track_caller]
+    fn refused_x(what: &str, r: &Reply) {
+        assert!(matches!(r.status, 403 | 404), "{what} should have been refused, got {r:?}");
+        assert!(r.code().is_some(), "{what}: not the seed-003 error form: {r:?}");
+    }
+
+    let hub = TestHub::start().await;
+    let alice = hub.user("alice@example.com").await;
+    let bob = hub.user("bob@example.com").await;
+    let carol = hub.user("carol@example.com").await;
+    product(&hub, "lamp", true).await;
+    let (a, b) = (xlink(&hub, &alice), xlink(&hub, &bob));
+    let id = a.register("lamp", "aabbccddee01").await.ok()["device_id"].as_str().unwrap().to_owned();
+    let props = format!("/v2/product/lamp/device/{id}/property");
+    a.post(&props, json!({"room": "hall"})).await.ok();
+    let to_carol = a.invite(&id, "app", Some("carol@example.com")).await.ok()["invite_code"].as_str().unwrap().to_owned();
+    let qr = a.invite(&id, "qrcode", None).await.ok()["invite_code"].as_str().unwrap().to_owned();
+    let snapshot = || async {
+        json!({
+            "devices": a.devices(None).await.ok().clone(),
+            "props": a.get(&props).await.ok().clone(),
+            "invites": a.invites().await,
+            "carol": xlink(&hub, &carol).invites().await,
+            "record": format!("{:?}", hub.hub.store.device(&id).await.unwrap()),
+            "audience": format!("{:?}", hub.hub.store.audience(&switchyard::ids::DeviceId::new(id.as_str())).await.unwrap()),
+        })
+    };
+    let before = snapshot().await;
+
+    let me = alice.apikey.as_str();
+    refused_x(
+        "registering as alice",
+        &b.post(&format!("/v2/user/{me}/register_device"), json!({"product_id": "lamp", "mac": "aabbccddee09"})).await,
+    );
+    b.register("lamp", "aabbccddee01").await.fails(409, 4091);
+    refused_x("listing her devices", &b.get(&format!("/v2/user/{me}/subscribe/devices")).await);
+    refused_x("unsubscribing as alice", &b.post(&format!("/v2/user/{me}/unsubscribe"), json!({"device_id": id})).await);
+    refused_x("unsubscribing her device", &b.unsubscribe(&id).await);
+    refused_x("reading her properties", &b.get(&props).await);
+    refused_x("changing her properties", &b.post(&props, json!({"room": "pwned"})).await);
+    refused_x("sharing her device", &b.invite(&id, "qrcode", None).await);
+    refused_x("sharing her device with himself", &b.invite(&id, "app", Some(bob.apikey.as_str())).await);
+    refused_x("cancelling her invite", &b.post("/v2/share/device/cancel", json!({"invite_code": to_carol})).await);
+    refused_x("accepting carol's invite", &b.accept(&to_carol).await);
+    refused_x("denying carol's invite", &b.post("/v2/share/device/deny", json!({"invite_code": to_carol})).await);
+    refused_x("deleting her invite", &b.delete(&format!("/v2/share/device/delete/{to_carol}")).await);
+    refused_x("deleting her qrcode invite", &b.delete(&format!("/v2/share/device/delete/{qr}")).await);
+    assert!(b.invites().await.is_empty(), "bob sees none of her invites");
+    assert_eq!(b.devices(None).await.ok()["list"], json!([]));
+    assert_eq!(snapshot().await, before, "alice's data changed");
+
+    // Bob as Alice's sharee (he takes the qrcode invite) may read, not act as the manager.
+    b.accept(&qr).await.empty();
+    refused_x("a sharee changing properties", &b.post(&props, json!({"room": "pwned"})).await);
+    refused_x("a sharee sharing on", &b.invite(&id, "qrcode", None).await);
+    refused_x("a sharee cancelling", &b.post("/v2/share/device/cancel", json!({"invite_code": to_carol})).await);
+    refused_x("a sharee accepting carol's invite", &b.accept(&to_carol).await);
+    assert_eq!(b.get(&props).await.ok(), &json!({"room": "hall"}));
+    // And the seed-004 door: a sharee of an invite may not act as the owner there either.
+    let b4 = api(&hub, &bob);
+    refused("a sharee renaming", &b4.post("/v2/device/update-info", json!({"deviceid": id, "name": "mine"})).await);
+    refused(
+        "a sharee resharing",
+        &b4.post("/v2/device/share", json!({"deviceidList": [id], "user": {"email": "carol@example.com"}, "permit": 15})).await,
+    );
+    assert_eq!(a.get(&props).await.ok(), &json!({"room": "hall"}));
+    hub.stop().await;
+}

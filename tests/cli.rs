@@ -284,3 +284,73 @@ fn admin_data_dir_from_environment() {
     let list = admin_ok(dir.path(), &["user", "list"]);
     assert!(list.contains("env@example.com") && list.contains(out.stdout.trim()), "{list}");
 }
+
+#[tokio::test]
+async fn admin_products_and_devices_under_them() {
+    let dir = tmp();
+    let owner = admin_ok(dir.path(), &["user", "add", "--email", "maker@example.com", "--password", "pass1234"]).trim().to_owned();
+    let out = admin_ok(
+        dir.path(),
+        &[
+            "product",
+            "add",
+            "--product-id",
+            "lamp-1",
+            "--name",
+            "Desk lamp",
+            "--model",
+            "PSF-B01",
+            "--allow-user-register",
+            "--owner",
+            "maker@example.com",
+        ],
+    );
+    assert!(out.contains("lamp-1") && out.contains("users may register"), "{out}");
+    admin_ok(dir.path(), &["product", "add", "--product-id", "plug", "--name", "Plug"]);
+
+    // Bad adds: a taken id, a bad id, an empty name, an unknown owner.
+    let out = admin(dir.path(), &["product", "add", "--product-id", "plug", "--name", "Again"]);
+    assert!(!out.success() && out.stderr.contains("already exists"), "{out}");
+    let out = admin(dir.path(), &["product", "add", "--product-id", "bad id", "--name", "x"]);
+    assert!(!out.success() && out.stderr.contains("--product-id"), "{out}");
+    let out = admin(dir.path(), &["product", "add", "--product-id", "p2", "--name", " "]);
+    assert!(!out.success() && out.stderr.contains("--name"), "{out}");
+    let out = admin(dir.path(), &["product", "add", "--product-id", "p3", "--name", "x", "--owner", "ghost@example.com"]);
+    assert!(!out.success() && out.stderr.contains("ghost@example.com"), "{out}");
+
+    // Devices under a product: its model by default, one per MAC, the MAC checked.
+    admin_ok(
+        dir.path(),
+        &["device", "add", "--deviceid", "2000000001", "--factory-apikey", "k1", "--product", "lamp-1", "--mac", "AA:BB:CC:DD:EE:01"],
+    );
+    let out = admin(
+        dir.path(),
+        &["device", "add", "--deviceid", "2000000002", "--factory-apikey", "k2", "--product", "lamp-1", "--mac", "aabbccddee01"],
+    );
+    assert!(!out.success() && out.stderr.contains("already exists"), "{out}");
+    let out =
+        admin(dir.path(), &["device", "add", "--deviceid", "2000000003", "--factory-apikey", "k3", "--product", "lamp-1", "--mac", "nope"]);
+    assert!(!out.success() && out.stderr.contains("--mac"), "{out}");
+    let out = admin(dir.path(), &["device", "add", "--deviceid", "2000000004", "--factory-apikey", "k4", "--product", "ghost"]);
+    assert!(!out.success() && out.stderr.contains("ghost"), "{out}");
+    admin_ok(dir.path(), &["device", "add", "--deviceid", "2000000005", "--factory-apikey", "k5", "--product", "plug", "--model", "OWN"]);
+
+    let list = admin_ok(dir.path(), &["product", "list"]);
+    assert_eq!(list.lines().count(), 3, "a header and two products\n{list}");
+    let lamp = list.lines().find(|l| l.starts_with("lamp-1")).unwrap_or_else(|| panic!("{list}"));
+    assert!(lamp.contains("Desk lamp") && lamp.contains("PSF-B01") && lamp.contains("yes") && lamp.contains(&owner), "{list}");
+    assert!(lamp.trim_end().ends_with(" 1"), "one device: {list}");
+    let plug = list.lines().find(|l| l.starts_with("plug")).unwrap_or_else(|| panic!("{list}"));
+    assert!(plug.contains(" no ") && plug.trim_end().ends_with(" 1"), "{list}");
+
+    let store = open_test_store(dir.path()).await;
+    let product = store.product("lamp-1").await.unwrap().expect("stored");
+    assert!(product.allow_user_register && product.owner.as_ref().map(|k| k.as_str()) == Some(owner.as_str()));
+    assert_eq!(store.device_product("2000000001").await.unwrap().as_deref(), Some("lamp-1"));
+    assert_eq!(store.device("2000000001").await.unwrap().unwrap().model, "PSF-B01");
+    assert_eq!(store.device("2000000005").await.unwrap().unwrap().model, "OWN");
+    let key = switchyard::ids::UserKey::new(owner.as_str());
+    let bound = store.register_user_device(&key, "lamp-1", "aabbccddee01", &Default::default()).await.unwrap();
+    assert_eq!((bound.deviceid.as_str(), bound.device_key), ("2000000001", None), "a user's registration binds the factory record");
+    store.close().await;
+}

@@ -1,5 +1,6 @@
 //! Request authentication as the seed's header table says: `Sign` (HMAC of the raw body, or of
-//! the query string for GET) for user-category routes, `Bearer <at>` elsewhere.
+//! the query string for GET) for user-category routes, `Bearer <at>` (or `Access-Token: <at>`)
+//! elsewhere.
 
 use axum::http::{HeaderMap, Method, Uri};
 
@@ -66,10 +67,17 @@ pub struct Caller {
     pub token: String,
 }
 
+/// The access token of a request: `Authorization: Bearer <at>`, or (as seed 003's clients send
+/// it, with no other header) `Access-Token: <at>` when there is no `Authorization`.
 pub async fn bearer(hub: &Hub, headers: &HeaderMap) -> Result<Caller, ApiError> {
     check_nonce(headers)?;
-    let Credential::Bearer(token) = credential(headers)? else {
-        return Err(ApiError::new(401, "this route needs a Bearer access token"));
+    let access_token = headers.get("access-token").filter(|_| !headers.contains_key("authorization"));
+    let token = match access_token {
+        Some(v) => v.to_str().map(str::trim).map_err(|_| ApiError::new(401, "invalid access token"))?,
+        None => match credential(headers)? {
+            Credential::Bearer(token) => token,
+            Credential::Sign(_) => return Err(ApiError::new(401, "this route needs a Bearer access token")),
+        },
     };
     match hub.store.check_access(token).await? {
         TokenCheck::Unknown => Err(ApiError::new(401, "invalid access token")),

@@ -78,7 +78,7 @@ fn settings_of(asked: Option<&Value>) -> Result<String, ApiError> {
 }
 
 /// Gives the online device (on this node) its current audience now.
-async fn refresh_audience(hub: &Hub, deviceid: &str) -> Result<(), ApiError> {
+pub(crate) async fn refresh_audience(hub: &Hub, deviceid: &str) -> Result<(), ApiError> {
     hub.acl.changed(&[DeviceId::new(deviceid)]).await;
     Ok(())
 }
@@ -241,34 +241,45 @@ pub async fn delete(
     caller: Caller,
     DeleteParams(req): DeleteParams<DeleteDevice>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = req.deviceid.as_str();
-    match hub.store.device_role(&caller.user, id).await? {
+    if !remove_from_account(&hub, &caller.user, &req.deviceid).await? {
+        return Err(ApiError::new(405, "device not found"));
+    }
+    Ok(ok_data(Empty {}))
+}
+
+/// `user` removes a device from their account (both doors: `DELETE /v2/device` and seed 003's
+/// `unsubscribe`): the owner releases it ([`crate::store::Store::release_device`]) and an online
+/// device is told (`deleteNotify`); a sharee leaves their share
+/// ([`crate::store::Store::leave_shared_device`]). Then the online device's audience is reloaded
+/// on this node. `false` when the device is not theirs.
+pub(crate) async fn remove_from_account(hub: &Hub, user: &UserKey, id: &str) -> Result<bool, ApiError> {
+    match hub.store.device_role(user, id).await? {
         Some(Role::Owner) => {
-            if !hub.store.release_device(&caller.user, id).await? {
-                return Err(ApiError::new(405, "device not found"));
+            if !hub.store.release_device(user, id).await? {
+                return Ok(false);
             }
             let frame = json!({
                 "action": "notify",
                 "cmd": "deleteNotify",
                 "deviceid": id,
-                "apikey": caller.user.as_str(),
+                "apikey": user.as_str(),
                 "userAgent": "app",
                 "sequence": crate::clock::now_millis().to_string(),
                 "ts": 0,
             });
             let notified = hub.router.notify_device(&DeviceId::new(id), frame.to_string().into());
-            tracing::info!(user = %caller.user, device = %id, notified, "device deleted by its owner");
+            tracing::info!(user = %user, device = %id, notified, "device deleted by its owner");
         }
         Some(Role::Sharee { .. }) => {
-            if !hub.store.leave_shared_device(&caller.user, id).await? {
-                return Err(ApiError::new(405, "device not found"));
+            if !hub.store.leave_shared_device(user, id).await? {
+                return Ok(false);
             }
-            tracing::info!(user = %caller.user, device = %id, "shared device removed by its sharee");
+            tracing::info!(user = %user, device = %id, "shared device removed by its sharee");
         }
-        None => return Err(ApiError::new(405, "device not found")),
+        None => return Ok(false),
     }
-    refresh_audience(&hub, id).await?;
-    Ok(ok_data(Empty {}))
+    refresh_audience(hub, id).await?;
+    Ok(true)
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -184,5 +184,15 @@ async fn device_register(hub: &Hub, ws: &mut Ws, frame: &Inbound<'_>) -> Option<
     };
     let reply = reply.to_text();
     let state = DeviceState::from_json(&record.params);
+    if !temporary {
+        // Activation and latest login, as seed 003's device list shows them: one statement,
+        // off the handshake's path.
+        let (store, deviceid, at) = (hub.store.clone(), deviceid.to_owned(), crate::clock::now_millis());
+        hub.tasks.spawn(async move {
+            if let Err(e) = store.device_logged_in(&deviceid, at).await {
+                tracing::warn!(error = %e, device = %deviceid, "cannot record a device's login");
+            }
+        });
+    }
     Some(Next::Device { id, apikey, audience, state, reply })
 }

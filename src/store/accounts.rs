@@ -297,6 +297,7 @@ impl Store {
             format!("DELETE FROM device_groups WHERE main_deviceid IN {owned}"),
             format!("DELETE FROM group_members WHERE deviceid IN {owned}"),
             format!("DELETE FROM history WHERE deviceid IN {owned}"),
+            format!("DELETE FROM device_properties WHERE deviceid IN {owned}"),
             format!(
                 "UPDATE devices SET owner = NULL, owned_at = NULL, name = '', tags = NULL, settings = '{DEFAULT_DEVICE_SETTINGS}' \
                  WHERE owner = $1"

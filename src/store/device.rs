@@ -140,6 +140,9 @@ pub struct FactoryDetails {
     pub brand_name: Option<String>,
     pub product_model: Option<String>,
     pub mac: Option<String>,
+    /// The product the device is an instance of (see [`crate::store::Product`]); its MAC is then
+    /// kept normalised, one device per product and MAC.
+    pub product_id: Option<String>,
 }
 
 /// `$first, $first+1, …` for `n` values.
@@ -329,7 +332,7 @@ impl Store {
         Ok(out)
     }
 
-    async fn role_in(conn: &mut AnyConnection, user: &str, deviceid: &str) -> Result<Option<Role>> {
+    pub(crate) async fn role_in(conn: &mut AnyConnection, user: &str, deviceid: &str) -> Result<Option<Role>> {
         let row = sqlx::query(
             "SELECT d.owner, s.permit FROM devices d LEFT JOIN shares s ON s.deviceid = d.deviceid AND s.apikey = $1 WHERE d.deviceid = $2",
         )
@@ -434,6 +437,7 @@ impl Store {
             return Ok(false);
         }
         sqlx::query("DELETE FROM shares WHERE deviceid = $1").bind(deviceid).execute(&mut *tx).await?;
+        Self::forget_released_in(&mut tx, deviceid).await?;
         Self::drop_from_groups_in(&mut tx, deviceid, None).await?;
         sqlx::query("DELETE FROM things WHERE thingid = $1 AND kind IN (1, 2)").bind(deviceid).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM history WHERE deviceid = $1").bind(deviceid).execute(&mut *tx).await?;
@@ -564,7 +568,7 @@ impl Store {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO devices (deviceid, factory_apikey, model, uiid, owner, name, created_at, owned_at, extra, chipid, gsm_id, \
-             brand_name, product_model) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             brand_name, product_model, product_id, mac) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(deviceid.as_str())
         .bind(factory_apikey)
@@ -579,9 +583,17 @@ impl Store {
         .bind(details.gsm_id.as_deref())
         .bind(details.brand_name.as_deref().unwrap_or(""))
         .bind(details.product_model.as_deref().unwrap_or(""))
+        .bind(details.product_id.as_deref())
+        .bind(details.mac.as_deref().and_then(super::normalize_mac))
         .execute(&mut *tx)
         .await
-        .map_err(|e| if unique_violation(&e) { StoreError::Conflict(format!("device {deviceid} or its GSM id")) } else { e.into() })?;
+        .map_err(|e| {
+            if unique_violation(&e) {
+                StoreError::Conflict(format!("device {deviceid}, its GSM id or its product and MAC"))
+            } else {
+                e.into()
+            }
+        })?;
         if let Some(owner) = owner {
             Self::place_thing_in(&mut tx, owner.as_str(), ThingKind::OwnDevice, deviceid.as_str(), None, None, Sort::First).await?;
         }

@@ -107,15 +107,30 @@ impl Store {
         permit: i64,
         comment: &str,
     ) -> ShareResult<Vec<Shared>> {
+        let mut tx = self.begin().await?;
+        let outcome = Self::share_devices_in(&mut tx, owner, deviceids, sharee, permit, comment).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// [`Store::share_devices`] inside a caller's transaction (the invite-code door accepts an
+    /// invite and writes its share in one transaction).
+    pub(crate) async fn share_devices_in(
+        tx: &mut AnyConnection,
+        owner: &UserKey,
+        deviceids: &[String],
+        sharee: &UserKey,
+        permit: i64,
+        comment: &str,
+    ) -> ShareResult<Vec<Shared>> {
         if owner == sharee {
             return Err(ShareError::WithOwner);
         }
-        let mut tx = self.begin().await?;
-        Self::lock_sharer_in(&mut tx, owner.as_str()).await?;
-        let shared_by = Self::sharer_json_in(&mut tx, owner.as_str()).await?;
+        Self::lock_sharer_in(&mut *tx, owner.as_str()).await?;
+        let shared_by = Self::sharer_json_in(&mut *tx, owner.as_str()).await?;
         let mut outcome = Vec::with_capacity(deviceids.len());
         for deviceid in deviceids {
-            let name = Self::owned_device_in(&mut tx, owner.as_str(), deviceid).await?;
+            let name = Self::owned_device_in(&mut *tx, owner.as_str(), deviceid).await?;
             let updated = sqlx::query("UPDATE shares SET permit = $1, comment = $2 WHERE deviceid = $3 AND apikey = $4")
                 .bind(permit)
                 .bind(comment)
@@ -135,7 +150,8 @@ impl Store {
                 .bind(now_secs())
                 .execute(&mut *tx)
                 .await?;
-            let placed = Self::place_thing_in(&mut tx, sharee.as_str(), ThingKind::SharedDevice, deviceid, None, None, Sort::First).await?;
+            let placed =
+                Self::place_thing_in(&mut *tx, sharee.as_str(), ThingKind::SharedDevice, deviceid, None, None, Sort::First).await?;
             let message = json!({
                 "deviceid": deviceid,
                 "deviceName": name,
@@ -143,12 +159,11 @@ impl Store {
                 "comment": comment,
                 "sharedBy": shared_by,
             });
-            Self::add_message_in(&mut tx, sharee.as_str(), Some(&placed.familyid), "shareNotify_v2", &message).await?;
+            Self::add_message_in(&mut *tx, sharee.as_str(), Some(&placed.familyid), "shareNotify_v2", &message).await?;
             outcome.push(Shared::New);
         }
         // Audiences carry each sharee's permit, so an updated share is news to the hubs too.
-        Self::bump_acl_in(&mut tx).await?;
-        tx.commit().await?;
+        Self::bump_acl_in(&mut *tx).await?;
         Ok(outcome)
     }
 

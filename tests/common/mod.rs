@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod rest;
+pub mod xlink;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
