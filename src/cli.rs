@@ -105,13 +105,16 @@ pub struct ServeArgs {
     /// Comma-separated proxy IPs whose X-Forwarded-For names the client [default: none]
     #[arg(long, env = "SWITCHYARD_TRUSTED_PROXIES", value_name = "IPS")]
     pub trusted_proxies: Option<String>,
+    /// Base URL of the WeChat API [default: https://api.weixin.qq.com]
+    #[arg(long, env = "SWITCHYARD_WECHAT_API_BASE", value_name = "URL")]
+    pub wechat_api_base: Option<String>,
 }
 
 impl ServeArgs {
     /// Flags and environment first, then the TOML file. File problems join `errors`.
     pub fn settings(&self, errors: &mut Vec<String>) -> Settings {
         let mut s = Settings::new();
-        let pairs: [(&str, &Option<String>); 24] = [
+        let pairs: [(&str, &Option<String>); 25] = [
             ("data_dir", &self.data_dir),
             ("database_url", &self.database_url),
             ("http", &self.http),
@@ -136,6 +139,7 @@ impl ServeArgs {
             ("rate_limit_window_secs", &self.rate_limit_window_secs),
             ("rate_limit_loopback", &self.rate_limit_loopback),
             ("trusted_proxies", &self.trusted_proxies),
+            ("wechat_api_base", &self.wechat_api_base),
         ];
         for (key, value) in pairs {
             if let Some(v) = value {

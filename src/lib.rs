@@ -16,6 +16,7 @@
 //! - [`registry`], [`router`]: who is online where; routing, pending acks and fan-out.
 //! - [`store`]: the SQLite store; [`state`]: batched state saves and sharing reloads.
 //! - [`permit`]: what a sharee's share permit lets them change.
+//! - [`wechat`]: the WeChat connector (seed 001), called beside the sessions.
 //! - [`auth`]: Sign, password hashing; [`metrics`]: counters at `/metrics`.
 //! - [`cli`], [`emulate`]: the `switchyard` command line and the device/app emulators.
 //!
@@ -47,6 +48,7 @@ pub mod state;
 pub mod store;
 pub mod tls;
 pub mod verify;
+pub mod wechat;
 
 pub use config::{Config, Settings};
 
@@ -73,6 +75,8 @@ pub struct Hub {
     pub limiter: http::ratelimit::RateLimiter,
     /// Delivers verification codes (by default: the log and a file under the data dir).
     pub codes: Arc<dyn verify::CodeSender>,
+    /// The WeChat connector (seed 001): beside the sessions, never on the routing path.
+    pub wechat: wechat::WeChat,
     /// Where `/dispatch` sends clients: domain and port, and the IP for firmware that uses it.
     public_ws: (String, u16),
     public_ip: String,
@@ -119,6 +123,8 @@ pub enum StartError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    WeChat(#[from] wechat::WeChatError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -176,6 +182,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let acl =
         tokio::spawn(state::watch_acl(store.clone(), router.clone(), acl_generation.clone(), Duration::from_secs(2), shutdown.clone()));
     let codes: Arc<dyn verify::CodeSender> = Arc::new(verify::OutboxSender::new(&config.data_dir));
+    let wechat = wechat::WeChat::new(&config.wechat_api_base, wechat::Options::default())?;
     let hub = Arc::new(Hub {
         config,
         store,
@@ -188,6 +195,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         acl_generation,
         limiter: Default::default(),
         codes,
+        wechat,
         public_ws,
         public_ip,
     });
