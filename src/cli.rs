@@ -8,6 +8,10 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::Settings;
 use crate::emulate;
 
+mod wechat;
+
+pub use wechat::{WeChatAppCommand, WeChatCommand};
+
 #[derive(Parser, Debug)]
 #[command(name = "switchyard", version, about = "A self-hostable realtime device-control hub (eWeLink/CoolKit v2 protocol)")]
 pub struct Cli {
@@ -167,6 +171,9 @@ pub struct AdminArgs {
     /// Region given to new users (must match the hub's to log in)
     #[arg(long, env = "SWITCHYARD_REGION", default_value = "cn", global = true)]
     pub region: String,
+    /// Base URL of the WeChat API for `admin wechat …`
+    #[arg(long, env = "SWITCHYARD_WECHAT_API_BASE", value_name = "URL", default_value = crate::wechat::DEFAULT_API_BASE, global = true)]
+    pub wechat_api_base: String,
     #[command(subcommand)]
     pub what: AdminCommand,
 }
@@ -185,6 +192,12 @@ pub enum AdminCommand {
     /// The firmware catalogue that OTA queries answer from
     #[command(subcommand)]
     Firmware(FirmwareCommand),
+    /// WeChat applications the platform calls WeChat as (appid and secret)
+    #[command(subcommand, name = "wechat-app")]
+    WeChatApp(WeChatAppCommand),
+    /// Calls to the WeChat hardware backend: products, public keys, mini-programs, pushes
+    #[command(subcommand, name = "wechat")]
+    WeChat(WeChatCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -395,6 +408,8 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<String> {
             format!("device {deviceid} shared with {with} ({})", user.apikey)
         }
         AdminCommand::Firmware(cmd) => firmware(&store, cmd).await?,
+        AdminCommand::WeChatApp(cmd) => wechat::apps(&store, cmd).await?,
+        AdminCommand::WeChat(cmd) => wechat::call(&store, &args.wechat_api_base, cmd).await?,
     };
     store.close().await;
     Ok(out)

@@ -29,6 +29,7 @@ mod group;
 mod history;
 mod message;
 mod share;
+mod wechat;
 
 pub use accounts::{AccountError, ClosedAccount, NewAccount, Profile, ProfileChange};
 pub use family::{FIRST_FAMILY_NAME, Family, FamilyError, MAX_FAMILIES, MAX_ROOMS, Placement, Room, Sort, ThingKind, ThingRef};
@@ -37,6 +38,7 @@ pub use group::{Group, GroupError, MAX_GROUPS, NewGroup};
 pub use history::{HistoryEntry, Notice, Operation};
 pub use message::Message;
 pub use share::{MAX_PERMIT, ShareError, Shared};
+pub use wechat::WeChatApp;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -250,9 +250,9 @@ impl WeChat {
             }
             let response = match request().send().await {
                 Ok(r) => r,
-                Err(e) if e.is_builder() => return Err(WeChatError::Setup(e.without_url().to_string())),
+                Err(e) if e.is_builder() => return Err(WeChatError::Setup(describe(e))),
                 Err(e) => {
-                    last = WeChatError::Network(e.without_url().to_string());
+                    last = WeChatError::Network(describe(e));
                     continue;
                 }
             };
@@ -277,13 +277,26 @@ impl WeChat {
 /// The body, up to [`MAX_ANSWER_BYTES`].
 async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, WeChatError> {
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| WeChatError::Network(e.without_url().to_string()))? {
+    while let Some(chunk) = response.chunk().await.map_err(|e| WeChatError::Network(describe(e)))? {
         if body.len() + chunk.len() > MAX_ANSWER_BYTES {
             return Err(WeChatError::Decode(format!("answer larger than {MAX_ANSWER_BYTES} bytes")));
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// The error and its causes, without the URL (it holds the secret or the token).
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// A non-negative number field of an answer (WeChat sends numbers; a numeric string is taken too).
