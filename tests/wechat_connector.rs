@@ -80,13 +80,13 @@ async fn concurrent_calls_share_one_token_fetch() {
 #[tokio::test]
 async fn token_is_fetched_again_shortly_before_it_expires() {
     let fake = fake();
-    // Usable for 0.9 s of its 1 s (a tenth is given up as the margin).
-    fake.set_expires_in(1);
+    // Usable for 1.8 s of its 2 s (a tenth is given up as the margin).
+    fake.set_expires_in(2);
     let wechat = connector(&fake);
     wechat.push_app_msg(&app(), "pt", "a").await.unwrap();
     wechat.push_app_msg(&app(), "pt", "b").await.unwrap();
     assert_eq!(fake.calls_to("token").len(), 1);
-    tokio::time::sleep(Duration::from_millis(950)).await;
+    tokio::time::sleep(Duration::from_millis(1850)).await;
     wechat.push_app_msg(&app(), "pt", "c").await.unwrap();
     assert_eq!(fake.names(), ["token", "pushappmsg", "pushappmsg", "token", "pushappmsg"]);
     assert_eq!(fake.calls_to("pushappmsg")[2].query["access_token"], "fake-token-2");
