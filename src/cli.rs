@@ -10,6 +10,9 @@ use crate::emulate;
 
 mod product;
 pub use product::ProductCommand;
+mod wechat;
+
+pub use wechat::{WeChatAppCommand, WeChatCommand};
 
 #[derive(Parser, Debug)]
 #[command(name = "switchyard", version, about = "A self-hostable realtime device-control hub (eWeLink/CoolKit v2 protocol)")]
@@ -108,13 +111,16 @@ pub struct ServeArgs {
     /// Comma-separated proxy IPs whose X-Forwarded-For names the client [default: none]
     #[arg(long, env = "SWITCHYARD_TRUSTED_PROXIES", value_name = "IPS")]
     pub trusted_proxies: Option<String>,
+    /// Base URL of the WeChat API [default: https://api.weixin.qq.com]
+    #[arg(long, env = "SWITCHYARD_WECHAT_API_BASE", value_name = "URL")]
+    pub wechat_api_base: Option<String>,
 }
 
 impl ServeArgs {
     /// Flags and environment first, then the TOML file. File problems join `errors`.
     pub fn settings(&self, errors: &mut Vec<String>) -> Settings {
         let mut s = Settings::new();
-        let pairs: [(&str, &Option<String>); 24] = [
+        let pairs: [(&str, &Option<String>); 25] = [
             ("data_dir", &self.data_dir),
             ("database_url", &self.database_url),
             ("http", &self.http),
@@ -139,6 +145,7 @@ impl ServeArgs {
             ("rate_limit_window_secs", &self.rate_limit_window_secs),
             ("rate_limit_loopback", &self.rate_limit_loopback),
             ("trusted_proxies", &self.trusted_proxies),
+            ("wechat_api_base", &self.wechat_api_base),
         ];
         for (key, value) in pairs {
             if let Some(v) = value {
@@ -166,6 +173,9 @@ pub struct AdminArgs {
     /// Region given to new users (must match the hub's to log in)
     #[arg(long, env = "SWITCHYARD_REGION", default_value = "cn", global = true)]
     pub region: String,
+    /// Base URL of the WeChat API for `admin wechat …`
+    #[arg(long, env = "SWITCHYARD_WECHAT_API_BASE", value_name = "URL", default_value = crate::wechat::DEFAULT_API_BASE, global = true)]
+    pub wechat_api_base: String,
     #[command(subcommand)]
     pub what: AdminCommand,
 }
@@ -187,6 +197,12 @@ pub enum AdminCommand {
     /// The firmware catalogue that OTA queries answer from
     #[command(subcommand)]
     Firmware(FirmwareCommand),
+    /// WeChat applications the platform calls WeChat as (appid and secret)
+    #[command(subcommand, name = "wechat-app")]
+    WeChatApp(WeChatAppCommand),
+    /// Calls to the WeChat hardware backend: products, public keys, mini-programs, pushes
+    #[command(subcommand, name = "wechat")]
+    WeChat(WeChatCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -406,6 +422,8 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<String> {
         }
         AdminCommand::Firmware(cmd) => firmware(&store, cmd).await?,
         AdminCommand::Product(cmd) => product::run(&store, cmd).await?,
+        AdminCommand::WeChatApp(cmd) => wechat::apps(&store, cmd).await?,
+        AdminCommand::WeChat(cmd) => wechat::call(&store, &args.wechat_api_base, cmd).await?,
     };
     store.close().await;
     Ok(out)

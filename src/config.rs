@@ -40,6 +40,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("rate_limit_window_secs", "300", "length of the rate-limit window"),
     ("rate_limit_loopback", "false", "apply the rate limit to loopback clients too"),
     ("trusted_proxies", "", "comma-separated proxy IPs whose X-Forwarded-For names the client"),
+    ("wechat_api_base", crate::wechat::DEFAULT_API_BASE, "base URL of the WeChat API (tests and gateways point it elsewhere)"),
 ];
 
 impl Settings {
@@ -124,6 +125,8 @@ pub struct Config {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// Base URL of the WeChat API, without a trailing `/`.
+    pub wechat_api_base: String,
 }
 
 /// All the problems found in one pass, one per line.
@@ -235,6 +238,10 @@ impl Config {
                 Err(_) => r.errors.push(format!("trusted_proxies: `{part}` is not an IP address")),
             }
         }
+        let wechat_api_base = crate::wechat::connector::check_base(settings.get("wechat_api_base")).unwrap_or_else(|e| {
+            r.errors.push(format!("wechat_api_base: {e}"));
+            String::new()
+        });
         if http.is_none() && https.is_none() && r.errors.is_empty() {
             r.errors.push("http and https are both off: nothing to serve".to_owned());
         }
@@ -268,6 +275,7 @@ impl Config {
                 trusted_proxies,
                 access_token_ttl,
                 refresh_token_ttl,
+                wechat_api_base,
             })
         } else {
             Err(ConfigErrors(r.errors))

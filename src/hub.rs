@@ -15,6 +15,7 @@ use crate::router::Router;
 use crate::state::StateWriter;
 use crate::store::Store;
 use crate::verify;
+use crate::wechat;
 
 /// Everything a node's tasks share.
 pub struct Hub {
@@ -33,6 +34,8 @@ pub struct Hub {
     pub acl: Arc<Acl>,
     /// Delivers verification codes (by default: the log and a file under the data dir).
     pub codes: Arc<dyn verify::CodeSender>,
+    /// The WeChat connector (seed 001): beside the sessions, never on the routing path.
+    pub wechat: wechat::WeChat,
     /// Where `/dispatch` sends clients: domain and port, and the IP for firmware that uses it.
     pub(crate) public_ws: (String, u16),
     pub(crate) public_ip: String,

@@ -16,6 +16,7 @@
 //! - [`registry`], [`router`]: who is online where; routing, pending acks and fan-out.
 //! - [`store`]: the SQLite store; [`state`]: batched state saves and sharing reloads.
 //! - [`permit`]: what a sharee's share permit lets them change.
+//! - [`wechat`]: the WeChat connector (seed 001), called beside the sessions.
 //! - [`auth`]: Sign, password hashing; [`metrics`]: counters at `/metrics`.
 //! - [`cli`], [`emulate`]: the `switchyard` command line and the device/app emulators.
 //!
@@ -54,6 +55,7 @@ pub mod store;
 pub mod sync;
 pub mod tls;
 pub mod verify;
+pub mod wechat;
 
 pub use config::{Config, Settings};
 pub use hub::Hub;
@@ -94,6 +96,8 @@ pub enum StartError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    WeChat(#[from] wechat::WeChatError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -150,6 +154,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let acl_sync = Arc::new(acl::Acl::new(store.clone(), router.clone()).await?);
     let acl = tokio::spawn(acl_sync.clone().watch(Duration::from_secs(2), shutdown.clone()));
     let codes: Arc<dyn verify::CodeSender> = Arc::new(verify::OutboxSender::new(&config.data_dir));
+    let wechat = wechat::WeChat::new(&config.wechat_api_base, wechat::Options::default())?;
     let hub = Arc::new(Hub {
         config,
         store,
@@ -161,6 +166,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tasks: TaskTracker::new(),
         acl: acl_sync,
         codes,
+        wechat,
         public_ws,
         public_ip,
     });

@@ -35,6 +35,7 @@ mod product;
 mod property;
 mod share;
 mod subscription;
+mod wechat;
 
 pub use accounts::{AccountError, ClosedAccount, NewAccount, Profile, ProfileChange};
 pub use family::{FIRST_FAMILY_NAME, Family, FamilyError, MAX_FAMILIES, MAX_ROOMS, Placement, Room, Sort, ThingKind, ThingRef};
@@ -47,6 +48,7 @@ pub use product::{DeviceDetails, NewProduct, Product, RegisterError, RegisteredD
 pub use property::{MAX_PROPERTIES, MAX_PROPERTY_KEY_BYTES, MAX_PROPERTY_VALUE_BYTES, PropertyError};
 pub use share::{MAX_PERMIT, ShareError, Shared};
 pub use subscription::{SubscribedDevice, Subscriptions};
+pub use wechat::WeChatApp;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
