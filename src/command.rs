@@ -46,8 +46,8 @@ pub fn send(hub: &Hub, user: &UserKey, cmd: Command<'_>, from: Option<SessionId>
     let (kind, params) = (cmd.kind, cmd.params);
     let deviceid = cmd.deviceid.clone();
     let pending = hub.router.command(user, cmd)?;
-    // Recorded off the routing path: a queue push, written in batches by the state writer.
-    hub.state.command_routed(&deviceid, &pending.audience, user, kind, params);
+    // Recorded off the routing path: a queue push, written in batches by the recorder.
+    hub.recorder.command_routed(&deviceid, &pending.audience, user, kind, params);
     let meta = Meta {
         deviceid,
         owner: pending.owner.clone(),
@@ -78,7 +78,7 @@ pub fn settle(hub: &Hub, meta: &Meta, outcome: &Outcome) {
                 if meta.kind == CommandKind::Update {
                     hub.router.echo_command(&meta.deviceid, params, meta.except);
                 }
-                hub.state.command_done(&meta.deviceid, &meta.audience, &meta.user, meta.kind, params);
+                hub.recorder.command_done(&meta.deviceid, &meta.audience, &meta.user, meta.kind, params);
             }
         }
         Outcome::TimedOut | Outcome::Gone => {

@@ -1,6 +1,6 @@
 //! A device's live state: its reported params, each key's latest value kept as raw JSON (merged
 //! without re-encoding, size-capped), and the [`LiveState`] cell the router keeps per online
-//! device and hands to the state writer, through a [`DirtyQueue`], when it changed.
+//! device and hands to the recorder, through a [`DirtyQueue`], when it changed.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,7 +76,7 @@ impl DeviceState {
 }
 
 /// One online device's state as the router keeps it: merged by reports and acked updates, read
-/// for queries and REST, saved by the state writer when `dirty`.
+/// for queries and REST, saved by the recorder when `dirty`.
 #[derive(Debug)]
 pub struct LiveState {
     pub deviceid: DeviceId,
@@ -125,7 +125,7 @@ impl LiveState {
     }
 }
 
-/// Where changed states go to be saved: the router marks, the state writer receives. Each state
+/// Where changed states go to be saved: the router marks, the recorder receives. Each state
 /// is queued at most once while it is dirty, so the queue is bounded by the online devices.
 #[derive(Clone, Debug)]
 pub struct DirtyQueue(mpsc::UnboundedSender<Arc<LiveState>>);

@@ -12,7 +12,7 @@ use crate::auth;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::router::Router;
-use crate::state::StateWriter;
+use crate::recorder::Recorder;
 use crate::store::Store;
 use crate::verify;
 use crate::wechat;
@@ -24,7 +24,7 @@ pub struct Hub {
     pub router: Arc<dyn Router>,
     pub metrics: Arc<Metrics>,
     pub hasher: auth::Hasher,
-    pub state: StateWriter,
+    pub recorder: Recorder,
     /// Cancelled once to stop the node: listeners stop accepting and sessions close with 1001.
     pub shutdown: CancellationToken,
     /// Every connection and session task, so shutdown can wait for them.

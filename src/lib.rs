@@ -47,10 +47,10 @@ pub mod mailbox;
 pub mod metrics;
 pub mod permit;
 pub mod protocol;
+pub mod recorder;
 pub mod router;
 pub mod server;
 pub mod session;
-pub mod state;
 pub mod store;
 pub mod sync;
 pub mod tls;
@@ -62,7 +62,7 @@ pub use hub::Hub;
 
 use crate::metrics::Metrics;
 use crate::router::{LocalRouter, Router};
-use crate::state::StateWriter;
+use crate::recorder::Recorder;
 use crate::store::Store;
 
 /// The IP `/dispatch` gives alongside the domain: the host itself when it is an IP, else what it
@@ -149,7 +149,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let metrics = Arc::new(Metrics::default());
     let writer_stop = CancellationToken::new();
-    let (state, dirty, writer) = StateWriter::start(store.clone(), metrics.clone(), writer_stop.clone());
+    let (recorder, dirty, writer) = Recorder::start(store.clone(), metrics.clone(), writer_stop.clone());
     let router: Arc<dyn Router> = Arc::new(LocalRouter::new(metrics.clone(), dirty, config.max_frame_bytes));
     let acl_sync = Arc::new(acl::Acl::new(store.clone(), router.clone()).await?);
     let acl = tokio::spawn(acl_sync.clone().watch(Duration::from_secs(2), shutdown.clone()));
@@ -161,7 +161,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         router,
         metrics,
         hasher: auth::Hasher::new(2),
-        state,
+        recorder,
         shutdown,
         tasks: TaskTracker::new(),
         acl: acl_sync,

@@ -7,7 +7,7 @@
 //! asks [`Backend`]. Each backend has its own migrations folder with the same tables.
 //!
 //! Nothing here is called on the routing path: sessions read at handshake time, and device state,
-//! history and messages are written in batches by [`crate::state::StateWriter`].
+//! history and messages are written in batches by [`crate::recorder::Recorder`].
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! `/v2/device/history`: a device's operation history (what apps commanded and the device
-//! reported, recorded by the state writer when the device's `opsHistory` setting is on; see
-//! [`crate::state`] for what each field holds). The owner and sharees read it; only the owner
+//! reported, recorded by the recorder when the device's `opsHistory` setting is on; see
+//! [`crate::recorder`] for what each field holds). The owner and sharees read it; only the owner
 //! clears it.
 
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! `/v2/device/share…`: sharing devices with other users. Only a device's owner shares it,
 //! changes a sharee's permit or takes it back; each change reaches running hubs through the
-//! access-control version (see [`crate::state::watch_acl`]), so the sharee's sessions start or
+//! access-control version (see [`crate::acl::Acl`]), so the sharee's sessions start or
 //! stop hearing the device within one poll.
 
 use std::sync::Arc;

@@ -18,7 +18,7 @@ pub(super) struct DeviceLink {
     audience: RwLock<Option<Arc<Audience>>>,
     /// Commands waiting for this device's ack.
     pub pending: Arc<PendingTable>,
-    /// The device's latest params, also handed to the state writer when they change.
+    /// The device's latest params, also handed to the recorder when they change.
     pub live: Arc<LiveState>,
 }
 

@@ -1,5 +1,5 @@
 //! A device session after `register`: state reports are stored in memory (and saved in batches
-//! by the state writer) and fanned out; acks complete the waiting app command; `date` and
+//! by the recorder) and fanned out; acks complete the waiting app command; `date` and
 //! `query` are answered here; commands the router queues are written to the device in order.
 
 use std::collections::BTreeMap;
@@ -72,7 +72,7 @@ impl Handler for Device {
             hub.metrics.device_sessions.fetch_sub(1, Ordering::Relaxed);
             // Saved now rather than with the next batch, so a quick reconnect reads the latest state.
             if let Some(state) = unsaved {
-                hub.state.save_now(&self.deviceid, state).await;
+                hub.recorder.save_now(&self.deviceid, state).await;
             }
             tracing::info!("device offline");
         }
@@ -116,7 +116,7 @@ fn on_text(hub: &Hub, device: &Device, text: &str) -> Option<String> {
                 return Some(reject(hub, &FrameError::WrongType("params"), Some(&frame)));
             };
             match hub.router.report(&device.deviceid, device.session, delta, params) {
-                Ok(Some(audience)) => hub.state.reported(&device.deviceid, audience, params),
+                Ok(Some(audience)) => hub.recorder.reported(&device.deviceid, audience, params),
                 Ok(None) => {}
                 Err(e) => {
                     hub.metrics.frames_rejected.fetch_add(1, Ordering::Relaxed);

@@ -1,6 +1,6 @@
 //! Operation history of devices (what apps commanded and devices reported, when the owner keeps
 //! `opsHistory` on) and the notices those operations file. Rows are written in batches by the
-//! state writer ([`crate::state`]), never on the routing path; the REST API reads and clears them.
+//! recorder ([`crate::recorder`]), never on the routing path; the REST API reads and clears them.
 
 use std::collections::HashMap;
 
@@ -16,7 +16,7 @@ pub struct HistoryEntry {
     pub deviceid: String,
     /// `app` or `device`.
     pub user_agent: String,
-    /// The switch channels the operation touched (see [`crate::state`] for the format).
+    /// The switch channels the operation touched (see [`crate::recorder`] for the format).
     pub ops_switchs: String,
     /// The operation as a JSON text: `{"action","userAgent","params"}`.
     pub request: String,
@@ -26,7 +26,7 @@ pub struct HistoryEntry {
     pub ops_time: i64,
 }
 
-/// One operation as the state writer files it.
+/// One operation as the recorder files it.
 #[derive(Debug, Clone)]
 pub struct Operation {
     pub deviceid: DeviceId,

@@ -1,12 +1,10 @@
-//! Background work that keeps the store and the live sessions in step, off the routing path:
-//! [`StateWriter`] saves reported device state in batches and files operations (history rows,
-//! `opsNotify_v2` and `alarmNotify_v2` notices) in batches, and [`crate::acl`] reloads who may
-//! reach each online device, with its settings and share permits, when sharing, ownership or
-//! settings change (also from `switchyard admin`).
+//! The recorder: what the live hub writes to the store, off the routing path. [`Recorder`] saves
+//! the device states the router marked changed in batches, and files events (history rows,
+//! `opsNotify_v2` and `alarmNotify_v2` notices) in batches.
 //!
-//! # Operations
+//! # Events
 //!
-//! Sessions hand the writer a small [`Op`] through a bounded queue ([`HISTORY_QUEUE`] entries;
+//! Sessions and the command service hand the recorder a small [`Event`] through a bounded queue ([`HISTORY_QUEUE`] entries;
 //! when full the entry is dropped and counted in `history_dropped`) and never wait for the store.
 //! What is filed, decided from the device's settings as the router last loaded them:
 //!
@@ -59,14 +57,14 @@ pub const HISTORY_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 /// while it is dirty, so that queue is bounded by the number of online devices) and operations to
 /// file (bounded by [`HISTORY_QUEUE`]).
 #[derive(Clone)]
-pub struct StateWriter {
-    ops: mpsc::Sender<Op>,
+pub struct Recorder {
+    ops: mpsc::Sender<Event>,
     store: Store,
     metrics: Arc<Metrics>,
 }
 
 /// An operation as a session hands it over: raw parts only, composed off the routing path.
-pub struct Op {
+pub struct Event {
     deviceid: DeviceId,
     audience: Arc<Audience>,
     source: Source,
@@ -81,11 +79,11 @@ enum Source {
     Device,
 }
 
-impl StateWriter {
+impl Recorder {
     /// Starts the writers; the router marks changed states on the returned [`DirtyQueue`]. Once
     /// `stop` fires they save everything still queued and end; stop them only after the sessions
     /// that mark devices and record operations have ended.
-    pub fn start(store: Store, metrics: Arc<Metrics>, stop: CancellationToken) -> (StateWriter, DirtyQueue, tokio::task::JoinHandle<()>) {
+    pub fn start(store: Store, metrics: Arc<Metrics>, stop: CancellationToken) -> (Recorder, DirtyQueue, tokio::task::JoinHandle<()>) {
         let (dirty, rx) = DirtyQueue::new();
         let (ops, ops_rx) = mpsc::channel(HISTORY_QUEUE);
         let state = tokio::spawn(run(store.clone(), rx, stop.clone()));
@@ -94,13 +92,13 @@ impl StateWriter {
             let _ = state.await;
             let _ = history.await;
         });
-        (StateWriter { ops, store, metrics }, dirty, both)
+        (Recorder { ops, store, metrics }, dirty, both)
     }
 
     /// An app command was routed to a device: records it when the device keeps history.
     pub fn command_routed(&self, deviceid: &DeviceId, audience: &Arc<Audience>, user: &UserKey, kind: CommandKind, params: &RawValue) {
         if audience.settings.ops_history {
-            self.push(Op {
+            self.push(Event {
                 deviceid: deviceid.clone(),
                 audience: audience.clone(),
                 source: Source::App { user: user.clone(), kind },
@@ -116,7 +114,7 @@ impl StateWriter {
     /// the device has `opsNotify` on (for `update` and `upgrade`; a query changes nothing).
     pub fn command_done(&self, deviceid: &DeviceId, audience: &Arc<Audience>, user: &UserKey, kind: CommandKind, params: &RawValue) {
         if audience.settings.ops_notify && kind != CommandKind::Query {
-            self.push(Op {
+            self.push(Event {
                 deviceid: deviceid.clone(),
                 audience: audience.clone(),
                 source: Source::App { user: user.clone(), kind },
@@ -134,7 +132,7 @@ impl StateWriter {
         // The alarm check proper runs in the writer; this only spares it reports that cannot be one.
         let maybe_alarm = s.alarm_notify && params.get().contains("\"alarm");
         if s.ops_history || s.ops_notify || maybe_alarm {
-            self.push(Op {
+            self.push(Event {
                 deviceid: deviceid.clone(),
                 audience,
                 source: Source::Device,
@@ -146,7 +144,7 @@ impl StateWriter {
         }
     }
 
-    fn push(&self, op: Op) {
+    fn push(&self, op: Event) {
         if self.ops.try_send(op).is_err() {
             self.metrics.history_dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -189,7 +187,7 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Arc<LiveState>>, stop
 
 /// Files operations in batches until `stop`, then everything still queued; prunes old history
 /// hourly.
-async fn run_ops(store: Store, mut rx: mpsc::Receiver<Op>, metrics: Arc<Metrics>, stop: CancellationToken) {
+async fn run_ops(store: Store, mut rx: mpsc::Receiver<Event>, metrics: Arc<Metrics>, stop: CancellationToken) {
     let mut prune = tokio::time::interval(Duration::from_secs(3600));
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(HISTORY_BATCH);
@@ -230,13 +228,13 @@ async fn run_ops(store: Store, mut rx: mpsc::Receiver<Op>, metrics: Arc<Metrics>
     if !rest.is_empty() {
         tracing::info!(operations = rest.len(), "recording operations before exit");
         while !rest.is_empty() {
-            let chunk: Vec<Op> = rest.drain(..rest.len().min(HISTORY_BATCH)).collect();
+            let chunk: Vec<Event> = rest.drain(..rest.len().min(HISTORY_BATCH)).collect();
             write_ops(&store, &metrics, chunk).await;
         }
     }
 }
 
-async fn write_ops(store: &Store, metrics: &Metrics, batch: Vec<Op>) {
+async fn write_ops(store: &Store, metrics: &Metrics, batch: Vec<Event>) {
     let ops: Vec<Operation> = batch.into_iter().filter_map(compose).collect();
     if ops.is_empty() {
         return;
@@ -255,7 +253,7 @@ async fn write_ops(store: &Store, metrics: &Metrics, batch: Vec<Op>) {
 
 /// What one operation files; `None` when nothing (e.g. a report that turned out not to be an alarm
 /// on a device without history).
-fn compose(op: Op) -> Option<Operation> {
+fn compose(op: Event) -> Option<Operation> {
     let params: Value = serde_json::from_str(op.params.get()).unwrap_or(Value::Null);
     let (user_agent, action, actor) = match &op.source {
         Source::App { user, kind } => ("app", kind.action(), Some(user.clone())),
