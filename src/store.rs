@@ -275,7 +275,6 @@ impl Store {
         })
     }
 
-
     /// The same inside a caller's transaction.
     pub(crate) async fn bump_acl_in(conn: &mut sqlx::AnyConnection) -> Result<()> {
         sqlx::query("UPDATE meta SET value = value + 1 WHERE key = 'acl_version'").execute(conn).await?;
