@@ -2,7 +2,7 @@
 //! flag, a `SWITCHYARD_*` environment variable, a key of the optional TOML file, or its default.
 //! Resolution reads raw strings through [`Settings`] and reports every bad value in one pass.
 //!
-//! Each setting is declared once, in the [`settings!`] table below: its [`Config`] field, its key,
+//! Each setting is declared once, in the `settings!` table below: its [`Config`] field, its key,
 //! its flag's placeholder and help line, its default and how its text is read. The flags, the
 //! variables, the TOML keys, `serve --help` and the resolution all come from that table.
 
