@@ -3,9 +3,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::builder::ValueParser;
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 
-use crate::config::Settings;
+use crate::config::{SETTINGS, Settings};
 use crate::emulate;
 
 mod product;
@@ -39,118 +40,16 @@ pub struct ServeArgs {
     /// TOML file with any of the settings below (keys as the flags, with `_` for `-`).
     #[arg(long, env = "SWITCHYARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Directory for the store and generated files [default: ./data]
-    #[arg(long, env = "SWITCHYARD_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<String>,
-    /// PostgreSQL URL (postgres://user@host/db) instead of the embedded SQLite file
-    #[arg(long, env = "SWITCHYARD_DATABASE_URL", value_name = "URL")]
-    pub database_url: Option<String>,
-    /// Plain HTTP + WebSocket listener, or `off` [default: 127.0.0.1:8080]
-    #[arg(long, env = "SWITCHYARD_HTTP", value_name = "ADDR")]
-    pub http: Option<String>,
-    /// HTTPS + WSS listener, or `off` [default: 127.0.0.1:8443]
-    #[arg(long, env = "SWITCHYARD_HTTPS", value_name = "ADDR")]
-    pub https: Option<String>,
-    /// PEM certificate chain [default: certs/dev-cert.pem, generated if missing]
-    #[arg(long, env = "SWITCHYARD_TLS_CERT", value_name = "FILE")]
-    pub tls_cert: Option<String>,
-    /// PEM private key [default: certs/dev-key.pem, generated if missing]
-    #[arg(long, env = "SWITCHYARD_TLS_KEY", value_name = "FILE")]
-    pub tls_key: Option<String>,
-    /// HOST:PORT that /dispatch advertises [default: the TLS listener]
-    #[arg(long, env = "SWITCHYARD_PUBLIC_WS", value_name = "HOST:PORT")]
-    pub public_ws: Option<String>,
-    /// IP that /dispatch advertises [default: the public host]
-    #[arg(long, env = "SWITCHYARD_PUBLIC_IP", value_name = "IP")]
-    pub public_ip: Option<String>,
-    /// Region this node serves: cn, as, us or eu [default: cn]
-    #[arg(long, env = "SWITCHYARD_REGION")]
-    pub region: Option<String>,
-    /// Wait for a device's ack before answering 504 [default: 3000]
-    #[arg(long, env = "SWITCHYARD_ACK_TIMEOUT_MS", value_name = "N")]
-    pub ack_timeout_ms: Option<String>,
-    /// Heartbeat interval told to clients [default: 145]
-    #[arg(long, env = "SWITCHYARD_HB_INTERVAL_SECS", value_name = "N")]
-    pub hb_interval_secs: Option<String>,
-    /// Silence allowed past the heartbeat interval [default: 30]
-    #[arg(long, env = "SWITCHYARD_HB_GRACE_SECS", value_name = "N")]
-    pub hb_grace_secs: Option<String>,
-    /// Deadline for the first frame on a socket [default: 10000]
-    #[arg(long, env = "SWITCHYARD_HANDSHAKE_TIMEOUT_MS", value_name = "N")]
-    pub handshake_timeout_ms: Option<String>,
-    /// Largest WebSocket message; larger closes with 1009 [default: 65536]
-    #[arg(long, env = "SWITCHYARD_MAX_FRAME_BYTES", value_name = "N")]
-    pub max_frame_bytes: Option<String>,
-    /// Frames queued per session before it is closed as a slow consumer [default: 256]
-    #[arg(long, env = "SWITCHYARD_OUTBOX_CAPACITY", value_name = "N")]
-    pub outbox_capacity: Option<String>,
-    /// Commands one app session may have waiting for acks [default: 128]
-    #[arg(long, env = "SWITCHYARD_MAX_INFLIGHT", value_name = "N")]
-    pub max_inflight: Option<String>,
-    /// Open connections per node [default: 19000]
-    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS", value_name = "N")]
-    pub max_connections: Option<String>,
-    /// App sessions one user may have open at once [default: 100]
-    #[arg(long, env = "SWITCHYARD_MAX_SESSIONS_PER_USER", value_name = "N")]
-    pub max_sessions_per_user: Option<String>,
-    /// Access token lifetime [default: 30]
-    #[arg(long, env = "SWITCHYARD_ACCESS_TOKEN_DAYS", value_name = "N")]
-    pub access_token_days: Option<String>,
-    /// Refresh token lifetime [default: 60]
-    #[arg(long, env = "SWITCHYARD_REFRESH_TOKEN_DAYS", value_name = "N")]
-    pub refresh_token_days: Option<String>,
-    /// REST calls per client IP per route per window, 0 = off [default: 300]
-    #[arg(long, env = "SWITCHYARD_RATE_LIMIT", value_name = "N")]
-    pub rate_limit: Option<String>,
-    /// Rate-limit window [default: 300]
-    #[arg(long, env = "SWITCHYARD_RATE_LIMIT_WINDOW_SECS", value_name = "N")]
-    pub rate_limit_window_secs: Option<String>,
-    /// Apply the rate limit to loopback clients too [default: false]
-    #[arg(long, env = "SWITCHYARD_RATE_LIMIT_LOOPBACK", value_name = "BOOL")]
-    pub rate_limit_loopback: Option<String>,
-    /// Comma-separated proxy IPs whose X-Forwarded-For names the client [default: none]
-    #[arg(long, env = "SWITCHYARD_TRUSTED_PROXIES", value_name = "IPS")]
-    pub trusted_proxies: Option<String>,
-    /// Base URL of the WeChat API [default: https://api.weixin.qq.com]
-    #[arg(long, env = "SWITCHYARD_WECHAT_API_BASE", value_name = "URL")]
-    pub wechat_api_base: Option<String>,
+    #[command(flatten)]
+    pub given: GivenSettings,
 }
 
 impl ServeArgs {
     /// Flags and environment first, then the TOML file. File problems join `errors`.
     pub fn settings(&self, errors: &mut Vec<String>) -> Settings {
         let mut s = Settings::new();
-        let pairs: [(&str, &Option<String>); 25] = [
-            ("data_dir", &self.data_dir),
-            ("database_url", &self.database_url),
-            ("http", &self.http),
-            ("https", &self.https),
-            ("tls_cert", &self.tls_cert),
-            ("tls_key", &self.tls_key),
-            ("public_ws", &self.public_ws),
-            ("public_ip", &self.public_ip),
-            ("region", &self.region),
-            ("ack_timeout_ms", &self.ack_timeout_ms),
-            ("hb_interval_secs", &self.hb_interval_secs),
-            ("hb_grace_secs", &self.hb_grace_secs),
-            ("handshake_timeout_ms", &self.handshake_timeout_ms),
-            ("max_frame_bytes", &self.max_frame_bytes),
-            ("outbox_capacity", &self.outbox_capacity),
-            ("max_inflight", &self.max_inflight),
-            ("max_connections", &self.max_connections),
-            ("max_sessions_per_user", &self.max_sessions_per_user),
-            ("access_token_days", &self.access_token_days),
-            ("refresh_token_days", &self.refresh_token_days),
-            ("rate_limit", &self.rate_limit),
-            ("rate_limit_window_secs", &self.rate_limit_window_secs),
-            ("rate_limit_loopback", &self.rate_limit_loopback),
-            ("trusted_proxies", &self.trusted_proxies),
-            ("wechat_api_base", &self.wechat_api_base),
-        ];
-        for (key, value) in pairs {
-            if let Some(v) = value {
-                s.offer(key, v.clone());
-            }
+        for (key, value) in &self.given.0 {
+            s.offer(key, value.clone());
         }
         if let Some(path) = &self.config {
             match std::fs::read_to_string(path) {
@@ -159,6 +58,49 @@ impl ServeArgs {
             }
         }
         s
+    }
+}
+
+/// The settings given as flags or `SWITCHYARD_*` variables, by key. Their flags are made from
+/// [`SETTINGS`], one per setting, so a setting is declared only there.
+#[derive(Debug, Default)]
+pub struct GivenSettings(Vec<(&'static str, String)>);
+
+impl Args for GivenSettings {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        SETTINGS.iter().fold(cmd, |cmd, setting| {
+            cmd.arg(
+                Arg::new(setting.key())
+                    .long(setting.flag())
+                    .env(setting.env())
+                    .value_name(setting.value_name())
+                    .help(setting.help())
+                    .action(ArgAction::Set)
+                    .value_parser(ValueParser::string()),
+            )
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for GivenSettings {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut given = GivenSettings::default();
+        given.update_from_arg_matches(matches)?;
+        Ok(given)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        for setting in SETTINGS {
+            if let Some(value) = matches.get_one::<String>(setting.key()) {
+                self.0.retain(|(key, _)| *key != setting.key());
+                self.0.push((setting.key(), value.clone()));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,9 +1,13 @@
 //! Typed configuration of a hub node. Every setting comes from (highest first) a command-line
 //! flag, a `SWITCHYARD_*` environment variable, a key of the optional TOML file, or its default.
 //! Resolution reads raw strings through [`Settings`] and reports every bad value in one pass.
+//!
+//! Each setting is declared once, in the `settings!` table below: its [`Config`] field, its key,
+//! its flag's placeholder and help line, its default and how its text is read. The flags, the
+//! variables, the TOML keys, `serve --help` and the resolution all come from that table.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,34 +18,142 @@ pub struct Settings {
     values: BTreeMap<String, String>,
 }
 
-/// Every key a node understands, with its default and what it means (used for `--help` too).
-pub const KEYS: &[(&str, &str, &str)] = &[
-    ("data_dir", "./data", "directory for the SQLite store and generated files"),
-    ("database_url", "", "postgres://… to keep everything in PostgreSQL instead of the embedded SQLite file"),
-    ("http", "127.0.0.1:8080", "plain HTTP + WebSocket listener address, or `off`"),
-    ("https", "127.0.0.1:8443", "HTTPS + WSS listener address, or `off`"),
-    ("tls_cert", "certs/dev-cert.pem", "PEM certificate chain for the TLS listener"),
-    ("tls_key", "certs/dev-key.pem", "PEM private key for the TLS listener"),
-    ("public_ws", "", "HOST:PORT that /dispatch advertises (default: the TLS listener, else the plain one)"),
-    ("public_ip", "", "IP that /dispatch advertises (default: the public_ws host when it is an IP)"),
-    ("region", "cn", "region this node serves: cn, as, us or eu"),
-    ("ack_timeout_ms", "3000", "how long a routed command waits for the device's ack before 504"),
-    ("hb_interval_secs", "145", "heartbeat interval told to clients in config.hbInterval"),
-    ("hb_grace_secs", "30", "silence allowed past hbInterval before a session is closed"),
-    ("handshake_timeout_ms", "10000", "deadline for the first frame (userOnline/register)"),
-    ("max_frame_bytes", "65536", "largest WebSocket message accepted; larger closes with 1009"),
-    ("outbox_capacity", "256", "frames queued per session before it counts as a slow consumer and is closed"),
-    ("max_inflight", "128", "commands one app session may have waiting for device acks"),
-    ("max_connections", "19000", "open connections per node (HTTP and WebSocket together)"),
-    ("max_sessions_per_user", "100", "app sessions one user may have open at once on a node"),
-    ("access_token_days", "30", "lifetime of an access token"),
-    ("refresh_token_days", "60", "lifetime of a refresh token"),
-    ("rate_limit", "300", "REST calls one client IP may make to one route per window (0 = no limit)"),
-    ("rate_limit_window_secs", "300", "length of the rate-limit window"),
-    ("rate_limit_loopback", "false", "apply the rate limit to loopback clients too"),
-    ("trusted_proxies", "", "comma-separated proxy IPs whose X-Forwarded-For names the client"),
-    ("wechat_api_base", crate::wechat::DEFAULT_API_BASE, "base URL of the WeChat API (tests and gateways point it elsewhere)"),
-];
+/// One setting as the command line, the environment and the TOML file know it.
+#[derive(Debug)]
+pub struct Setting {
+    key: &'static str,
+    default: &'static str,
+    value_name: &'static str,
+    help: &'static str,
+}
+
+impl Setting {
+    /// The key in the TOML file and in [`Settings`], e.g. `ack_timeout_ms`.
+    pub fn key(&self) -> &'static str {
+        self.key
+    }
+
+    /// The flag without its dashes: the key with `-` for `_` (`ack-timeout-ms`).
+    pub fn flag(&self) -> String {
+        self.key.replace('_', "-")
+    }
+
+    /// The environment variable: `SWITCHYARD_` and the key in capitals.
+    pub fn env(&self) -> String {
+        format!("SWITCHYARD_{}", self.key.to_ascii_uppercase())
+    }
+
+    /// The placeholder of the flag's value in `--help`.
+    pub fn value_name(&self) -> &'static str {
+        self.value_name
+    }
+
+    /// The flag's line in `--help`.
+    pub fn help(&self) -> &'static str {
+        self.help.trim()
+    }
+}
+
+/// Declares the settings, each once: the doc line (the flag's `--help` line and the field's
+/// documentation), the [`Config`] field and its type, then its key, the placeholder of its value,
+/// its raw default and the [`Field`] method that reads it. Fields under `derived` are computed
+/// from the [`Settings`] rather than read from one key. Generates [`SETTINGS`], [`Config`] and
+/// `Config::read`, which reads the settings in declaration order.
+macro_rules! settings {
+    (
+        $(
+            #[doc = $help:literal]
+            $field:ident: $ty:ty {
+                key: $key:literal, value: $value_name:literal, default: $default:literal,
+                read: $read:ident $(($($arg:expr),* $(,)?))?
+            }
+        ),* $(,)?
+        ;
+        derived($settings:ident) {
+            $( #[doc = $derived_help:literal] $derived:ident: $derived_ty:ty = $compute:expr ),* $(,)?
+        }
+    ) => {
+        /// Every setting a node understands, in `serve --help` order.
+        pub const SETTINGS: &[Setting] =
+            &[$(Setting { key: $key, default: $default, value_name: $value_name, help: $help }),*];
+
+        /// A resolved node configuration.
+        #[derive(Debug, Clone)]
+        pub struct Config {
+            $(#[doc = $help] pub $field: $ty,)*
+            $(#[doc = $derived_help] pub $derived: $derived_ty,)*
+        }
+
+        impl Config {
+            /// Reads every setting in declaration order; each bad value joins `errors` and its
+            /// field gets a placeholder.
+            fn read($settings: &Settings, errors: &mut Vec<String>) -> Config {
+                Config {
+                    $($field: Field { key: $key, raw: $settings.get($key), errors: &mut *errors }.$read($($($arg),*)?),)*
+                    $($derived: $compute,)*
+                }
+            }
+        }
+    };
+}
+
+settings! {
+    /// Directory for the store and generated files [default: ./data]
+    data_dir: PathBuf { key: "data_dir", value: "DIR", default: "./data", read: path },
+    /// PostgreSQL URL (postgres://user@host/db) instead of the embedded SQLite file
+    database_url: Option<String> { key: "database_url", value: "URL", default: "", read: postgres_url },
+    /// Plain HTTP + WebSocket listener, or `off` [default: 127.0.0.1:8080]
+    http: Option<SocketAddr> { key: "http", value: "ADDR", default: "127.0.0.1:8080", read: listener },
+    /// HTTPS + WSS listener, or `off` [default: 127.0.0.1:8443]
+    https: Option<SocketAddr> { key: "https", value: "ADDR", default: "127.0.0.1:8443", read: listener },
+    /// PEM certificate chain [default: certs/dev-cert.pem, generated if missing]
+    tls_cert: PathBuf { key: "tls_cert", value: "FILE", default: "certs/dev-cert.pem", read: path },
+    /// PEM private key [default: certs/dev-key.pem, generated if missing]
+    tls_key: PathBuf { key: "tls_key", value: "FILE", default: "certs/dev-key.pem", read: path },
+    /// HOST:PORT that /dispatch advertises [default: the TLS listener]
+    public_ws: Option<(String, u16)> { key: "public_ws", value: "HOST:PORT", default: "", read: host_port },
+    /// IP that /dispatch advertises [default: the public host]
+    public_ip: Option<String> { key: "public_ip", value: "IP", default: "", read: ip_text },
+    /// Region this node serves: cn, as, us or eu [default: cn]
+    region: String { key: "region", value: "REGION", default: "cn", read: one_of(&["cn", "as", "us", "eu"]) },
+    /// Wait for a device's ack before answering 504 [default: 3000]
+    ack_timeout: Duration { key: "ack_timeout_ms", value: "N", default: "3000", read: millis(10, 60_000) },
+    /// Heartbeat interval told to clients [default: 145]
+    hb_interval: Duration { key: "hb_interval_secs", value: "N", default: "145", read: secs(1, 3600) },
+    /// Silence allowed past the heartbeat interval [default: 30]
+    hb_grace: Duration { key: "hb_grace_secs", value: "N", default: "30", read: secs(0, 3600) },
+    /// Deadline for the first frame on a socket [default: 10000]
+    handshake_timeout: Duration { key: "handshake_timeout_ms", value: "N", default: "10000", read: millis(100, 120_000) },
+    /// Largest WebSocket message; larger closes with 1009 [default: 65536]
+    max_frame_bytes: usize { key: "max_frame_bytes", value: "N", default: "65536", read: size(1024, 16 << 20) },
+    /// Frames queued per session before it is closed as a slow consumer [default: 256]
+    outbox_capacity: usize { key: "outbox_capacity", value: "N", default: "256", read: size(1, 1 << 16) },
+    /// Commands one app session may have waiting for acks [default: 128]
+    max_inflight: usize { key: "max_inflight", value: "N", default: "128", read: size(1, 1 << 16) },
+    /// Open connections per node [default: 19000]
+    max_connections: usize { key: "max_connections", value: "N", default: "19000", read: size(1, 10_000_000) },
+    /// App sessions one user may have open at once [default: 100]
+    max_sessions_per_user: usize { key: "max_sessions_per_user", value: "N", default: "100", read: size(1, 1_000_000) },
+    /// Access token lifetime [default: 30]
+    access_token_ttl: Duration { key: "access_token_days", value: "N", default: "30", read: days(1, 3650) },
+    /// Refresh token lifetime [default: 60]
+    refresh_token_ttl: Duration { key: "refresh_token_days", value: "N", default: "60", read: days(1, 3650) },
+    /// REST calls per client IP per route per window, 0 = off [default: 300]
+    rate_limit: u32 { key: "rate_limit", value: "N", default: "300", read: count(0, 1_000_000) },
+    /// Rate-limit window [default: 300]
+    rate_limit_window: Duration { key: "rate_limit_window_secs", value: "N", default: "300", read: secs(1, 86_400) },
+    /// Apply the rate limit to loopback clients too [default: false]
+    rate_limit_loopback: bool { key: "rate_limit_loopback", value: "BOOL", default: "false", read: flag },
+    /// Comma-separated proxy IPs whose X-Forwarded-For names the client [default: none]
+    trusted_proxies: Vec<IpAddr> { key: "trusted_proxies", value: "IPS", default: "", read: ips },
+    /// Base URL of the WeChat API [default: https://api.weixin.qq.com]
+    wechat_api_base: String { key: "wechat_api_base", value: "URL", default: "https://api.weixin.qq.com", read: wechat_base },
+    ;
+    derived(settings) {
+        /// True when both TLS paths are the defaults, so a development pair may be generated.
+        tls_generate: bool = !settings.is_set("tls_cert") && !settings.is_set("tls_key"),
+    }
+}
 
 impl Settings {
     pub fn new() -> Self {
@@ -69,7 +181,7 @@ impl Settings {
             }
         };
         for (key, value) in table {
-            if !KEYS.iter().any(|(k, _, _)| *k == key) {
+            if !SETTINGS.iter().any(|s| s.key == key) {
                 errors.push(format!("config file: unknown key `{key}`"));
                 continue;
             }
@@ -86,47 +198,15 @@ impl Settings {
         }
     }
 
+    /// The value of `key`, else its default.
     fn get(&self, key: &str) -> &str {
-        self.values
-            .get(key)
-            .map(String::as_str)
-            .unwrap_or_else(|| KEYS.iter().find(|(k, _, _)| *k == key).map(|(_, d, _)| *d).unwrap_or(""))
+        self.values.get(key).map(String::as_str).unwrap_or_else(|| SETTINGS.iter().find(|s| s.key == key).map_or("", |s| s.default))
     }
-}
 
-/// A resolved node configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub data_dir: PathBuf,
-    /// PostgreSQL instead of the embedded SQLite file.
-    pub database_url: Option<String>,
-    pub http: Option<SocketAddr>,
-    pub https: Option<SocketAddr>,
-    pub tls_cert: PathBuf,
-    pub tls_key: PathBuf,
-    /// True when both TLS paths are the defaults, so a development pair may be generated.
-    pub tls_generate: bool,
-    pub public_ws: Option<(String, u16)>,
-    pub public_ip: Option<String>,
-    pub region: String,
-    pub ack_timeout: Duration,
-    pub hb_interval: Duration,
-    pub hb_grace: Duration,
-    pub handshake_timeout: Duration,
-    pub max_frame_bytes: usize,
-    pub outbox_capacity: usize,
-    pub max_inflight: usize,
-    pub max_connections: usize,
-    pub max_sessions_per_user: usize,
-    /// Calls per client IP per route per window; 0 turns the limit off.
-    pub rate_limit: u32,
-    pub rate_limit_window: Duration,
-    pub rate_limit_loopback: bool,
-    pub trusted_proxies: Vec<std::net::IpAddr>,
-    pub access_token_ttl: Duration,
-    pub refresh_token_ttl: Duration,
-    /// Base URL of the WeChat API, without a trailing `/`.
-    pub wechat_api_base: String,
+    /// Whether `key` was given at all (by any source), rather than left to its default.
+    fn is_set(&self, key: &str) -> bool {
+        self.values.contains_key(key)
+    }
 }
 
 /// All the problems found in one pass, one per line.
@@ -134,47 +214,150 @@ pub struct Config {
 #[error("invalid configuration:\n  {}", .0.join("\n  "))]
 pub struct ConfigErrors(pub Vec<String>);
 
-struct Reader<'a> {
-    settings: &'a Settings,
-    errors: Vec<String>,
+/// The raw text of one setting on its way to a typed value. A bad value is reported in
+/// `errors` as `key: what is wrong`, and a placeholder is returned so that reading goes on.
+struct Field<'a> {
+    key: &'static str,
+    raw: &'a str,
+    errors: &'a mut Vec<String>,
 }
 
-impl Reader<'_> {
-    fn number(&mut self, key: &str, min: u64, max: u64) -> u64 {
-        let raw = self.settings.get(key);
-        match raw.trim().parse::<u64>() {
+impl Field<'_> {
+    fn fail(self, problem: impl std::fmt::Display) {
+        self.errors.push(format!("{}: {problem}", self.key));
+    }
+
+    /// The text as given, untrimmed.
+    fn path(self) -> PathBuf {
+        PathBuf::from(self.raw)
+    }
+
+    /// A whole number in `min..=max`.
+    fn number(self, min: u64, max: u64) -> u64 {
+        match self.raw.trim().parse::<u64>() {
             Ok(n) if (min..=max).contains(&n) => n,
             Ok(n) => {
-                self.errors.push(format!("{key}: {n} is out of range {min}..={max}"));
+                self.fail(format_args!("{n} is out of range {min}..={max}"));
                 min
             }
             Err(_) => {
-                self.errors.push(format!("{key}: `{raw}` is not a whole number"));
+                let raw = self.raw;
+                self.fail(format_args!("`{raw}` is not a whole number"));
                 min
             }
         }
     }
 
-    fn flag(&mut self, key: &str) -> bool {
-        match self.settings.get(key).trim().to_ascii_lowercase().as_str() {
+    fn size(self, min: u64, max: u64) -> usize {
+        self.number(min, max) as usize
+    }
+
+    fn count(self, min: u32, max: u32) -> u32 {
+        self.number(min.into(), max.into()) as u32
+    }
+
+    fn millis(self, min: u64, max: u64) -> Duration {
+        Duration::from_millis(self.number(min, max))
+    }
+
+    fn secs(self, min: u64, max: u64) -> Duration {
+        Duration::from_secs(self.number(min, max))
+    }
+
+    fn days(self, min: u64, max: u64) -> Duration {
+        Duration::from_secs(86_400 * self.number(min, max))
+    }
+
+    /// `true`/`1`/`yes`/`on` or `false`/`0`/`no`/`off`/empty, in any case.
+    fn flag(self) -> bool {
+        match self.raw.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => true,
             "false" | "0" | "no" | "off" | "" => false,
             other => {
-                self.errors.push(format!("{key}: `{other}` is not true or false"));
+                self.fail(format_args!("`{other}` is not true or false"));
                 false
             }
         }
     }
 
-    fn listener(&mut self, key: &str) -> Option<SocketAddr> {
-        let raw = self.settings.get(key).trim().to_owned();
+    /// One of `choices`, in any case; kept lowercase.
+    fn one_of(self, choices: &[&str]) -> String {
+        let value = self.raw.trim().to_ascii_lowercase();
+        if !choices.contains(&value.as_str()) {
+            self.fail(format_args!("`{value}` is not one of {}", choices.join(", ")));
+        }
+        value
+    }
+
+    /// A socket address, or `off` for none.
+    fn listener(self) -> Option<SocketAddr> {
+        let raw = self.raw.trim();
         if raw.eq_ignore_ascii_case("off") {
             return None;
         }
         match raw.parse() {
             Ok(addr) => Some(addr),
             Err(_) => {
-                self.errors.push(format!("{key}: `{raw}` is not an address like 127.0.0.1:8080 or `off`"));
+                self.fail(format_args!("`{raw}` is not an address like 127.0.0.1:8080 or `off`"));
+                None
+            }
+        }
+    }
+
+    /// `HOST:PORT` (an IPv6 host may be in brackets); empty for none.
+    fn host_port(self) -> Option<(String, u16)> {
+        match self.raw.trim() {
+            "" => None,
+            raw => match raw.rsplit_once(':').map(|(h, p)| (h.trim_matches(['[', ']']), p.parse::<u16>())) {
+                Some((host, Ok(port))) if !host.is_empty() => Some((host.to_owned(), port)),
+                _ => {
+                    self.fail(format_args!("`{raw}` is not HOST:PORT"));
+                    None
+                }
+            },
+        }
+    }
+
+    /// An IP address kept as text; empty for none.
+    fn ip_text(self) -> Option<String> {
+        match self.raw.trim() {
+            "" => None,
+            raw => {
+                if raw.parse::<IpAddr>().is_err() {
+                    self.fail(format_args!("`{raw}` is not an IP address"));
+                }
+                Some(raw.to_owned())
+            }
+        }
+    }
+
+    /// A comma-separated list of IP addresses; each bad one is reported.
+    fn ips(self) -> Vec<IpAddr> {
+        let mut ips = Vec::new();
+        for part in self.raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.parse() {
+                Ok(ip) => ips.push(ip),
+                Err(_) => self.errors.push(format!("{}: `{part}` is not an IP address", self.key)),
+            }
+        }
+        ips
+    }
+
+    /// A `postgres://` or `postgresql://` URL; empty for the embedded SQLite store.
+    /// A base URL for the WeChat connector (http or https, no query).
+    fn wechat_base(self) -> String {
+        crate::wechat::connector::check_base(self.raw).unwrap_or_else(|e| {
+            self.fail(e);
+            String::new()
+        })
+    }
+
+    fn postgres_url(self) -> Option<String> {
+        match self.raw.trim() {
+            "" => None,
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => Some(url.to_owned()),
+            _ => {
+                self.fail("must start with postgres:// (leave it empty for the embedded SQLite store)");
                 None
             }
         }
@@ -183,109 +366,12 @@ impl Reader<'_> {
 
 impl Config {
     pub fn resolve(settings: &Settings) -> Result<Config, ConfigErrors> {
-        let mut r = Reader { settings, errors: Vec::new() };
-        let http = r.listener("http");
-        let https = r.listener("https");
-        let public_ws = match settings.get("public_ws").trim() {
-            "" => None,
-            raw => match raw.rsplit_once(':').map(|(h, p)| (h.trim_matches(['[', ']']), p.parse::<u16>())) {
-                Some((host, Ok(port))) if !host.is_empty() => Some((host.to_owned(), port)),
-                _ => {
-                    r.errors.push(format!("public_ws: `{raw}` is not HOST:PORT"));
-                    None
-                }
-            },
-        };
-        let public_ip = match settings.get("public_ip").trim() {
-            "" => None,
-            raw => {
-                if raw.parse::<std::net::IpAddr>().is_err() {
-                    r.errors.push(format!("public_ip: `{raw}` is not an IP address"));
-                }
-                Some(raw.to_owned())
-            }
-        };
-        let region = settings.get("region").trim().to_ascii_lowercase();
-        if !matches!(region.as_str(), "cn" | "as" | "us" | "eu") {
-            r.errors.push(format!("region: `{region}` is not one of cn, as, us, eu"));
+        let mut errors = Vec::new();
+        let config = Config::read(settings, &mut errors);
+        if config.http.is_none() && config.https.is_none() && errors.is_empty() {
+            errors.push("http and https are both off: nothing to serve".to_owned());
         }
-        let ack_timeout = Duration::from_millis(r.number("ack_timeout_ms", 10, 60_000));
-        let hb_interval = Duration::from_secs(r.number("hb_interval_secs", 1, 3600));
-        let hb_grace = Duration::from_secs(r.number("hb_grace_secs", 0, 3600));
-        let handshake_timeout = Duration::from_millis(r.number("handshake_timeout_ms", 100, 120_000));
-        let max_frame_bytes = r.number("max_frame_bytes", 1024, 16 << 20) as usize;
-        let outbox_capacity = r.number("outbox_capacity", 1, 1 << 16) as usize;
-        let max_inflight = r.number("max_inflight", 1, 1 << 16) as usize;
-        let max_connections = r.number("max_connections", 1, 10_000_000) as usize;
-        let max_sessions_per_user = r.number("max_sessions_per_user", 1, 1_000_000) as usize;
-        let access_token_ttl = Duration::from_secs(86_400 * r.number("access_token_days", 1, 3650));
-        let refresh_token_ttl = Duration::from_secs(86_400 * r.number("refresh_token_days", 1, 3650));
-        let database_url = match settings.get("database_url").trim() {
-            "" => None,
-            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => Some(url.to_owned()),
-            _ => {
-                r.errors.push("database_url: must start with postgres:// (leave it empty for the embedded SQLite store)".to_owned());
-                None
-            }
-        };
-        let rate_limit = r.number("rate_limit", 0, 1_000_000) as u32;
-        let rate_limit_window = Duration::from_secs(r.number("rate_limit_window_secs", 1, 86_400));
-        let rate_limit_loopback = r.flag("rate_limit_loopback");
-        let mut trusted_proxies = Vec::new();
-        for part in settings.get("trusted_proxies").split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            match part.parse() {
-                Ok(ip) => trusted_proxies.push(ip),
-                Err(_) => r.errors.push(format!("trusted_proxies: `{part}` is not an IP address")),
-            }
-        }
-        let wechat_api_base = crate::wechat::connector::check_base(settings.get("wechat_api_base")).unwrap_or_else(|e| {
-            r.errors.push(format!("wechat_api_base: {e}"));
-            String::new()
-        });
-        if http.is_none() && https.is_none() && r.errors.is_empty() {
-            r.errors.push("http and https are both off: nothing to serve".to_owned());
-        }
-        let tls_cert = PathBuf::from(settings.get("tls_cert"));
-        let tls_key = PathBuf::from(settings.get("tls_key"));
-        let tls_generate = !settings.values.contains_key("tls_cert") && !settings.values.contains_key("tls_key");
-        if r.errors.is_empty() {
-            Ok(Config {
-                data_dir: PathBuf::from(settings.get("data_dir")),
-                database_url,
-                http,
-                https,
-                tls_cert,
-                tls_key,
-                tls_generate,
-                public_ws,
-                public_ip,
-                region,
-                ack_timeout,
-                hb_interval,
-                hb_grace,
-                handshake_timeout,
-                max_frame_bytes,
-                outbox_capacity,
-                max_inflight,
-                max_connections,
-                max_sessions_per_user,
-                rate_limit,
-                rate_limit_window,
-                rate_limit_loopback,
-                trusted_proxies,
-                access_token_ttl,
-                refresh_token_ttl,
-                wechat_api_base,
-            })
-        } else {
-            Err(ConfigErrors(r.errors))
-        }
-    }
-
-    /// A configuration for tests and embedding: defaults, with the data dir given.
-    pub fn for_data_dir(dir: impl Into<PathBuf>) -> Config {
-        let dir: PathBuf = dir.into();
-        Config::resolve(&Settings::new().set("data_dir", dir.to_string_lossy())).expect("defaults are valid")
+        if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
     }
 }
 

@@ -205,10 +205,6 @@ impl Store {
         }
     }
 
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
     /// Starts a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`): a
     /// transaction that reads before it writes would otherwise fail with "database is locked",
     /// without waiting, whenever another connection committed in between; this way it waits

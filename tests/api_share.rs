@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::rest::{Answer, api};
-use common::{Client, PASSWORD, TestHub, TestUser};
+use common::{Client, PASSWORD, TestHub, TestUser, wait_until_async};
 use serde_json::{Value, json};
 use switchyard::ids::{DeviceId, UserKey};
 use switchyard::store::Message;
@@ -57,15 +57,6 @@ fn share_to(item: &Value) -> Vec<(String, i64, String)> {
 
 async fn share(hub: &TestHub, owner: &TestUser, body: Value) -> Answer {
     api(hub, owner).post("/v2/device/share", body).await
-}
-
-/// Polls `check` until it holds (or fails the test after 5 s).
-async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -355,7 +346,7 @@ async fn the_live_hub_follows_sharing_and_unsharing_at_once() {
 
     let started = Instant::now();
     share(&hub, &alice, json!({"deviceidList":[DEV],"user":{"email":"sam@example.com"},"permit":15})).await.ok();
-    wait_until("the sharee is in the device's audience", || in_audience(&hub, &sam)).await;
+    wait_until_async("the sharee is in the device's audience", || in_audience(&hub, &sam)).await;
     assert!(started.elapsed() < Duration::from_secs(4), "the hub follows within its poll: {:?}", started.elapsed());
 
     dev.send(report(&alice, json!({"switch":"off"}))).await;
@@ -380,12 +371,12 @@ async fn the_live_hub_follows_sharing_and_unsharing_at_once() {
 
     // A new permit reaches the hub too (it judges a sharee's timer changes by it).
     a.post("/v2/device/share/permit", json!({"deviceid":DEV,"apikey":sam.apikey.as_str(),"permit":1})).await.ok();
-    wait_until("the hub knows the new permit", || async { permit_in_hub(&hub, &sam) == Some(1) }).await;
+    wait_until_async("the hub knows the new permit", || async { permit_in_hub(&hub, &sam) == Some(1) }).await;
     share(&hub, &alice, json!({"deviceidList":[DEV],"user":{"email":"sam@example.com"},"permit":6})).await.ok();
-    wait_until("the hub knows the permit shared again", || async { permit_in_hub(&hub, &sam) == Some(6) }).await;
+    wait_until_async("the hub knows the permit shared again", || async { permit_in_hub(&hub, &sam) == Some(6) }).await;
 
     a.delete("/v2/device/share", &format!("deviceid={DEV}&apikey={}", sam.apikey.as_str())).await.ok();
-    wait_until("the sharee left the device's audience", || async { !in_audience(&hub, &sam).await }).await;
+    wait_until_async("the sharee left the device's audience", || async { !in_audience(&hub, &sam).await }).await;
 
     dev.send(report(&alice, json!({"switch":"on"}))).await;
     assert_eq!(dev.recv().await["error"], 0);
@@ -424,7 +415,7 @@ async fn a_share_reaches_the_socket_before_the_rest_answer() {
     }
     // With the device offline, the sharee is told 504 (a member), not 406, right after sharing.
     drop(dev);
-    wait_until("the device is offline", || async { hub.hub.router.device_view(&DeviceId::new(DEV)).is_none() }).await;
+    wait_until_async("the device is offline", || async { hub.hub.router.device_view(&DeviceId::new(DEV)).is_none() }).await;
     sam_app.send(command(&alice, &sam, "off1")).await;
     assert_eq!(next_reply(&mut sam_app).await["error"], 406);
     share(&hub, &alice, json!({"deviceidList":[DEV],"user":{"email":"sam@example.com"},"permit":15})).await.ok();

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{APPID, Client, PASSWORD, SECRET, TestHub, TestUser};
+use common::{APPID, Client, PASSWORD, SECRET, TestHub, TestUser, wait_until, wait_until_within};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,20 +20,6 @@ use tokio_tungstenite::tungstenite::Message;
 const DEV: &str = "1000000001";
 
 // --- helpers ---------------------------------------------------------------------------------
-
-/// Polls `cond` (real time) until it holds; panics after `limit`.
-async fn wait_until_within(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-    let started = std::time::Instant::now();
-    while !cond() {
-        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    started.elapsed()
-}
-
-async fn wait_until(what: &str, cond: impl FnMut() -> bool) {
-    wait_until_within(what, Duration::from_secs(5), cond).await;
-}
 
 /// Waits until the hub has attached exactly `apps` app sessions and `devices` device sessions.
 async fn settle(hub: &TestHub, apps: i64, devices: i64) {
@@ -656,8 +642,16 @@ async fn a_nonce_must_be_printable_ascii_of_sane_length() {
         assert!(v["data"]["user"].is_null(), "profile, nonce {bad:?}: {text}");
     }
     let max = "m".repeat(64);
-    let good: [Option<&[u8]>; 8] =
-        [Some(b"abcd1234"), Some(b"ZZ09zz09"), Some(b"0.4fzyo8"), Some(b"abc"), Some(b"abcd-123"), Some(b"a b~!{}"), Some(max.as_bytes()), None];
+    let good: [Option<&[u8]>; 8] = [
+        Some(b"abcd1234"),
+        Some(b"ZZ09zz09"),
+        Some(b"0.4fzyo8"),
+        Some(b"abc"),
+        Some(b"abcd-123"),
+        Some(b"a b~!{}"),
+        Some(max.as_bytes()),
+        None,
+    ];
     for good in good {
         let (_, v, text) = login_with_nonce(&hub, "kim@example.com", good).await;
         assert_eq!(v["error"], 0, "login, nonce {good:?}: {text}");

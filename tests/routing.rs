@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Client, TestHub, TestUser};
+use common::{Client, TestHub, TestUser, wait_until};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use switchyard::Settings;
@@ -17,15 +17,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 const DEV: &str = "1000000001";
 
 // --- helpers ---------------------------------------------------------------------------------
-
-/// Polls `cond` (real time) until it holds; panics after 5 s.
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
 
 /// Waits until the hub has attached exactly `apps` app sessions and `devices` device sessions
 /// (the handshake reply is written before the session is attached).

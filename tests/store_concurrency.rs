@@ -15,11 +15,14 @@ async fn racing_read_then_write_changes_all_succeed() {
     hub.device_record("b000000001", Some(&alice)).await;
     let a = api(&hub, &alice);
     let home = a.get("/v2/family", "").await.ok()["currentFamilyId"].as_str().unwrap().to_owned();
-    let room = a.post("/v2/family/room", json!({"familyid": home, "name": "Hall", "sort": 1})).await.ok()["id"].as_str().unwrap().to_owned();
+    let room =
+        a.post("/v2/family/room", json!({"familyid": home, "name": "Hall", "sort": 1})).await.ok()["id"].as_str().unwrap().to_owned();
     let mut device = hub.device("b000000001").await;
     let reports = async {
         for i in 0..200 {
-            device.send(json!({"action": "update", "deviceid": "b000000001", "apikey": "x", "userAgent": "device", "params": {"n": i}})).await;
+            device
+                .send(json!({"action": "update", "deviceid": "b000000001", "apikey": "x", "userAgent": "device", "params": {"n": i}}))
+                .await;
             device.recv().await;
         }
     };

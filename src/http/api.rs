@@ -1,6 +1,7 @@
 //! What every REST handler is built from: the Bearer-authenticated [`Caller`] as an extractor,
-//! [`Body`] and [`Query`] extractors that answer malformed input with `400` in the envelope, the
-//! [`Envelope`] schema for the OpenAPI document, and the document itself ([`ApiDoc`]).
+//! [`Signed`] for the `Sign`-authenticated user routes, [`Body`] and [`Query`] extractors that
+//! answer malformed input with `400` in the envelope, the [`Envelope`] schema for the OpenAPI
+//! document, and the document itself ([`ApiDoc`]).
 //!
 //! A handler looks like
 //!
@@ -19,6 +20,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::Method;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -26,15 +28,40 @@ use serde::de::DeserializeOwned;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::auth::{Caller, bearer};
+use super::auth::{Caller, bearer, signed};
 use super::error::ApiError;
 use crate::hub::Hub;
+use crate::ids::AppId;
 
 impl FromRequestParts<Arc<Hub>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, hub: &Arc<Hub>) -> Result<Self, Self::Rejection> {
         bearer(hub, &parts.headers).await
+    }
+}
+
+/// A request of the seed's user category, authenticated by `Sign`: the app id it was signed for,
+/// and its parameters from the JSON body, or from the query string on `GET`. Checked in this
+/// order: the body's size (`413`), then the signature as [`signed`] does it (`X-CK-Nonce` `400`,
+/// `X-CK-Appid` `407`, the HMAC over the raw body or raw query `401`), then the parameters
+/// (`400` with serde's reason).
+pub struct Signed<T>(pub AppId, pub T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<Hub>> for Signed<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, hub: &Arc<Hub>) -> Result<Self, Self::Rejection> {
+        let in_query = matches!(*req.method(), Method::GET | Method::HEAD);
+        let (method, uri, headers) = (req.method().clone(), req.uri().clone(), req.headers().clone());
+        let body = if in_query { Bytes::new() } else { Bytes::from_request(req, hub).await.map_err(IntoResponse::into_response)? };
+        let appid = signed(hub, &method, &uri, &headers, &body).await.map_err(IntoResponse::into_response)?;
+        let params = if in_query {
+            serde_urlencoded::from_str(uri.query().unwrap_or("")).map_err(|e| e.to_string())
+        } else {
+            serde_json::from_slice(&body).map_err(|e| e.to_string())
+        };
+        params.map(|p| Signed(appid, p)).map_err(|e| ApiError::bad_request(format!("invalid parameters: {e}")).into_response())
     }
 }
 
@@ -47,9 +74,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(IntoResponse::into_response)?;
-        serde_json::from_slice(&bytes)
-            .map(Body)
-            .map_err(|e| ApiError::bad_request(format!("invalid parameters: {e}")).into_response())
+        serde_json::from_slice(&bytes).map(Body).map_err(|e| ApiError::bad_request(format!("invalid parameters: {e}")).into_response())
     }
 }
 

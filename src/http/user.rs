@@ -2,8 +2,9 @@
 //! `profile` (read and update) and `change-pwd` here; the routes behind a verification code
 //! (`verification-code`, `register`, `sms-login`, `reset-pwd`, `close-account`) in [`code`].
 //!
-//! Sign-authenticated routes (the seed's "user category": `X-CK-Appid` required) take the raw
-//! body bytes, since the signature is over exactly those bytes; the others take a [`Caller`].
+//! Sign-authenticated routes (the seed's "user category": `X-CK-Appid` required) take a
+//! [`Signed`], which checks the signature over the raw body (or query) before parsing it; the
+//! others take a [`Caller`].
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
-use super::api::{Body, Empty, Envelope};
+use super::api::{Body, Empty, Envelope, Signed};
 use super::auth::{Caller, Credential, bearer, credential, signed};
 use super::error::{ApiError, ok};
 use crate::hub::Hub;
@@ -90,12 +91,6 @@ impl UserObject {
     }
 }
 
-/// The seed's user object without the profile settings (they read as their defaults); use
-/// [`user_info`] where the store is at hand.
-pub fn user_json(user: &User) -> Value {
-    serde_json::to_value(UserObject::new(user, None)).unwrap_or_else(|_| json!({}))
-}
-
 /// The seed's user object with everything the store has on the user.
 pub async fn user_info(hub: &Hub, user: &User) -> Result<Value, ApiError> {
     let profile = hub.store.profile(&user.apikey).await?;
@@ -124,7 +119,7 @@ async fn new_session(hub: &Hub, apikey: &UserKey, appid: &AppId) -> Result<Json<
 }
 
 /// Parses a JSON body; wrong types and missing fields are 400.
-pub fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid parameters: {e}")))
 }
 
@@ -171,10 +166,7 @@ pub struct RegionData {
 /// Which region serves a phone country code (Sign over the raw query string).
 #[utoipa::path(get, path = "/v2/utils/get-region", tag = "user", security(("sign" = [])), params(RegionQuery),
     responses((status = 200, body = Envelope<RegionData>, description = "errors: 400 missing, malformed or unknown countryCode")))]
-pub async fn get_region(State(hub): State<Arc<Hub>>, method: Method, uri: Uri, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    signed(&hub, &method, &uri, &headers, &[]).await?;
-    let q: RegionQuery =
-        serde_urlencoded::from_str(uri.query().unwrap_or("")).map_err(|e| ApiError::bad_request(format!("invalid parameters: {e}")))?;
+pub async fn get_region(Signed(_appid, q): Signed<RegionQuery>) -> Result<Json<Value>, ApiError> {
     // A `+` sent raw in a query string decodes to a space; accept it either way.
     let code = q.country_code.trim();
     let code = code.strip_prefix('+').unwrap_or(code);
@@ -207,15 +199,7 @@ pub struct Login {
     responses((status = 200, body = Envelope<Session>,
         description = "errors: 400 bad parameters, 10001 wrong password, 10003 no such user, 10004 the account lives in \
             another region (data.region says which)")))]
-pub async fn login(
-    State(hub): State<Arc<Hub>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let appid = signed(&hub, &method, &uri, &headers, &body).await?;
-    let req: Login = parse_body(&body)?;
+pub async fn login(State(hub): State<Arc<Hub>>, Signed(appid, req): Signed<Login>) -> Result<Json<Value>, ApiError> {
     if let Some(cc) = req.country_code.as_deref().filter(|c| !c.is_empty()) {
         check_country_code(cc)?;
     }

@@ -235,6 +235,31 @@ impl Client {
     }
 }
 
+/// Polls `cond` (real time, every 2 ms) until it holds; fails the test after `limit`. Returns how
+/// long it took.
+pub async fn wait_until_within(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let started = std::time::Instant::now();
+    while !cond() {
+        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    started.elapsed()
+}
+
+/// Polls `cond` (real time) until it holds; fails the test after 5 s.
+pub async fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    wait_until_within(what, Duration::from_secs(5), cond).await;
+}
+
+/// [`wait_until`] for a check that has to await, such as a store query: polled every 20 ms.
+pub async fn wait_until_async<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let started = std::time::Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < Duration::from_secs(5), "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Test databases, when `SWITCHYARD_TEST_DATABASE_URL` names a PostgreSQL server: each one is
 /// created empty on that server (with `synchronous_commit` off), never reused, and named
 /// `sy_t_<created unix secs>_<pid>_<tag>`.

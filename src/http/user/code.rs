@@ -8,18 +8,16 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, Uri};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::{Session, check_country_code, check_lang, new_session, parse_body, redirect};
+use super::{Session, check_country_code, check_lang, new_session, redirect};
 use crate::hub::Hub;
 use crate::auth::password_ok;
-use crate::http::api::{Body, Empty, Envelope};
-use crate::http::auth::{Caller, signed};
+use crate::http::api::{Body, Empty, Envelope, Signed};
+use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ok};
 use crate::ids::DeviceId;
 use crate::mailbox::CloseReason;
@@ -142,15 +140,7 @@ pub struct SendCode {
         description = "errors: 400 bad parameters (unknown type, no address, SMS login outside +86), 10003 no such user \
             (types 1, 3, 4), 10004 the account lives in another region (data.region), 10009 account exists (type 0), \
             10010 sent too often (3 a minute, 20 an hour, 100 a day per address)")))]
-pub async fn verification_code(
-    State(hub): State<Arc<Hub>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    signed(&hub, &method, &uri, &headers, &body).await?;
-    let req: SendCode = parse_body(&body)?;
+pub async fn verification_code(State(hub): State<Arc<Hub>>, Signed(_appid, req): Signed<SendCode>) -> Result<Json<Value>, ApiError> {
     let purpose = Purpose::from_code(req.kind).ok_or_else(|| ApiError::bad_request("type must be 0, 1, 3 or 4"))?;
     let address = Address::from_request(req.phone_number.as_deref(), req.email.as_deref(), None)?;
     match purpose {
@@ -210,15 +200,7 @@ pub struct Register {
     responses((status = 200, body = Envelope<Session>,
         description = "errors: 400 bad parameters (countryCode without +, a phone not starting with it, a weak password), \
             10002 wrong or expired code, 10009 account exists")))]
-pub async fn register(
-    State(hub): State<Arc<Hub>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let appid = signed(&hub, &method, &uri, &headers, &body).await?;
-    let req: Register = parse_body(&body)?;
+pub async fn register(State(hub): State<Arc<Hub>>, Signed(appid, req): Signed<Register>) -> Result<Json<Value>, ApiError> {
     check_country_code(&req.country_code)?;
     let address = Address::from_request(req.phone_number.as_deref(), req.email.as_deref(), Some(&req.country_code))?;
     let code = required_code(&req.verification_code)?;
@@ -258,15 +240,7 @@ pub struct SmsLogin {
     responses((status = 200, body = Envelope<Session>,
         description = "errors: 400 bad parameters or a country code other than +86, 10002 wrong or expired code, \
             10003 no such user, 10004 the account lives in another region (data.region)")))]
-pub async fn sms_login(
-    State(hub): State<Arc<Hub>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let appid = signed(&hub, &method, &uri, &headers, &body).await?;
-    let req: SmsLogin = parse_body(&body)?;
+pub async fn sms_login(State(hub): State<Arc<Hub>>, Signed(appid, req): Signed<SmsLogin>) -> Result<Json<Value>, ApiError> {
     check_country_code(&req.country_code)?;
     if req.country_code != "+86" {
         return Err(ApiError::bad_request("SMS login takes only mainland China (+86) phone numbers"));
@@ -307,15 +281,7 @@ pub struct ResetPassword {
     responses((status = 200, body = Envelope<Session>,
         description = "errors: 400 bad parameters or a weak password, 10002 wrong or expired code, 10003 no such user, \
             10004 the account lives in another region (data.region)")))]
-pub async fn reset_password(
-    State(hub): State<Arc<Hub>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let appid = signed(&hub, &method, &uri, &headers, &body).await?;
-    let req: ResetPassword = parse_body(&body)?;
+pub async fn reset_password(State(hub): State<Arc<Hub>>, Signed(appid, req): Signed<ResetPassword>) -> Result<Json<Value>, ApiError> {
     let address = Address::from_request(req.phone_number.as_deref(), req.email.as_deref(), None)?;
     let code = required_code(&req.verification_code)?;
     check_password(&req.password)?;
