@@ -1,90 +1,70 @@
 //! Who is online on this node: device id → its [`DeviceLink`], user → that user's app sessions.
-//! Both maps are sharded by key hash behind short mutexes that are never held across an
-//! `.await`, so no global lock sits on the hot path.
+//! Both maps are `dashmap`s (sharded by key hash behind short locks that are never held across
+//! an `.await`), so no global lock sits on the hot path. `benches/hub.rs` (`registry_shape`)
+//! measures them against the 64 mutex-guarded `HashMap`s this replaced.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, RandomState};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use dashmap::DashMap;
 
 use super::link::DeviceLink;
 use crate::ids::{DeviceId, SessionId, UserKey};
 use crate::mailbox::SessionHandle;
-use crate::sync::lock;
 
-/// A fixed array of mutex-guarded maps, picked by key hash.
-struct Sharded<K, V> {
-    shards: Box<[Mutex<HashMap<K, V>>]>,
-    hasher: RandomState,
-}
-
-impl<K: Hash + Eq, V> Sharded<K, V> {
-    fn new(count: usize) -> Self {
-        Sharded { shards: (0..count).map(|_| Mutex::new(HashMap::new())).collect(), hasher: RandomState::new() }
-    }
-
-    fn shard(&self, key: &K) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
-        let i = self.hasher.hash_one(key) as usize % self.shards.len();
-        lock(&self.shards[i])
-    }
-}
-
+/// Shards per map: more than dashmap's default on small machines, which measured faster here.
 const SHARDS: usize = 64;
 
 /// Device → link and user → sessions, for this node only.
 pub(super) struct Registry {
-    devices: Sharded<DeviceId, Arc<DeviceLink>>,
-    users: Sharded<UserKey, Vec<SessionHandle>>,
+    devices: DashMap<DeviceId, Arc<DeviceLink>>,
+    users: DashMap<UserKey, Vec<SessionHandle>>,
 }
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry { devices: Sharded::new(SHARDS), users: Sharded::new(SHARDS) }
+        Registry { devices: DashMap::with_shard_amount(SHARDS), users: DashMap::with_shard_amount(SHARDS) }
     }
 }
 
 impl Registry {
     pub fn device(&self, id: &DeviceId) -> Option<Arc<DeviceLink>> {
-        self.devices.shard(id).get(id).cloned()
+        self.devices.get(id).map(|l| l.value().clone())
     }
 
     /// Makes `link` the device's current connection; returns the one it replaced.
     pub fn insert_device(&self, link: Arc<DeviceLink>) -> Option<Arc<DeviceLink>> {
-        self.devices.shard(&link.deviceid).insert(link.deviceid.clone(), link)
+        self.devices.insert(link.deviceid.clone(), link)
     }
 
     /// Removes the device's entry only if `session` still holds it; returns it.
     pub fn remove_device(&self, id: &DeviceId, session: SessionId) -> Option<Arc<DeviceLink>> {
-        let mut shard = self.devices.shard(id);
-        if shard.get(id).is_some_and(|l| l.session.id == session) { shard.remove(id) } else { None }
+        self.devices.remove_if(id, |_, l| l.session.id == session).map(|(_, l)| l)
     }
 
     pub fn devices(&self) -> Vec<Arc<DeviceLink>> {
-        self.devices.shards.iter().flat_map(|s| lock(s).values().cloned().collect::<Vec<_>>()).collect()
+        self.devices.iter().map(|e| e.value().clone()).collect()
     }
 
     pub fn insert_user(&self, user: &UserKey, session: SessionHandle) {
-        self.users.shard(user).entry(user.clone()).or_default().push(session);
+        self.users.entry(user.clone()).or_default().push(session);
     }
 
     pub fn remove_user(&self, user: &UserKey, session: SessionId) {
-        let mut shard = self.users.shard(user);
-        if let Some(list) = shard.get_mut(user) {
+        if let Some(mut list) = self.users.get_mut(user) {
             list.retain(|s| s.id != session);
-            if list.is_empty() {
-                shard.remove(user);
-            }
         }
+        self.users.remove_if(user, |_, list| list.is_empty());
     }
 
-    /// Calls `f` for each session of `user` while its shard is locked; `f` must not block.
+    /// Calls `f` for each session of `user` while its shard is read-locked; `f` must not block.
     pub fn for_each_session(&self, user: &UserKey, mut f: impl FnMut(&SessionHandle)) {
-        if let Some(list) = self.users.shard(user).get(user) {
+        if let Some(list) = self.users.get(user) {
             list.iter().for_each(&mut f);
         }
     }
 
     pub fn user_sessions(&self, user: &UserKey) -> usize {
-        self.users.shard(user).get(user).map_or(0, Vec::len)
+        self.users.get(user).map_or(0, |l| l.len())
     }
 }
 
