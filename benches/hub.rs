@@ -14,13 +14,13 @@ use criterion::measurement::WallTime;
 use criterion::{BatchSize, BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use dashmap::DashMap;
 use serde_json::value::RawValue;
-use switchyard::ids::{DeviceId, UserKey};
-use switchyard::metrics::Metrics;
-use switchyard::protocol::{self, Inbound, Outbound};
 use switchyard::audience::Audience;
 use switchyard::device_state::DirtyQueue;
+use switchyard::ids::{DeviceId, UserKey};
 use switchyard::mailbox::{Outbox, SessionHandle};
+use switchyard::metrics::Metrics;
 use switchyard::protocol::CommandKind;
+use switchyard::protocol::{self, Inbound, Outbound};
 use switchyard::router::pending::PendingTable;
 use switchyard::router::{Ack, Command, DeviceAttach, LocalRouter, Router};
 use tokio::sync::oneshot;
@@ -62,7 +62,12 @@ fn attach(router: &LocalRouter, owner: &UserKey, id: &str) -> (switchyard::ids::
     let (handle, rx, _mailbox) = SessionHandle::new(1 << 16);
     let session = handle.id;
     let audience = Audience::owner_only(owner.clone());
-    router.attach_device(DeviceAttach { deviceid: DeviceId::new(id), session: handle, audience: Some(audience), state: Default::default() });
+    router.attach_device(DeviceAttach {
+        deviceid: DeviceId::new(id),
+        session: handle,
+        audience: Some(audience),
+        state: Default::default(),
+    });
     (session, rx)
 }
 

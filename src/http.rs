@@ -66,7 +66,10 @@ pub fn app(hub: Arc<Hub>) -> Router {
         // A known path with the wrong method is an unknown API too: answer with the envelope,
         // not an empty 405.
         .method_not_allowed_fallback(error::not_found)
-        .layer(axum::middleware::from_fn_with_state(Arc::new(ratelimit::RateLimit::new(&hub.config, hub.metrics.clone())), ratelimit::limit))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(ratelimit::RateLimit::new(&hub.config, hub.metrics.clone())),
+            ratelimit::limit,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(axum::middleware::map_response(envelope_too_large))

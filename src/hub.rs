@@ -11,8 +11,8 @@ use crate::acl::Acl;
 use crate::auth;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::router::Router;
 use crate::recorder::Recorder;
+use crate::router::Router;
 use crate::store::Store;
 use crate::verify;
 use crate::wechat;
@@ -50,4 +50,3 @@ impl Hub {
         &self.public_ip
     }
 }
-

@@ -37,9 +37,9 @@ pub mod cli;
 pub mod clock;
 pub mod command;
 pub mod config;
-pub mod emulate;
 pub mod conn;
 pub mod device_state;
+pub mod emulate;
 pub mod http;
 pub mod hub;
 pub mod ids;
@@ -61,8 +61,8 @@ pub use config::{Config, Settings};
 pub use hub::Hub;
 
 use crate::metrics::Metrics;
-use crate::router::{LocalRouter, Router};
 use crate::recorder::Recorder;
+use crate::router::{LocalRouter, Router};
 use crate::store::Store;
 
 /// The IP `/dispatch` gives alongside the domain: the host itself when it is an IP, else what it

@@ -176,7 +176,6 @@ pub fn raw(text: String) -> Box<RawValue> {
     RawValue::from_string(text).expect("caller passes valid JSON")
 }
 
-
 /// What an app asked a device to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommandKind {

@@ -35,12 +35,12 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::ids::{DeviceId, UserKey};
-use crate::protocol::CommandKind;
-use crate::metrics::Metrics;
-use crate::device_state::{DirtyQueue, LiveState};
 use crate::audience::Audience;
 use crate::clock::now_millis;
+use crate::device_state::{DirtyQueue, LiveState};
+use crate::ids::{DeviceId, UserKey};
+use crate::metrics::Metrics;
+use crate::protocol::CommandKind;
 use crate::store::{Notice, Operation, Store};
 
 /// How long reports are gathered before one transaction saves them.

@@ -30,8 +30,8 @@ pub mod pending;
 mod registry;
 
 use link::DeviceLink;
-pub use pending::{Ack, MAX_PENDING_PER_DEVICE, Outcome, PendingAck};
 use pending::RecentStates;
+pub use pending::{Ack, MAX_PENDING_PER_DEVICE, Outcome, PendingAck};
 use registry::Registry;
 
 /// An app command, borrowed from the app's frame.

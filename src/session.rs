@@ -21,8 +21,8 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tracing::Instrument;
 
 use crate::hub::Hub;
-use crate::protocol::{self, FrameError, HbConfig, Inbound};
 use crate::mailbox::{CloseReason, Mailbox, Outbox};
+use crate::protocol::{self, FrameError, HbConfig, Inbound};
 
 mod app;
 mod device;

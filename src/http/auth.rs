@@ -5,8 +5,8 @@
 use axum::http::{HeaderMap, Method, Uri};
 
 use super::error::ApiError;
-use crate::hub::Hub;
 use crate::auth::verify_sign;
+use crate::hub::Hub;
 use crate::ids::{AppId, UserKey};
 use crate::store::TokenCheck;
 

@@ -15,10 +15,10 @@ use utoipa_axum::router::OpenApiRouter;
 use super::api::{DeleteParams, Empty, Envelope, Query, ok_data};
 use super::auth::Caller;
 use super::error::ApiError;
-use crate::hub::Hub;
-use crate::store::device::Role;
 use crate::clock::now_millis;
+use crate::hub::Hub;
 use crate::store::HistoryEntry;
+use crate::store::device::Role;
 
 /// Most entries one call returns (the seed's `1 <= num <= 30`), also the default.
 pub const MAX_HISTORY: i64 = 30;

@@ -14,9 +14,9 @@ use utoipa_axum::router::OpenApiRouter;
 use super::api::{Envelope, Query, ok_data};
 use super::auth::Caller;
 use super::error::ApiError;
+use crate::clock::now_millis;
 use crate::hub::Hub;
 use crate::ids::UserKey;
-use crate::clock::now_millis;
 use crate::store::Message;
 
 /// Most messages one call returns (the seed's `1 <= num <= 30`), also the default.

@@ -26,13 +26,13 @@ use utoipa_axum::router::OpenApiRouter;
 use super::api::{Body, Empty, Envelope, Query, ok_data};
 use super::auth::Caller;
 use super::error::ApiError;
+use crate::clock::now_millis;
+use crate::command::{self, Sent};
 use crate::hub::Hub;
 use crate::ids::{DeviceId, UserKey};
-use crate::command::{self, Sent};
 use crate::protocol::CommandKind;
 use crate::router::{Command, Outcome, RouteError};
 use crate::store::device::{DeviceRecord, GroupRecord, Person, ShareEntry};
-use crate::clock::now_millis;
 use crate::store::{Placement, ThingKind};
 
 /// The seed's "device control failed" (offline, refused or failed command).

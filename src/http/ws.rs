@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use crate::hub::Hub;
 use crate::conn::ConnSlot;
+use crate::hub::Hub;
 use crate::session;
 
 fn header_has(req: &Request, name: header::HeaderName, token: &str) -> bool {

@@ -66,16 +66,16 @@ struct App {
 }
 
 impl Handler for App {
-    fn on_text(&mut self, hub: &Hub, text: Utf8Bytes) -> impl Future<Output = Option<String>> + Send {
-        async move { on_text(hub, &self.user, self.id, text.as_str(), &mut self.waits, &mut self.reachable).await }
+    async fn on_text(&mut self, hub: &Hub, text: Utf8Bytes) -> Option<String> {
+        on_text(hub, &self.user, self.id, text.as_str(), &mut self.waits, &mut self.reachable).await
     }
 
     fn has_pending(&self) -> bool {
         !self.waits.is_empty()
     }
 
-    fn next_answer(&mut self, hub: &Hub) -> impl Future<Output = Option<String>> + Send {
-        async move { self.waits.next().await.map(|done| answer(hub, done)) }
+    async fn next_answer(&mut self, hub: &Hub) -> Option<String> {
+        self.waits.next().await.map(|done| answer(hub, done))
     }
 
     fn end(self, hub: &Hub) -> impl Future<Output = ()> + Send {
@@ -221,8 +221,12 @@ async fn command(
 fn answer(hub: &Hub, done: Done) -> String {
     let Done { sequence, meta, outcome } = done;
     command::settle(hub, &meta, &outcome);
-    let mut reply =
-        Outbound { deviceid: Some(meta.deviceid.as_str()), apikey: Some(meta.owner.as_str()), sequence: Some(&sequence), ..Default::default() };
+    let mut reply = Outbound {
+        deviceid: Some(meta.deviceid.as_str()),
+        apikey: Some(meta.owner.as_str()),
+        sequence: Some(&sequence),
+        ..Default::default()
+    };
     match &outcome {
         Outcome::Acked(ack) => {
             reply.error = Some(ack.error);

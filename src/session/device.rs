@@ -66,16 +66,14 @@ impl Handler for Device {
         std::future::pending()
     }
 
-    fn end(self, hub: &Hub) -> impl Future<Output = ()> + Send {
-        async move {
-            let unsaved = hub.router.detach_device(&self.deviceid, self.session);
-            hub.metrics.device_sessions.fetch_sub(1, Ordering::Relaxed);
-            // Saved now rather than with the next batch, so a quick reconnect reads the latest state.
-            if let Some(state) = unsaved {
-                hub.recorder.save_now(&self.deviceid, state).await;
-            }
-            tracing::info!("device offline");
+    async fn end(self, hub: &Hub) {
+        let unsaved = hub.router.detach_device(&self.deviceid, self.session);
+        hub.metrics.device_sessions.fetch_sub(1, Ordering::Relaxed);
+        // Saved now rather than with the next batch, so a quick reconnect reads the latest state.
+        if let Some(state) = unsaved {
+            hub.recorder.save_now(&self.deviceid, state).await;
         }
+        tracing::info!("device offline");
     }
 }
 

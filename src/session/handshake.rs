@@ -5,11 +5,11 @@
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::{Read, Ws, read, reject, send};
+use crate::audience::Audience;
+use crate::device_state::DeviceState;
 use crate::hub::Hub;
 use crate::ids::{AppId, DeviceId, UserKey};
 use crate::protocol::{self, FrameError, Inbound, Outbound};
-use crate::device_state::DeviceState;
-use crate::audience::Audience;
 use crate::store::TokenCheck;
 
 /// What the handshake decided: the session to run, with what it needs. The handshake future
@@ -154,25 +154,19 @@ async fn device_register(hub: &Hub, ws: &mut Ws, frame: &Inbound<'_>) -> Option<
             return None;
         }
     };
-    let (record, audience) = match found {
-        Some((d, a)) => (Some(d), a),
-        None => (None, None),
-    };
-    let refusal = match &record {
+    let refusal = match &found {
         None => Some((404, "Not Found")),
-        Some(d) if !crate::auth::same_secret(&d.factory_apikey, frame.apikey.as_deref().unwrap_or("")) => Some((403, "Forbidden")),
-        Some(d) if d.owner.is_none() && !temporary => Some((403, "Not Registered")),
+        Some((d, _)) if !crate::auth::same_secret(&d.factory_apikey, frame.apikey.as_deref().unwrap_or("")) => Some((403, "Forbidden")),
+        Some((d, _)) if d.owner.is_none() && !temporary => Some((403, "Not Registered")),
         Some(_) => None,
     };
-    if let Some((code, reason)) = refusal {
+    let (Some((record, audience)), None) = (found, refusal) else {
+        let (code, reason) = refusal.unwrap_or((404, "Not Found"));
         tracing::info!(device = deviceid, code, reason, "register refused");
         hub.metrics.frames_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        {
-            Box::pin(refuse(hub, ws, protocol::register_refusal(code, reason, deviceid))).await;
-            return None;
-        }
-    }
-    let record = record.expect("checked above");
+        Box::pin(refuse(hub, ws, protocol::register_refusal(code, reason, deviceid))).await;
+        return None;
+    };
     let id = DeviceId::new(deviceid);
     let apikey = record.owner.as_ref().map_or(record.factory_apikey.as_str(), UserKey::as_str).to_owned();
     let reply = Outbound {

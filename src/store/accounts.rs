@@ -7,8 +7,8 @@
 use sqlx::{AnyConnection, Row};
 
 use super::{FIRST_FAMILY_NAME, Result, Sort, Store, StoreError, new_apikey, token_hash, unique_violation};
-use crate::clock::now_secs;
 use crate::auth::same_secret;
+use crate::clock::now_secs;
 use crate::ids::{DeviceId, UserKey};
 use crate::verify::{CODE_TTL_MS, MAX_ATTEMPTS, Purpose, SEND_LIMITS, code_hash};
 

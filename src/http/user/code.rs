@@ -14,14 +14,14 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::{Session, check_country_code, check_lang, new_session, redirect};
-use crate::hub::Hub;
 use crate::auth::password_ok;
+use crate::clock::now_millis;
 use crate::http::api::{Body, Empty, Envelope, Signed};
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ok};
+use crate::hub::Hub;
 use crate::ids::DeviceId;
 use crate::mailbox::CloseReason;
-use crate::clock::now_millis;
 use crate::store::{AccountError, NewAccount, User};
 use crate::verify::{Purpose, new_code};
 
