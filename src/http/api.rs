@@ -47,9 +47,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(IntoResponse::into_response)?;
-        serde_json::from_slice(&bytes)
-            .map(Body)
-            .map_err(|e| ApiError::bad_request(format!("invalid parameters: {e}")).into_response())
+        serde_json::from_slice(&bytes).map(Body).map_err(|e| ApiError::bad_request(format!("invalid parameters: {e}")).into_response())
     }
 }
 
