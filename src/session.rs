@@ -100,7 +100,13 @@ pub(crate) async fn read(ws: &mut Ws) -> Read {
             Read::Nothing
         }
         Some(Ok(Message::Pong(_) | Message::Frame(_))) => Read::Nothing,
-        Some(Ok(Message::Close(_))) | None => Read::End,
+        Some(Ok(Message::Close(_))) => {
+            // tungstenite queued the answering Close (RFC 6455 §5.5.1); flush it before the
+            // session ends, bounded in case the peer stopped reading.
+            let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
+            Read::End
+        }
+        None => Read::End,
         Some(Err(tungstenite::Error::Capacity(e))) => {
             tracing::debug!(error = %e, "frame over the size limit");
             Read::TooBig
