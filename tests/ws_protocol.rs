@@ -136,3 +136,35 @@ async fn a_clients_close_frame_is_answered() {
     }
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn protocol_violations_before_the_handshake_close_with_a_code() {
+    let hub = TestHub::start().await;
+    for (what, bytes, code) in violations() {
+        let mut s = upgraded(&hub).await;
+        s.write_all(&bytes).await.unwrap();
+        assert_eq!(close_code(&mut s).await, Some(code), "{what}");
+    }
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn protocol_violations_in_a_session_close_with_a_code() {
+    let hub = TestHub::start().await;
+    let alice = hub.user("alice@example.com").await;
+    for (what, bytes, code) in violations() {
+        let mut s = upgraded(&hub).await;
+        s.write_all(&frame(0x81, user_online(&alice).as_bytes(), true)).await.unwrap();
+        // The reply to userOnline, then the violation.
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 2 && buf[0] == 0x81 && String::from_utf8_lossy(&buf[2..n]).contains(r#""error":0"#), "{what}: handshake");
+        s.write_all(&bytes).await.unwrap();
+        assert_eq!(close_code(&mut s).await, Some(code), "{what}");
+    }
+    // The hub still serves sessions.
+    let mut app = hub.app(&alice).await;
+    app.send_text("ping").await;
+    assert_eq!(app.recv_text().await, "pong");
+    hub.stop().await;
+}
