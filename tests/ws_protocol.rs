@@ -168,3 +168,22 @@ async fn protocol_violations_in_a_session_close_with_a_code() {
     assert_eq!(app.recv_text().await, "pong");
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn an_upgrade_with_another_version_is_400_naming_version_13() {
+    let hub = TestHub::start().await;
+    for version in ["8", "12", "14", ""] {
+        let mut s = TcpStream::connect(hub.http).await.unwrap();
+        let head = format!(
+            "GET /api/ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: {version}\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut got = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut got)).await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&got[..n]).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 400"), "version {version:?}: {text}");
+        assert!(text.contains("\r\nsec-websocket-version: 13\r\n"), "version {version:?}: {text}");
+    }
+    hub.stop().await;
+}
