@@ -26,6 +26,7 @@ pub mod ota;
 pub mod ratelimit;
 pub mod share;
 pub mod thing;
+pub mod unread;
 pub mod user;
 pub mod ws;
 
@@ -68,6 +69,7 @@ pub fn app(hub: Arc<Hub>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(axum::middleware::map_response(envelope_too_large))
+        .layer(axum::middleware::from_fn(unread::close_if_unread))
         .with_state(hub)
 }
 
