@@ -1,5 +1,6 @@
 //! HTTP limits through raw sockets: whenever the hub answers without reading the whole request
-//! body (413, an early refusal), it says `Connection: close`.
+//! body (413, an early refusal), it says `Connection: close`, and a request head over 64 KiB is
+//! refused with 431 whatever the size of the reads it arrives in.
 
 mod common;
 
@@ -67,5 +68,23 @@ async fn a_body_the_hub_will_not_read_gets_connection_close() {
     assert!(h.starts_with("http/1.1 200") && !closes(&h), "{h}");
     let h = answer_head(&hub, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n".to_owned(), Vec::new()).await;
     assert!(h.starts_with("http/1.1 200") && !closes(&h), "{h}");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_head_over_64_kib_is_431() {
+    let hub = TestHub::start().await;
+    for (kb, headers) in [(70, 1), (100, 1), (70, 10), (100, 25)] {
+        let value = "v".repeat(kb * 1024 / headers);
+        let extra: String = (0..headers).map(|i| format!("X-Pad-{i}: {value}\r\n")).collect();
+        let head = format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n");
+        let h = answer_head(&hub, head, Vec::new()).await;
+        assert!(h.starts_with("http/1.1 431"), "{kb} KB in {headers} headers: {h}");
+        assert!(closes(&h), "{h}");
+    }
+    // Just under the limit is served.
+    let value = "v".repeat(60 * 1024);
+    let h = answer_head(&hub, format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Pad: {value}\r\n\r\n"), Vec::new()).await;
+    assert!(h.starts_with("http/1.1 200"), "{h}");
     hub.stop().await;
 }
