@@ -1,5 +1,6 @@
 //! Credentials: the `Sign` HMAC over raw request bytes, argon2id password hashes (computed off
-//! the async threads, a few at a time) and the password rule.
+//! the async threads, a few at a time) and the password rule; [`lockout`] bounds failed checks
+//! per account.
 
 use std::sync::{Arc, Mutex};
 
@@ -9,6 +10,8 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
+
+pub mod lockout;
 
 /// `base64(HMAC-SHA256(secret, message))`, as clients compute it.
 pub fn sign(secret: &str, message: &[u8]) -> String {

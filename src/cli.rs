@@ -105,13 +105,19 @@ pub struct ServeArgs {
     /// Comma-separated proxy IPs whose X-Forwarded-For names the client [default: none]
     #[arg(long, env = "SWITCHYARD_TRUSTED_PROXIES", value_name = "IPS")]
     pub trusted_proxies: Option<String>,
+    /// Failed password or code checks in a row that lock an account, 0 = off [default: 10]
+    #[arg(long, env = "SWITCHYARD_AUTH_FAILURES", value_name = "N")]
+    pub auth_failures: Option<String>,
+    /// Longest lock of an account; locks start at 30 s and double [default: 300]
+    #[arg(long, env = "SWITCHYARD_AUTH_LOCKOUT_MAX_SECS", value_name = "N")]
+    pub auth_lockout_max_secs: Option<String>,
 }
 
 impl ServeArgs {
     /// Flags and environment first, then the TOML file. File problems join `errors`.
     pub fn settings(&self, errors: &mut Vec<String>) -> Settings {
         let mut s = Settings::new();
-        let pairs: [(&str, &Option<String>); 24] = [
+        let pairs: [(&str, &Option<String>); 26] = [
             ("data_dir", &self.data_dir),
             ("database_url", &self.database_url),
             ("http", &self.http),
@@ -136,6 +142,8 @@ impl ServeArgs {
             ("rate_limit_window_secs", &self.rate_limit_window_secs),
             ("rate_limit_loopback", &self.rate_limit_loopback),
             ("trusted_proxies", &self.trusted_proxies),
+            ("auth_failures", &self.auth_failures),
+            ("auth_lockout_max_secs", &self.auth_lockout_max_secs),
         ];
         for (key, value) in pairs {
             if let Some(v) = value {

@@ -40,6 +40,8 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("rate_limit_window_secs", "300", "length of the rate-limit window"),
     ("rate_limit_loopback", "false", "apply the rate limit to loopback clients too"),
     ("trusted_proxies", "", "comma-separated proxy IPs whose X-Forwarded-For names the client"),
+    ("auth_failures", "10", "failed password or code checks in a row that lock an account (0 = no lockout)"),
+    ("auth_lockout_max_secs", "300", "longest lock of an account; locks start at 30 s and double"),
 ];
 
 impl Settings {
@@ -124,6 +126,10 @@ pub struct Config {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// Failed secret checks in a row that lock an account; 0 turns the lockout off.
+    pub auth_failures: u32,
+    /// The longest lock of an account.
+    pub auth_lockout_max: Duration,
 }
 
 /// All the problems found in one pass, one per line.
@@ -235,6 +241,8 @@ impl Config {
                 Err(_) => r.errors.push(format!("trusted_proxies: `{part}` is not an IP address")),
             }
         }
+        let auth_failures = r.number("auth_failures", 0, 1_000_000) as u32;
+        let auth_lockout_max = Duration::from_secs(r.number("auth_lockout_max_secs", 1, 86_400));
         if http.is_none() && https.is_none() && r.errors.is_empty() {
             r.errors.push("http and https are both off: nothing to serve".to_owned());
         }
@@ -268,6 +276,8 @@ impl Config {
                 trusted_proxies,
                 access_token_ttl,
                 refresh_token_ttl,
+                auth_failures,
+                auth_lockout_max,
             })
         } else {
             Err(ConfigErrors(r.errors))

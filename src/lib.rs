@@ -71,6 +71,8 @@ pub struct Hub {
     pub acl_generation: Arc<AtomicI64>,
     /// Per-IP, per-route call counters of the REST API.
     pub limiter: http::ratelimit::RateLimiter,
+    /// Failed password and code checks per account (see [`auth::lockout`]).
+    pub lockout: auth::lockout::Lockout,
     /// Delivers verification codes (by default: the log and a file under the data dir).
     pub codes: Arc<dyn verify::CodeSender>,
     /// Where `/dispatch` sends clients: domain and port, and the IP for firmware that uses it.
@@ -176,6 +178,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let acl =
         tokio::spawn(state::watch_acl(store.clone(), router.clone(), acl_generation.clone(), Duration::from_secs(2), shutdown.clone()));
     let codes: Arc<dyn verify::CodeSender> = Arc::new(verify::OutboxSender::new(&config.data_dir));
+    let (config_failures, config_lockout_max) = (config.auth_failures, config.auth_lockout_max);
+    http::ratelimit::warn_if_exempt_behind_a_proxy(&config);
     let hub = Arc::new(Hub {
         config,
         store,
@@ -187,6 +191,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tasks: TaskTracker::new(),
         acl_generation,
         limiter: Default::default(),
+        lockout: auth::lockout::Lockout::new(auth::lockout::Policy::new(config_failures, config_lockout_max)),
         codes,
         public_ws,
         public_ip,
