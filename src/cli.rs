@@ -105,6 +105,9 @@ pub struct ServeArgs {
     /// Comma-separated proxy IPs whose X-Forwarded-For names the client [default: none]
     #[arg(long, env = "SWITCHYARD_TRUSTED_PROXIES", value_name = "IPS")]
     pub trusted_proxies: Option<String>,
+    /// Operator listener for /metrics (keep it private), or `off` [default: 127.0.0.1:9090]
+    #[arg(long, env = "SWITCHYARD_METRICS", value_name = "ADDR")]
+    pub metrics: Option<String>,
     /// Failed password or code checks in a row that lock an account, 0 = off [default: 10]
     #[arg(long, env = "SWITCHYARD_AUTH_FAILURES", value_name = "N")]
     pub auth_failures: Option<String>,
@@ -117,7 +120,7 @@ impl ServeArgs {
     /// Flags and environment first, then the TOML file. File problems join `errors`.
     pub fn settings(&self, errors: &mut Vec<String>) -> Settings {
         let mut s = Settings::new();
-        let pairs: [(&str, &Option<String>); 26] = [
+        let pairs: [(&str, &Option<String>); 27] = [
             ("data_dir", &self.data_dir),
             ("database_url", &self.database_url),
             ("http", &self.http),
@@ -144,6 +147,7 @@ impl ServeArgs {
             ("trusted_proxies", &self.trusted_proxies),
             ("auth_failures", &self.auth_failures),
             ("auth_lockout_max_secs", &self.auth_lockout_max_secs),
+            ("metrics", &self.metrics),
         ];
         for (key, value) in pairs {
             if let Some(v) = value {

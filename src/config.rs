@@ -20,6 +20,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("database_url", "", "postgres://… to keep everything in PostgreSQL instead of the embedded SQLite file"),
     ("http", "127.0.0.1:8080", "plain HTTP + WebSocket listener address, or `off`"),
     ("https", "127.0.0.1:8443", "HTTPS + WSS listener address, or `off`"),
+    ("metrics", "127.0.0.1:9090", "operator listener for /metrics (keep it private), or `off`"),
     ("tls_cert", "certs/dev-cert.pem", "PEM certificate chain for the TLS listener"),
     ("tls_key", "certs/dev-key.pem", "PEM private key for the TLS listener"),
     ("public_ws", "", "HOST:PORT that /dispatch advertises (default: the TLS listener, else the plain one)"),
@@ -103,6 +104,8 @@ pub struct Config {
     pub database_url: Option<String>,
     pub http: Option<SocketAddr>,
     pub https: Option<SocketAddr>,
+    /// The operator listener (`/metrics`), apart from the public ones.
+    pub metrics: Option<SocketAddr>,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
     /// True when both TLS paths are the defaults, so a development pair may be generated.
@@ -189,6 +192,7 @@ impl Config {
         let mut r = Reader { settings, errors: Vec::new() };
         let http = r.listener("http");
         let https = r.listener("https");
+        let metrics = r.listener("metrics");
         let public_ws = match settings.get("public_ws").trim() {
             "" => None,
             raw => match raw.rsplit_once(':').map(|(h, p)| (h.trim_matches(['[', ']']), p.parse::<u16>())) {
@@ -255,6 +259,7 @@ impl Config {
                 database_url,
                 http,
                 https,
+                metrics,
                 tls_cert,
                 tls_key,
                 tls_generate,

@@ -1,5 +1,6 @@
 //! The HTTP side: `fn app()` builds the router that both listeners serve. Dispatch endpoints,
-//! the user routes of this issue, the WebSocket upgrade at `/api/ws`, `/metrics` and `/healthz`.
+//! the user routes of this issue, the WebSocket upgrade at `/api/ws` and `/healthz` (`/metrics` is
+//! on the [`crate::operator`] listener).
 //! Every API answer is the seed's `{error,msg,data}` envelope (see [`error::ApiError`]).
 
 use std::sync::Arc;
@@ -59,7 +60,6 @@ pub fn app(hub: Arc<Hub>) -> Router {
         .merge(rest)
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .route("/api/ws", any(ws::upgrade))
-        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(error::not_found)
         // A known path with the wrong method is an unknown API too: answer with the envelope,
@@ -82,8 +82,4 @@ async fn envelope_too_large(res: Response) -> Response {
     } else {
         res
     }
-}
-
-async fn metrics(axum::extract::State(hub): axum::extract::State<Arc<Hub>>) -> String {
-    hub.metrics.render()
 }

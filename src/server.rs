@@ -48,6 +48,11 @@ impl Drop for SlotInner {
 /// Accepts until shutdown. `tls` makes this the HTTPS/WSS listener.
 pub async fn serve(hub: Arc<Hub>, listener: TcpListener, tls: Option<TlsAcceptor>, limit: Arc<Semaphore>) {
     let app = crate::http::app(hub.clone());
+    serve_router(hub, listener, tls, limit, app).await
+}
+
+/// [`serve`] with another router (the operator listener's).
+pub async fn serve_router(hub: Arc<Hub>, listener: TcpListener, tls: Option<TlsAcceptor>, limit: Arc<Semaphore>, app: axum::Router) {
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
