@@ -66,8 +66,7 @@ fn last_code(hub: &TestHub, to: &str, purpose: Purpose) -> String {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     text.lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v["to"] == to && v["purpose"] == purpose.name())
-        .last()
+        .rfind(|v| v["to"] == to && v["purpose"] == purpose.name())
         .unwrap_or_else(|| panic!("no {} code for {to} in {text}", purpose.name()))["code"]
         .as_str()
         .unwrap()

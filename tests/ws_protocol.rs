@@ -105,7 +105,7 @@ fn violations() -> Vec<(&'static str, Vec<u8>, u16)> {
         ("continuation with nothing to continue", frame(0x80, b"x", true), 1002),
         ("unmasked frame", frame(0x81, b"ping", false), 1002),
         ("invalid UTF-8", frame(0x81, &[b'{', 0xff, 0xfe, b'}'], true), 1007),
-        ("invalid UTF-8 across fragments", [frame(0x01, &[b'"', 0xe2, 0x82], true), frame(0x80, &[b'x', b'"'], true)].concat(), 1007),
+        ("invalid UTF-8 across fragments", [frame(0x01, &[b'"', 0xe2, 0x82], true), frame(0x80, b"x\"", true)].concat(), 1007),
     ]
 }
 

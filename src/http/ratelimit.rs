@@ -5,7 +5,7 @@
 //! Over the limit: HTTP 429 with `Retry-After` and the envelope `{"error":412,…}`.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -43,9 +43,7 @@ impl RateLimiter {
     /// Counts one call at `now_secs`; `Err(seconds until the window ends)` when over `limit`.
     pub fn hit(&self, key: Key, limit: u32, window_secs: u64, now_secs: u64) -> Result<(), u64> {
         let window = now_secs / window_secs;
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        let mut shard = self.shards[h.finish() as usize % SHARDS].lock().unwrap_or_else(|p| p.into_inner());
+        let mut shard = self.shards[self.hasher.hash_one(&key) as usize % SHARDS].lock().unwrap_or_else(|p| p.into_inner());
         if shard.len() >= SWEEP_AT {
             shard.retain(|_, (w, _)| *w == window);
             if shard.len() >= SHARD_CAP && !shard.contains_key(&key) {
