@@ -146,6 +146,12 @@ settings! {
     rate_limit_loopback: bool { key: "rate_limit_loopback", value: "BOOL", default: "false", read: flag },
     /// Comma-separated proxy IPs whose X-Forwarded-For names the client [default: none]
     trusted_proxies: Vec<IpAddr> { key: "trusted_proxies", value: "IPS", default: "", read: ips },
+    /// Operator listener for /metrics (keep it private), or `off` [default: 127.0.0.1:9090]
+    metrics: Option<SocketAddr> { key: "metrics", value: "ADDR", default: "127.0.0.1:9090", read: listener },
+    /// Failed password or code checks in a row that lock an account, 0 = no lockout [default: 10]
+    auth_failures: u32 { key: "auth_failures", value: "N", default: "10", read: count(0, 1_000_000) },
+    /// Longest lock of an account; locks start at 30 s and double [default: 300]
+    auth_lockout_max: Duration { key: "auth_lockout_max_secs", value: "N", default: "300", read: secs(1, 86_400) },
     /// Base URL of the WeChat API [default: https://api.weixin.qq.com]
     wechat_api_base: String { key: "wechat_api_base", value: "URL", default: "https://api.weixin.qq.com", read: wechat_base },
     ;

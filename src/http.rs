@@ -1,5 +1,6 @@
 //! The HTTP side: `fn app()` builds the router that both listeners serve. Dispatch endpoints,
-//! the user routes of this issue, the WebSocket upgrade at `/api/ws`, `/metrics` and `/healthz`.
+//! the user routes of this issue, the WebSocket upgrade at `/api/ws` and `/healthz` (`/metrics` is
+//! on the [`crate::operator`] listener).
 //! Every API answer is the seed's `{error,msg,data}` envelope (see [`error::ApiError`]).
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub mod ota;
 pub mod ratelimit;
 pub mod share;
 pub mod thing;
+pub mod unread;
 pub mod user;
 pub mod ws;
 pub mod xlink;
@@ -60,7 +62,6 @@ pub fn app(hub: Arc<Hub>) -> Router {
         .merge(rest)
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .route("/api/ws", any(ws::upgrade))
-        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(error::not_found)
         // A known path with the wrong method is an unknown API too: answer with the envelope,
@@ -73,6 +74,7 @@ pub fn app(hub: Arc<Hub>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(axum::middleware::map_response(envelope_too_large))
+        .layer(axum::middleware::from_fn(unread::close_if_unread))
         .with_state(hub)
 }
 
@@ -85,8 +87,4 @@ async fn envelope_too_large(res: Response) -> Response {
     } else {
         res
     }
-}
-
-async fn metrics(axum::extract::State(hub): axum::extract::State<Arc<Hub>>) -> String {
-    hub.metrics.render()
 }

@@ -32,6 +32,8 @@ pub struct Hub {
     /// Who may reach each online device: reloaded at once after a change made here, and by a
     /// poll after changes made by other processes.
     pub acl: Arc<Acl>,
+    /// Failed password and code checks per account (see [`auth::lockout`]).
+    pub lockout: auth::lockout::Lockout,
     /// Delivers verification codes (by default: the log and a file under the data dir).
     pub codes: Arc<dyn verify::CodeSender>,
     /// The WeChat connector (seed 001): beside the sessions, never on the routing path.

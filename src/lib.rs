@@ -17,7 +17,8 @@
 //! - [`store`]: the SQLite store; [`state`]: batched state saves and sharing reloads.
 //! - [`permit`]: what a sharee's share permit lets them change.
 //! - [`wechat`]: the WeChat connector (seed 001), called beside the sessions.
-//! - [`auth`]: Sign, password hashing; [`metrics`]: counters at `/metrics`.
+//! - [`auth`]: Sign, password hashing, per-account lockout; [`metrics`]: counters, served at
+//!   `/metrics` by the [`operator`] listener.
 //! - [`cli`], [`emulate`]: the `switchyard` command line and the device/app emulators.
 //!
 //! See `ARCHITECTURE.md` for how a frame travels from an app to a device and back.
@@ -45,6 +46,7 @@ pub mod hub;
 pub mod ids;
 pub mod mailbox;
 pub mod metrics;
+pub mod operator;
 pub mod permit;
 pub mod protocol;
 pub mod recorder;
@@ -108,6 +110,8 @@ pub struct Running {
     /// Bound addresses (useful when the configuration asked for port 0).
     pub http: Option<SocketAddr>,
     pub https: Option<SocketAddr>,
+    /// The operator listener's address, when it is on.
+    pub metrics: Option<SocketAddr>,
     writer_stop: CancellationToken,
     writer: tokio::task::JoinHandle<()>,
     acl: tokio::task::JoinHandle<()>,
@@ -136,7 +140,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         Some(a) => Some(bind(a).await?),
         None => None,
     };
+    let operator = match config.metrics {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
     let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
+    let metrics_addr = operator.as_ref().and_then(|l| l.local_addr().ok());
     let https_addr = https.as_ref().and_then(|l| l.local_addr().ok());
     let public_ws = config.public_ws.clone().unwrap_or_else(|| {
         let a = https_addr.or(http_addr).expect("at least one listener is configured");
@@ -155,6 +164,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let acl = tokio::spawn(acl_sync.clone().watch(Duration::from_secs(2), shutdown.clone()));
     let codes: Arc<dyn verify::CodeSender> = Arc::new(verify::OutboxSender::new(&config.data_dir));
     let wechat = wechat::WeChat::new(&config.wechat_api_base, wechat::Options::default())?;
+    let (config_failures, config_lockout_max) = (config.auth_failures, config.auth_lockout_max);
+    http::ratelimit::warn_if_exempt_behind_a_proxy(&config);
     let hub = Arc::new(Hub {
         config,
         store,
@@ -165,6 +176,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown,
         tasks: TaskTracker::new(),
         acl: acl_sync,
+        lockout: auth::lockout::Lockout::new(auth::lockout::Policy::new(config_failures, config_lockout_max)),
         codes,
         wechat,
         public_ws,
@@ -180,12 +192,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tracing::info!(addr = ?https_addr, "listening for HTTPS and WSS");
         tokio::spawn(server::serve(hub.clone(), app, l, Some(tls.into()), limit));
     }
+    if let Some(l) = operator {
+        tracing::info!(addr = ?metrics_addr, "listening for operators (/metrics)");
+        if metrics_addr.is_some_and(|a| !a.ip().is_loopback()) {
+            tracing::warn!(addr = ?metrics_addr, "the operator listener is not on loopback: keep it behind a firewall");
+        }
+        let limit = Arc::new(Semaphore::new(operator::MAX_CONNECTIONS));
+        tokio::spawn(server::serve(hub.clone(), operator::app(hub.clone()), l, None, limit));
+    }
     let store_at = match &hub.config.database_url {
         Some(url) => config::redact_url(url),
         None => hub.config.data_dir.join("switchyard.db").display().to_string(),
     };
     tracing::info!(public = ?hub.public_ws, region = %hub.config.region, store = %store_at, "hub started");
-    Ok(Running { hub, http: http_addr, https: https_addr, writer_stop, writer, acl })
+    Ok(Running { hub, http: http_addr, https: https_addr, metrics: metrics_addr, writer_stop, writer, acl })
 }
 
 impl Running {

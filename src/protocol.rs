@@ -48,6 +48,8 @@ pub enum FrameError {
     WrongType(&'static str),
     #[error("unknown action `{0}`")]
     UnknownAction(String),
+    #[error("field `{0}` holds a number out of range")]
+    OutOfRange(&'static str),
 }
 
 impl<'a> Inbound<'a> {
@@ -68,10 +70,17 @@ impl<'a> Inbound<'a> {
         }
     }
 
-    /// `params` as an object, the shape every `update` needs.
+    /// `params` as an object, the shape every `update` needs, that every later reader can parse
+    /// (see [`readable`]).
     pub fn object_params(&self) -> Result<&'a RawValue, FrameError> {
         match self.params {
-            Some(p) if p.get().trim_start().starts_with('{') => Ok(p),
+            Some(p) if p.get().trim_start().starts_with('{') => {
+                if readable::readable(p) {
+                    Ok(p)
+                } else {
+                    Err(FrameError::OutOfRange("params"))
+                }
+            }
             Some(_) => Err(FrameError::WrongType("params")),
             None => Err(FrameError::Missing("params")),
         }
@@ -176,6 +185,7 @@ pub fn raw(text: String) -> Box<RawValue> {
     RawValue::from_string(text).expect("caller passes valid JSON")
 }
 
+mod readable;
 /// What an app asked a device to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommandKind {

@@ -30,7 +30,7 @@ const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Accepts until shutdown. `tls` makes this the HTTPS/WSS listener.
-/// `app` is the HTTP router both listeners share.
+/// `app` is the HTTP router to serve (both public listeners share one; the operator listener has its own).
 pub async fn serve(hub: Arc<Hub>, app: axum::Router, listener: TcpListener, tls: Option<TlsAcceptor>, limit: Arc<Semaphore>) {
     loop {
         let (stream, peer) = tokio::select! {

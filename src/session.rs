@@ -178,16 +178,57 @@ pub(crate) async fn read(ws: &mut Ws) -> Read {
             Read::Nothing
         }
         Some(Ok(Message::Pong(_) | Message::Frame(_))) => Read::Nothing,
-        Some(Ok(Message::Close(_))) | None => Read::End,
+        Some(Ok(Message::Close(_))) => {
+            // tungstenite queued the answering Close (RFC 6455 §5.5.1); flush it before the
+            // session ends, bounded in case the peer stopped reading.
+            let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
+            Read::End
+        }
+        None => Read::End,
         Some(Err(tungstenite::Error::Capacity(e))) => {
             tracing::debug!(error = %e, "frame over the size limit");
             Read::TooBig
+        }
+        Some(Err(tungstenite::Error::Protocol(e))) if violation(&e) => {
+            tracing::debug!(error = %e, "protocol violation");
+            fail(ws, CloseCode::Protocol, "protocol error").await;
+            Read::End
+        }
+        Some(Err(tungstenite::Error::Utf8(e))) => {
+            tracing::debug!(error = %e, "invalid UTF-8 in a frame");
+            fail(ws, CloseCode::Invalid, "invalid UTF-8").await;
+            Read::End
         }
         Some(Err(e)) => {
             tracing::debug!(error = %e, "connection ended");
             Read::End
         }
     }
+}
+
+/// Frame-level faults of the peer that RFC 6455 answers by failing the connection with 1002.
+fn violation(e: &tungstenite::error::ProtocolError) -> bool {
+    use tungstenite::error::ProtocolError as P;
+    matches!(
+        e,
+        P::NonZeroReservedBits
+            | P::UnmaskedFrameFromClient
+            | P::FragmentedControlFrame
+            | P::ControlFrameTooBig
+            | P::UnknownControlFrameType(_)
+            | P::UnknownDataFrameType(_)
+            | P::UnexpectedContinueFrame
+            | P::ExpectedFragment(_)
+            | P::InvalidOpcode(_)
+            | P::InvalidCloseSequence
+    )
+}
+
+/// Fails the connection (RFC 6455 §7.1.7): sends a Close frame with `code` and does not wait for
+/// the answer, since what the peer sends next cannot be trusted to be framed.
+async fn fail(ws: &mut Ws, code: CloseCode, reason: &'static str) {
+    let frame = CloseFrame { code, reason: reason.into() };
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
 }
 
 pub(crate) async fn send(ws: &mut Ws, text: String) -> bool {

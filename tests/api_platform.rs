@@ -126,7 +126,7 @@ async fn rate_limit_answers_412_with_retry_after_per_route() {
     for _ in 0..5 {
         assert_eq!(hub.http_client().get(format!("{}/healthz", hub.base())).send().await.unwrap().status(), 200);
     }
-    let m = hub.http_client().get(format!("{}/metrics", hub.base())).send().await.unwrap().text().await.unwrap();
+    let m = hub.http_client().get(format!("http://{}/metrics", hub.metrics)).send().await.unwrap().text().await.unwrap();
     assert!(m.contains("switchyard_rate_limited_total 1"), "{m}");
     hub.stop().await;
 }

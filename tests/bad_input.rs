@@ -438,3 +438,63 @@ async fn a_slow_consumer_is_closed_without_holding_up_anyone_else() {
     healthy.round_trip().await;
     hub.stop().await;
 }
+
+// --- numbers out of range ---------------------------------------------------------------------
+
+/// A number JSON can write but `f64` cannot hold (`1e400`) is refused at the socket, from a device
+/// report or an app command, and the state the device has stays visible over REST, online and
+/// offline.
+#[tokio::test]
+async fn a_number_out_of_range_is_refused_and_rest_keeps_showing_the_state() {
+    let (hub, alice, mut app, mut dev, mut healthy) = hub_with_alice().await;
+    let key = alice.apikey.as_str();
+    let rest = common::rest::api(&hub, &alice);
+    dev.send(json!({"action":"update","deviceid":DEV,"apikey":key,"sequence":"s1","params":{"switch":"on","power":12.5}})).await;
+    assert_eq!(dev.recv().await["error"], 0);
+    assert_eq!(app.recv().await["params"]["switch"], "on");
+
+    let bad = [
+        r#"{"temperature":1e400}"#,
+        r#"{"temperature":-1e400}"#,
+        r#"{"nested":{"list":[1,2,1e999]}}"#,
+        r#"{"ok":1,"later":[{"x":-2e308}]}"#,
+    ];
+    for (i, params) in bad.iter().enumerate() {
+        let report = format!(r#"{{"action":"update","deviceid":"{DEV}","apikey":"{key}","sequence":"bad{i}","params":{params}}}"#);
+        dev.send_text(&report).await;
+        assert_error(&dev.recv_text().await, 400, Some(&format!(r#""bad{i}""#)), params);
+        let command = format!(r#"{{"action":"update","deviceid":"{DEV}","apikey":"{key}","sequence":"cmd{i}","params":{params}}}"#);
+        app.send_text(&command).await;
+        assert_error(&app.recv_text().await, 400, Some(&format!(r#""cmd{i}""#)), params);
+    }
+    assert_alive(&mut dev, "after the refused reports").await;
+    dev.silent_for(100).await;
+    app.silent_for(100).await;
+
+    let status = rest.get("/v2/device/thing/status", &format!("type=1&id={DEV}")).await;
+    assert_eq!(status.ok()["params"], json!({"switch":"on","power":12.5}), "online: {status:?}");
+    // Large numbers that fit are kept as they are.
+    dev.send_text(&format!(r#"{{"action":"update","deviceid":"{DEV}","apikey":"{key}","sequence":"s2","params":{{"big":1e300}}}}"#)).await;
+    assert_eq!(dev.recv().await["error"], 0);
+    drop(dev);
+    wait_until("the device is offline", || hub.hub.router.online_devices().iter().all(|d| d.as_str() != DEV)).await;
+    let status = rest.get("/v2/device/thing/status", &format!("type=1&id={DEV}")).await;
+    assert_eq!(status.ok()["params"], json!({"switch":"on","power":12.5,"big":1e300}), "offline: {status:?}");
+    healthy.round_trip().await;
+    hub.stop().await;
+}
+
+/// State stored before out-of-range numbers were refused still shows over REST: only the value
+/// that cannot be read is left out.
+#[tokio::test]
+async fn stored_state_with_a_number_out_of_range_shows_everything_else() {
+    let hub = TestHub::start().await;
+    let alice = hub.user("alice@example.com").await;
+    hub.device_record(DEV, Some(&alice)).await;
+    let id = switchyard::ids::DeviceId::new(DEV);
+    hub.hub.store.save_params(&[(id, r#"{"switch":"on","temperature":1e400}"#.to_owned())]).await.unwrap();
+    let rest = common::rest::api(&hub, &alice);
+    let status = rest.get("/v2/device/thing/status", &format!("type=1&id={DEV}")).await;
+    assert_eq!(status.ok()["params"], json!({"switch":"on"}), "{status:?}");
+    hub.stop().await;
+}

@@ -3,7 +3,7 @@
 
 mod procs;
 
-use procs::{admin, admin_ok, command, is_uuid, open_test_store, run, sy};
+use procs::{Proc, admin, admin_ok, command, is_uuid, open_test_store, run, sy};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
@@ -109,6 +109,31 @@ fn serve_reports_invalid_environment_values() {
     assert!(!out.success(), "{out}");
     assert!(!out.stderr.contains("abc"), "{out}");
     assert!(out.stderr.contains("moon"), "{out}");
+}
+
+/// A public listener with loopback exempt from the rate limit and no trusted proxy is warned
+/// about at start: behind a reverse proxy on the same host, nobody would be limited.
+#[test]
+fn serve_warns_when_a_local_proxy_would_exempt_everyone() {
+    let started = |extra: &[&str]| {
+        let dir = tmp();
+        let data = dir.path().join("data");
+        let mut args = vec!["serve", "--data-dir", data.to_str().unwrap(), "--http", "0.0.0.0:0", "--https", "off", "--metrics", "off"];
+        args.extend_from_slice(extra);
+        let hub = Proc::spawn("serve", command(&args));
+        let deadline = std::time::Instant::now() + procs::WAIT;
+        while !hub.stderr().contains("hub started") {
+            assert!(std::time::Instant::now() < deadline, "the hub did not start:\n{}", hub.stderr());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        hub.stderr()
+    };
+    let log = started(&[]);
+    assert!(log.contains("loopback clients are exempt") && log.contains("--trusted-proxies"), "{log}");
+    for extra in [&["--trusted-proxies", "127.0.0.1"][..], &["--rate-limit-loopback", "true"]] {
+        let log = started(extra);
+        assert!(!log.contains("loopback clients are exempt"), "{extra:?}: {log}");
+    }
 }
 
 // --- help ----------------------------------------------------------------------------------

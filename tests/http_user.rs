@@ -552,7 +552,7 @@ async fn metrics_and_healthz() {
     let alice = hub.user("metrics@example.com").await;
     let _app = hub.app(&alice).await;
     let scrape = || async {
-        let resp = hub.http_client().get(format!("{}/metrics", hub.base())).send().await.unwrap();
+        let resp = hub.http_client().get(format!("http://{}/metrics", hub.metrics)).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         resp.text().await.unwrap()
     };
@@ -578,6 +578,25 @@ async fn metrics_and_healthz() {
     let resp = hub.http_client().get(format!("{}/healthz", hub.base())).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.text().await.unwrap().trim(), "ok");
+    hub.stop().await;
+}
+
+/// The counters are for the operator: the public listeners do not serve them, and the operator
+/// listener serves nothing else.
+#[tokio::test]
+async fn metrics_are_only_on_the_operator_listener() {
+    let hub = TestHub::start().await;
+    for base in [hub.base(), format!("https://{}", hub.https)] {
+        let client = reqwest::Client::builder().tls_danger_accept_invalid_certs(true).build().unwrap();
+        let resp = client.get(format!("{base}/metrics")).send().await.unwrap();
+        let text = resp.text().await.unwrap();
+        assert!(!text.contains("switchyard_"), "{base}/metrics served the counters: {text}");
+        assert!(text.contains("api not found"), "{base}: {text}");
+    }
+    let resp = hub.http_client().get(format!("http://{}/v2/user/profile", hub.metrics)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let resp = hub.http_client().get(format!("http://{}/api/ws", hub.metrics)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     hub.stop().await;
 }
 

@@ -89,7 +89,19 @@ fn readme_walkthrough() {
 
     let http = format!("127.0.0.1:{p_http}");
     let https = format!("127.0.0.1:{p_https}");
-    let mut serve_cmd = command(&["serve", "--data-dir", data_s, "--http", &http, "--https", &https, "--ack-timeout-ms", "5000"]);
+    let mut serve_cmd = command(&[
+        "serve",
+        "--data-dir",
+        data_s,
+        "--http",
+        &http,
+        "--https",
+        &https,
+        "--metrics",
+        "127.0.0.1:0",
+        "--ack-timeout-ms",
+        "5000",
+    ]);
     serve_cmd.current_dir(cwd);
     let mut hub = Proc::spawn("serve", serve_cmd);
     wait_healthy(&mut hub, p_http);

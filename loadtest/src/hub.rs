@@ -3,7 +3,7 @@
 //! machine's file limit and `RUST_LOG=warn`, killed when dropped) or one someone else started
 //! (`--hub-url`, `--hub-pid`, `--data-dir`). Seeding opens the same SQLite store from this
 //! process while the hub runs (WAL mode allows it): app id, users with access tokens, devices
-//! with factory keys, shares. `/healthz` and `/metrics` are read over a raw HTTP/1.1 request.
+//! with factory keys, shares. `/healthz` and `/metrics` (on the operator listener) are read over a raw HTTP/1.1 request.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -40,6 +40,9 @@ pub struct HubOpts {
     /// With --hub-url: the hub's process id (its CPU and memory are read from /proc)
     #[arg(long, value_name = "PID")]
     pub hub_pid: Option<u32>,
+    /// With --hub-url: the hub's operator listener (--metrics), for its counters [default: 127.0.0.1:9090]
+    #[arg(long, value_name = "ADDR")]
+    pub hub_metrics: Option<SocketAddr>,
     /// With --hub-url: the hub's --data-dir, to seed users and devices into its store
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -73,6 +76,8 @@ pub struct Hub {
     child: Option<Child>,
     pub pid: u32,
     pub plain: SocketAddr,
+    /// The operator listener, where `/metrics` is.
+    pub metrics_addr: SocketAddr,
     pub tls_addr: Option<SocketAddr>,
     pub tls: Option<Arc<ClientConfig>>,
     /// The certificate to trust for the TLS listener.
@@ -161,6 +166,7 @@ impl Hub {
             child: None,
             pid,
             plain,
+            metrics_addr: opts.hub_metrics.unwrap_or_else(|| ([127, 0, 0, 1], 9090).into()),
             tls_addr,
             tls,
             ca: opts.ca.clone(),
@@ -185,9 +191,9 @@ impl Hub {
         // A port found free can be refused a moment later (thousands of TIME-WAIT sockets after a
         // large run): try a few fresh pairs before giving up.
         let mut attempt = 0;
-        let (mut child, pid, http_port, https_port, log) = loop {
+        let (mut child, pid, http_port, https_port, metrics_port, log) = loop {
             attempt += 1;
-            let (http_port, https_port) = (free_port()?, free_port()?);
+            let (http_port, https_port, metrics_port) = (free_port()?, free_port()?, free_port()?);
             let log = dir.path().join("hub.log");
             let out = std::fs::File::create(&log)?;
             let mut cmd = Command::new(&bin);
@@ -198,6 +204,8 @@ impl Hub {
                 .arg(format!("127.0.0.1:{http_port}"))
                 .arg("--https")
                 .arg(format!("127.0.0.1:{https_port}"))
+                .arg("--metrics")
+                .arg(format!("127.0.0.1:{metrics_port}"))
                 .arg("--tls-cert")
                 .arg(&cert)
                 .arg("--tls-key")
@@ -221,7 +229,7 @@ impl Hub {
             if child.try_wait()?.is_some() && attempt < 5 && tail(&log, 20).contains("Address already in use") {
                 continue;
             }
-            break (child, pid, http_port, https_port, log);
+            break (child, pid, http_port, https_port, metrics_port, log);
         };
         let plain: SocketAddr = ([127, 0, 0, 1], http_port).into();
         let t0 = Instant::now();
@@ -243,6 +251,7 @@ impl Hub {
             child: Some(child),
             pid,
             plain,
+            metrics_addr: ([127, 0, 0, 1], metrics_port).into(),
             tls_addr: Some(([127, 0, 0, 1], https_port).into()),
             tls: Some(client_tls(&cert)?),
             ca: Some(cert.clone()),
@@ -260,7 +269,7 @@ impl Hub {
 
     /// The hub's counters, if it answers.
     pub async fn metrics(&self) -> Option<HashMap<String, f64>> {
-        match http_get(self.plain, "/metrics").await {
+        match http_get(self.metrics_addr, "/metrics").await {
             Ok((200, body)) => Some(parse_metrics(&body)),
             _ => None,
         }

@@ -7,6 +7,8 @@ fn defaults_resolve() {
     assert_eq!(c.https, Some("127.0.0.1:8443".parse().unwrap()));
     assert_eq!(c.ack_timeout, Duration::from_secs(3));
     assert!(c.tls_generate);
+    assert_eq!(c.metrics, Some("127.0.0.1:9090".parse().unwrap()));
+    assert_eq!(Config::resolve(&Settings::new().set("metrics", "off")).unwrap().metrics, None);
 }
 
 #[test]

@@ -111,6 +111,20 @@ impl RateLimit {
     }
 }
 
+/// Warns when a listener is reachable from other hosts while loopback clients are exempt and no
+/// proxy is trusted: a reverse proxy on this host would then make every client look like loopback,
+/// and the limit would be off for everyone.
+pub fn warn_if_exempt_behind_a_proxy(config: &Config) {
+    let public = [config.http, config.https].into_iter().flatten().find(|a| !a.ip().is_loopback());
+    if let Some(addr) = public.filter(|_| config.trusted_proxies.is_empty() && !config.rate_limit_loopback && config.rate_limit > 0) {
+        tracing::warn!(
+            %addr,
+            "a listener is public, loopback clients are exempt from the rate limit and no proxy is trusted: behind a reverse proxy \
+             on this host every client would be exempt; set --trusted-proxies (or --rate-limit-loopback true)"
+        );
+    }
+}
+
 /// The middleware: counts the call of a `/v2/` route, or answers 429.
 pub async fn limit(State(rl): State<Arc<RateLimit>>, req: Request, next: Next) -> Response {
     let (Some(route), Some(peer)) = (req.extensions().get::<MatchedPath>(), req.extensions().get::<SocketAddr>()) else {

@@ -107,10 +107,19 @@ fn family_json(p: &Placement) -> Value {
     json!({ "familyid": p.familyid, "index": p.index, "roomid": p.roomid.as_deref().unwrap_or("") })
 }
 
+/// Stored or live params as an object. A value that cannot be read (a number out of range stored
+/// before the socket refused them) is left out on its own, never the whole state with it.
 fn object(text: &str) -> Value {
     match serde_json::from_str::<Value>(text) {
         Ok(v @ Value::Object(_)) => v,
-        _ => json!({}),
+        Ok(_) => json!({}),
+        Err(_) => match serde_json::from_str::<std::collections::BTreeMap<String, Box<RawValue>>>(text) {
+            Ok(raw) => {
+                let readable = raw.into_iter().filter_map(|(k, v)| serde_json::from_str::<Value>(v.get()).ok().map(|v| (k, v)));
+                Value::Object(readable.collect())
+            }
+            Err(_) => json!({}),
+        },
     }
 }
 

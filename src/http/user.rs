@@ -198,7 +198,8 @@ pub struct Login {
 #[utoipa::path(post, path = "/v2/user/login", tag = "user", security(("sign" = [])), request_body = Login,
     responses((status = 200, body = Envelope<Session>,
         description = "errors: 400 bad parameters, 10001 wrong password, 10003 no such user, 10004 the account lives in \
-            another region (data.region says which)")))]
+            another region (data.region says which), 429 (HTTP 429 with Retry-After) too many failed attempts for the \
+            account")))]
 pub async fn login(State(hub): State<Arc<Hub>>, Signed(appid, req): Signed<Login>) -> Result<Json<Value>, ApiError> {
     if let Some(cc) = req.country_code.as_deref().filter(|c| !c.is_empty()) {
         check_country_code(cc)?;
@@ -213,10 +214,12 @@ pub async fn login(State(hub): State<Arc<Hub>>, Signed(appid, req): Signed<Login
     if user.region != hub.config.region {
         return Err(redirect(&user.region));
     }
+    hub.lockout.attempt(user.apikey.as_str()).map_err(ApiError::locked)?;
     if !hub.hasher.verify(req.password, user.password_hash.clone()).await {
         tracing::info!(user = %user.apikey, "login with a wrong password");
         return Err(ApiError::new(10001, "wrong password"));
     }
+    hub.lockout.succeeded(user.apikey.as_str());
     if let Some(lang) = lang {
         hub.store.set_lang(&user.apikey, lang).await?;
     }
@@ -354,7 +357,7 @@ pub struct ChangePassword {
 #[utoipa::path(post, path = "/v2/user/change-pwd", tag = "user", security(("bearer" = [])), request_body = ChangePassword,
     responses((status = 200, body = Envelope<Empty>,
         description = "errors: 400 the new password breaks the rule (8+ characters, two of digits/letters/symbols), \
-            10001 wrong old password")))]
+            10001 wrong old password, 429 (HTTP 429 with Retry-After) too many failed attempts for the account")))]
 pub async fn change_password(
     State(hub): State<Arc<Hub>>,
     caller: Caller,
@@ -364,9 +367,11 @@ pub async fn change_password(
         return Err(ApiError::bad_request("password needs 8+ characters with two of digits, letters and symbols"));
     }
     let user = hub.store.user(&caller.user).await?.ok_or_else(|| ApiError::new(401, "invalid access token"))?;
+    hub.lockout.attempt(caller.user.as_str()).map_err(ApiError::locked)?;
     if !hub.hasher.verify(req.old_password, user.password_hash).await {
         return Err(ApiError::new(10001, "wrong password"));
     }
+    hub.lockout.succeeded(caller.user.as_str());
     let hash = hub.hasher.hash(req.new_password).await;
     hub.store.change_password(&caller.user, &hash, &caller.token).await?;
     let closed = hub.router.close_user_sessions(&caller.user, token_tag(&caller.token), CloseReason::LoggedOut);

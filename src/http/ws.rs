@@ -25,7 +25,9 @@ pub async fn upgrade(State(hub): State<Arc<Hub>>, mut req: Request) -> Response 
         && header_has(&req, header::UPGRADE, "websocket")
         && req.headers().get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).filter(|_| is_upgrade).cloned() else {
-        return (StatusCode::BAD_REQUEST, "expected a WebSocket upgrade (version 13)\n").into_response();
+        // RFC 6455 §4.4: a refused handshake names the version this server speaks.
+        let version = [(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"))];
+        return (StatusCode::BAD_REQUEST, version, "expected a WebSocket upgrade (version 13)\n").into_response();
     };
     let peer = req.extensions().get::<SocketAddr>().copied().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let slot = req.extensions().get::<ConnSlot>().cloned();

@@ -146,6 +146,14 @@ async fn device_register(hub: &Hub, ws: &mut Ws, frame: &Inbound<'_>) -> Option<
         }
     };
     let temporary = frame.action.as_deref() == Some("tmpReg");
+    // Factory keys are guessed like passwords: the device's account locks the same way.
+    let account = format!("device:{deviceid}");
+    if let Err(retry) = hub.lockout.attempt(&account) {
+        tracing::info!(device = deviceid, retry_secs = retry.as_secs(), "register refused: too many failed attempts");
+        hub.metrics.frames_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Box::pin(refuse(hub, ws, protocol::register_refusal(429, "Too Many Failed Attempts", deviceid))).await;
+        return None;
+    }
     let found = match Box::pin(hub.store.device_with_audience(deviceid)).await {
         Ok(r) => r,
         Err(e) => {
@@ -154,9 +162,14 @@ async fn device_register(hub: &Hub, ws: &mut Ws, frame: &Inbound<'_>) -> Option<
             return None;
         }
     };
+    let key_ok = found.as_ref().is_some_and(|(d, _)| crate::auth::same_secret(&d.factory_apikey, frame.apikey.as_deref().unwrap_or("")));
+    if key_ok || found.is_none() {
+        // Only a wrong key of a device that exists counts as a failure.
+        hub.lockout.succeeded(&account);
+    }
     let refusal = match &found {
         None => Some((404, "Not Found")),
-        Some((d, _)) if !crate::auth::same_secret(&d.factory_apikey, frame.apikey.as_deref().unwrap_or("")) => Some((403, "Forbidden")),
+        Some(_) if !key_ok => Some((403, "Forbidden")),
         Some((d, _)) if d.owner.is_none() && !temporary => Some((403, "Not Registered")),
         Some(_) => None,
     };

@@ -36,6 +36,8 @@ pub struct TestHub {
     pub hub: Arc<Hub>,
     pub http: SocketAddr,
     pub https: SocketAddr,
+    /// The operator listener (`/metrics`).
+    pub metrics: SocketAddr,
     pub shutdown: CancellationToken,
     pub cert: PathBuf,
     finished: Option<tokio::task::JoinHandle<()>>,
@@ -81,6 +83,7 @@ impl TestHub {
             .set("data_dir", dir.path().join("data").to_string_lossy())
             .set("http", "127.0.0.1:0")
             .set("https", "127.0.0.1:0")
+            .set("metrics", "127.0.0.1:0")
             .set("tls_cert", cert.to_string_lossy())
             .set("tls_key", key.to_string_lossy());
         let database = TestDatabase::fresh();
@@ -91,10 +94,10 @@ impl TestHub {
         let shutdown = CancellationToken::new();
         let running =
             switchyard::start(config, shutdown.clone()).await.unwrap_or_else(|e| panic!("starting a hub on {}: {e}", backend_name()));
-        let (hub, http, https) = (running.hub.clone(), running.http.unwrap(), running.https.unwrap());
+        let (hub, http, https, metrics) = (running.hub.clone(), running.http.unwrap(), running.https.unwrap(), running.metrics.unwrap());
         hub.store.add_app(APPID, SECRET).await.unwrap();
         let finished = Some(tokio::spawn(running.finished()));
-        TestHub { hub, http, https, shutdown, cert, finished, dir, database }
+        TestHub { hub, http, https, metrics, shutdown, cert, finished, dir, database }
     }
 
     /// Takes the data directory and database out of the hub, leaving throwaways, so that they

@@ -291,7 +291,7 @@ pub async fn slow_consumer(env: &Env, args: &RunArgs) -> Result<Report> {
     l.phase.store(1, Ordering::Relaxed);
     let t_stall = Instant::now();
     let watch = {
-        let env_metrics = env.hub().map(|h| h.plain);
+        let env_metrics = env.hub().map(|h| h.metrics_addr);
         tokio::spawn(async move {
             let (Some(addr), Some(s0)) = (env_metrics, slow0) else { return None };
             loop {

@@ -239,6 +239,7 @@ pub struct SmsLogin {
 #[utoipa::path(post, path = "/v2/user/sms-login", tag = "user", security(("sign" = [])), request_body = SmsLogin,
     responses((status = 200, body = Envelope<Session>,
         description = "errors: 400 bad parameters or a country code other than +86, 10002 wrong or expired code, \
+            429 (HTTP 429 with Retry-After) too many failed attempts for the account, \
             10003 no such user, 10004 the account lives in another region (data.region)")))]
 pub async fn sms_login(State(hub): State<Arc<Hub>>, Signed(appid, req): Signed<SmsLogin>) -> Result<Json<Value>, ApiError> {
     check_country_code(&req.country_code)?;
@@ -249,9 +250,11 @@ pub async fn sms_login(State(hub): State<Arc<Hub>>, Signed(appid, req): Signed<S
     let code = required_code(&req.verification_code)?;
     let lang = check_lang(req.lang.as_deref())?;
     let user = local_user(&hub, &address).await?;
+    hub.lockout.attempt(user.apikey.as_str()).map_err(ApiError::locked)?;
     if !hub.store.take_code(&[address.target()], Purpose::SmsLogin, code, now_millis()).await? {
         return Err(ApiError::new(10002, "wrong or expired verification code"));
     }
+    hub.lockout.succeeded(user.apikey.as_str());
     if let Some(lang) = lang {
         hub.store.set_lang(&user.apikey, lang).await?;
     }
