@@ -439,27 +439,25 @@ impl Store {
         Ok(sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?.into_iter().map(Self::device_from).collect())
     }
 
-    /// Shares `deviceid` with `with`; sharing with the owner or twice is a conflict.
+    /// Shares `deviceid` with `with` for its owner (the admin command's door): the same write as
+    /// the REST route's ([`Store::share_devices`]: placement, notice, access-control bump). Sharing
+    /// with the owner or twice is a conflict.
     pub async fn share_device(&self, deviceid: &DeviceId, with: &UserKey, permit: i64) -> Result<()> {
-        let device = self.device(deviceid.as_str()).await?.ok_or_else(|| StoreError::NotFound(format!("device {deviceid}")))?;
-        if device.owner.is_none() {
-            return Err(StoreError::NotFound(format!("an owner of device {deviceid}")));
-        }
-        if device.owner.as_ref() == Some(with) {
+        let audience = self.audience(deviceid).await?;
+        let Some(audience) = audience else {
+            let found = self.device(deviceid.as_str()).await?.is_some();
+            return Err(StoreError::NotFound(if found { format!("an owner of device {deviceid}") } else { format!("device {deviceid}") }));
+        };
+        if &audience.owner == with {
             return Err(StoreError::Conflict(format!("ownership of device {deviceid} by {with}")));
         }
-        let mut tx = self.begin().await?;
-        sqlx::query("INSERT INTO shares (deviceid, apikey, permit, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(deviceid.as_str())
-            .bind(with.as_str())
-            .bind(permit)
-            .bind(now_secs())
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| if unique_violation(&e) { StoreError::Conflict(format!("share of {deviceid} with {with}")) } else { e.into() })?;
-        Self::place_thing_in(&mut tx, with.as_str(), ThingKind::SharedDevice, deviceid.as_str(), None, None, Sort::First).await?;
-        Self::bump_acl_in(&mut tx).await?;
-        tx.commit().await?;
+        if audience.sharees.contains(with) {
+            return Err(StoreError::Conflict(format!("share of {deviceid} with {with}")));
+        }
+        self.share_devices(&audience.owner, &[deviceid.as_str().to_owned()], with, permit, "").await.map_err(|e| match e {
+            ShareError::Store(e) => e,
+            other => StoreError::Conflict(other.to_string()),
+        })?;
         Ok(())
     }
 

@@ -354,9 +354,10 @@ async fn deleting_the_current_family_moves_its_things_and_switches() {
         moved.push(index);
     }
     assert!(before < moved[0] && moved[0] < moved[1] && moved[1] < moved[2], "{before} {moved:?}");
-    // The message filed under the deleted family went along.
+    // The messages filed under the deleted family went along: the one filed above and Bob's
+    // share notice (sharing files one whichever door it comes through).
     let read = a.get("/v2/message/read", &format!("familyid={office}")).await;
-    assert_eq!(read.ok()["messageList"].as_array().unwrap().len(), 1);
+    assert_eq!(read.ok()["messageList"].as_array().unwrap().len(), 2);
     // The device stays the owner's and shared as before: Bob keeps his placement.
     assert!(hub.hub.store.placement(&bob.apikey, "2000000001").await.unwrap().is_some());
     // The deleted family and its rooms are gone.
