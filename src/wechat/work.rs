@@ -45,7 +45,7 @@ pub struct Work {
     tasks: TaskTracker,
     shutdown: CancellationToken,
     /// The latest job of each product, by product id.
-    jobs: Mutex<HashMap<String, Progress>>,
+    jobs: Arc<Mutex<HashMap<String, Progress>>>,
     pushes: Arc<Semaphore>,
     pub stats: Arc<PushStats>,
 }
@@ -61,20 +61,22 @@ pub struct PushStats {
 }
 
 /// Marks the job finished when dropped (its task ended, however it ended).
-pub struct JobGuard<'a> {
-    work: &'a Work,
+pub struct JobGuard {
+    jobs: Arc<Mutex<HashMap<String, Progress>>>,
     product_id: String,
 }
 
-impl Drop for JobGuard<'_> {
+impl Drop for JobGuard {
     fn drop(&mut self) {
-        self.work.update(&self.product_id, |p| p.running = false);
+        if let Some(p) = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&self.product_id) {
+            p.running = false;
+        }
     }
 }
 
 impl Work {
     pub fn new(store: Store, wechat: WeChat, tasks: TaskTracker, shutdown: CancellationToken) -> Work {
-        Work { store, wechat, tasks, shutdown, jobs: Mutex::default(), pushes: Arc::new(Semaphore::new(MAX_PUSHES)), stats: Arc::default() }
+        Work { store, wechat, tasks, shutdown, jobs: Arc::default(), pushes: Arc::new(Semaphore::new(MAX_PUSHES)), stats: Arc::default() }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Progress>> {
@@ -82,13 +84,13 @@ impl Work {
     }
 
     /// Starts the product's job unless one runs; the guard ends it.
-    pub fn start_job(&self, product_id: &str) -> Option<JobGuard<'_>> {
+    pub fn start_job(&self, product_id: &str) -> Option<JobGuard> {
         let mut jobs = self.lock();
         if jobs.get(product_id).is_some_and(|p| p.running) {
             return None;
         }
         jobs.insert(product_id.to_owned(), Progress { running: true, ..Progress::default() });
-        Some(JobGuard { work: self, product_id: product_id.to_owned() })
+        Some(JobGuard { jobs: self.jobs.clone(), product_id: product_id.to_owned() })
     }
 
     /// The product's latest job, if one ran since the node started.
