@@ -169,7 +169,7 @@ pub async fn unbind(State(hub): State<Arc<Hub>>, req: Signed<UserUnbind>) -> Res
 pub async fn control(State(hub): State<Arc<Hub>>, req: Signed<UserControl>) -> Result<Json<ControlResult>, XlinkError> {
     let Signed { app, body } = req;
     check_openid(&body.openid)?;
-    if !body.params.as_object().is_some_and(|m| !m.is_empty()) {
+    if body.params.as_object().is_none_or(|m| m.is_empty()) {
         return Err(XlinkError::invalid("params must be a non-empty object"));
     }
     let push_token = hub
