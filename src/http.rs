@@ -13,6 +13,7 @@ use axum::routing::{any, get};
 
 use crate::hub::Hub;
 
+pub mod alarm;
 pub mod api;
 pub mod auth;
 pub mod device;
@@ -29,6 +30,7 @@ pub mod share;
 pub mod thing;
 pub mod unread;
 pub mod user;
+pub mod wechat;
 pub mod ws;
 pub mod xlink;
 
@@ -53,6 +55,8 @@ pub fn rest() -> (Router<Arc<Hub>>, utoipa::openapi::OpenApi) {
         .merge(family::routes())
         .merge(message::routes())
         .merge(xlink::routes())
+        .merge(wechat::routes())
+        .merge(alarm::routes())
         .split_for_parts()
 }
 

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::acl::Acl;
+use crate::alarm::Alarms;
 use crate::auth;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -38,6 +39,10 @@ pub struct Hub {
     pub codes: Arc<dyn verify::CodeSender>,
     /// The WeChat connector (seed 001): beside the sessions, never on the routing path.
     pub wechat: wechat::WeChat,
+    /// WeChat authorisation jobs and pushes to WeChat users, in the background.
+    pub wechat_work: wechat::Work,
+    /// Threshold alarm rules and the evaluator's queue.
+    pub alarms: Alarms,
     /// Where `/dispatch` sends clients: domain and port, and the IP for firmware that uses it.
     pub(crate) public_ws: (String, u16),
     pub(crate) public_ip: String,

@@ -16,7 +16,8 @@
 //! - [`registry`], [`router`]: who is online where; routing, pending acks and fan-out.
 //! - [`store`]: the SQLite store; [`state`]: batched state saves and sharing reloads.
 //! - [`permit`]: what a sharee's share permit lets them change.
-//! - [`wechat`]: the WeChat connector (seed 001), called beside the sessions.
+//! - [`wechat`]: the WeChat connector (seed 001) and its background work, beside the sessions.
+//! - [`alarm`]: threshold alarm rules and their evaluator, fed by device reports without blocking.
 //! - [`auth`]: Sign, password hashing, per-account lockout; [`metrics`]: counters, served at
 //!   `/metrics` by the [`operator`] listener.
 //! - [`cli`], [`emulate`]: the `switchyard` command line and the device/app emulators.
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub mod acl;
+pub mod alarm;
 pub mod audience;
 pub mod auth;
 pub mod cli;
@@ -166,6 +168,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let wechat = wechat::WeChat::new(&config.wechat_api_base, wechat::Options::default())?;
     let (config_failures, config_lockout_max) = (config.auth_failures, config.auth_lockout_max);
     http::ratelimit::warn_if_exempt_behind_a_proxy(&config);
+    let tasks = TaskTracker::new();
+    let wechat_work = wechat::Work::new(store.clone(), wechat.clone(), tasks.clone(), shutdown.clone());
+    let (alarms, alarm_queue) = alarm::Alarms::new();
+    alarms.load(&store).await?;
     let hub = Arc::new(Hub {
         config,
         store,
@@ -174,14 +180,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         hasher: auth::Hasher::new(2),
         recorder,
         shutdown,
-        tasks: TaskTracker::new(),
+        tasks,
         acl: acl_sync,
         lockout: auth::lockout::Lockout::new(auth::lockout::Policy::new(config_failures, config_lockout_max)),
         codes,
         wechat,
+        wechat_work,
+        alarms,
         public_ws,
         public_ip,
     });
+    hub.tasks.spawn(alarm::run(hub.clone(), alarm_queue));
     let limit = Arc::new(Semaphore::new(hub.config.max_connections));
     let app = http::app(hub.clone());
     if let Some(l) = http {

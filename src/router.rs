@@ -108,6 +108,10 @@ pub trait Router: Send + Sync + 'static {
         delta: BTreeMap<String, &RawValue>,
         params: &RawValue,
     ) -> Result<Option<Arc<Audience>>, StateTooLarge>;
+    /// Queues a frame the hub composed about a device (e.g. a threshold `alarm`) to every app
+    /// session of its owner and sharees, as a report is; false when the device is not online
+    /// here or has no owner.
+    fn fan_out_to_audience(&self, deviceid: &DeviceId, frame: Utf8Bytes) -> bool;
     /// The device's live params as a JSON object, only `keys` when not empty (`{}` when there
     /// are none); `None` when the device is offline.
     fn live_params(&self, deviceid: &DeviceId, keys: &[String]) -> Option<String>;
@@ -310,6 +314,12 @@ impl Router for LocalRouter {
         .to_text();
         self.fan_out(&audience, frame.into(), None);
         Ok(Some(audience))
+    }
+
+    fn fan_out_to_audience(&self, deviceid: &DeviceId, frame: Utf8Bytes) -> bool {
+        let Some(audience) = self.registry.device(deviceid).and_then(|l| l.audience()) else { return false };
+        self.fan_out(&audience, frame, None);
+        true
     }
 
     fn live_params(&self, deviceid: &DeviceId, keys: &[String]) -> Option<String> {

@@ -24,6 +24,7 @@ use crate::clock::now_secs;
 use crate::ids::{AppId, DeviceId, UserKey};
 
 mod accounts;
+mod alarm_rule;
 pub mod device;
 mod family;
 mod firmware;
@@ -36,6 +37,7 @@ mod property;
 mod share;
 mod subscription;
 mod wechat;
+mod wechat_bind;
 
 pub use accounts::{AccountError, ClosedAccount, NewAccount, Profile, ProfileChange};
 pub use family::{FIRST_FAMILY_NAME, Family, FamilyError, MAX_FAMILIES, MAX_ROOMS, Placement, Room, Sort, ThingKind, ThingRef};
@@ -49,6 +51,7 @@ pub use property::{MAX_PROPERTIES, MAX_PROPERTY_KEY_BYTES, MAX_PROPERTY_VALUE_BY
 pub use share::{MAX_PERMIT, ShareError, Shared};
 pub use subscription::{SubscribedDevice, Subscriptions};
 pub use wechat::WeChatApp;
+pub use wechat_bind::{AuthCounts, AuthState, WeChatBind, WeChatBindError, WeChatListener};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

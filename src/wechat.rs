@@ -12,10 +12,14 @@
 //! - [`connector`]: the five calls, their request and answer shapes, retries and the deadline.
 //! - [`token`]: the access-token cache, one entry per WeChat application.
 //! - [`error`]: [`WeChatError`], with the WeChat errcode when there is one.
+//! - [`work`]: what the node does with WeChat in the background: seed 000's authorisation jobs
+//!   and pushes to WeChat users with bounded retries.
 
 pub mod connector;
 pub mod error;
 pub mod token;
+pub mod work;
 
 pub use connector::{AppCredentials, CreateProduct, DEFAULT_API_BASE, DEFAULT_TIMEOUT, MAX_PUSH_BYTES, Options, WeChat};
 pub use error::WeChatError;
+pub use work::Work;

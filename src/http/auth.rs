@@ -40,7 +40,7 @@ pub fn check_nonce(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn appid_header(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn appid_header(headers: &HeaderMap) -> Option<&str> {
     headers.get("x-ck-appid").and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty())
 }
 
@@ -50,14 +50,21 @@ pub async fn signed(hub: &Hub, method: &Method, uri: &Uri, headers: &HeaderMap, 
     check_nonce(headers)?;
     let appid = appid_header(headers).ok_or_else(|| ApiError::new(407, "missing X-CK-Appid"))?;
     let secret = hub.store.app_secret(appid).await?.ok_or_else(|| ApiError::new(407, "appid not allowed"))?;
+    check_sign(&secret, method, uri, headers, body)?;
+    Ok(AppId::new(appid))
+}
+
+/// The `Authorization: Sign …` check alone, with the caller's secret (an app's, or a WeChat
+/// application's for seed 002's routes).
+pub fn check_sign(secret: &str, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
     let Credential::Sign(signature) = credential(headers)? else {
         return Err(ApiError::new(401, "this route needs a Sign authorization"));
     };
     let message = if method == Method::GET { uri.query().unwrap_or("").as_bytes() } else { body };
-    if !verify_sign(&secret, message, signature) {
+    if !verify_sign(secret, message, signature) {
         return Err(ApiError::new(401, "sign verification failed"));
     }
-    Ok(AppId::new(appid))
+    Ok(())
 }
 
 /// A user authenticated by an access token.

@@ -226,7 +226,7 @@ fn group_item(_hub: &Hub, g: &GroupRecord, p: &Placement) -> Value {
 // --- commands ------------------------------------------------------------------------------
 
 /// A fresh command sequence: the current time in milliseconds, never repeated by this process.
-fn next_sequence() -> Box<RawValue> {
+pub(crate) fn next_sequence() -> Box<RawValue> {
     static LAST: AtomicI64 = AtomicI64::new(0);
     let now = now_millis();
     let mut prev = LAST.load(Ordering::Relaxed);

@@ -52,28 +52,48 @@ pub enum Fault {
     InviteAnswered,
     TooManyInvites,
     Internal,
+    BadSign,
+    UnknownWeChatApp,
+    BadQrCode,
+    NotBound,
+    AuthRunning,
+    DeviceOffline,
+    DeviceBusy,
+    TooManyWeChatUsers,
+    WeChatUnavailable,
+    NoAnswer,
 }
 
 /// The one table of codes, in the order the README and the OpenAPI document list them.
-pub const FAULTS: [Fault; 18] = [
+pub const FAULTS: [Fault; 28] = [
     Fault::InvalidParams,
     Fault::BadProperty,
     Fault::TooManyProperties,
     Fault::ShareWithSelf,
+    Fault::UnknownWeChatApp,
+    Fault::BadQrCode,
     Fault::BadToken,
     Fault::TokenExpired,
+    Fault::BadSign,
     Fault::Forbidden,
     Fault::RegistrationClosed,
     Fault::UnknownProduct,
     Fault::UnknownDevice,
     Fault::UnknownInvite,
     Fault::UnknownUser,
+    Fault::NotBound,
     Fault::MacTaken,
     Fault::AlreadyShared,
     Fault::InviteExpired,
     Fault::InviteAnswered,
     Fault::TooManyInvites,
+    Fault::AuthRunning,
+    Fault::DeviceOffline,
+    Fault::DeviceBusy,
+    Fault::TooManyWeChatUsers,
     Fault::Internal,
+    Fault::WeChatUnavailable,
+    Fault::NoAnswer,
 ];
 
 impl Fault {
@@ -95,7 +115,7 @@ impl Fault {
             Fault::Forbidden => (
                 StatusCode::FORBIDDEN,
                 4031,
-                "not allowed: another user in the path, someone else's device or invite, a sharee doing what only the manager may, the manager answering their own invite",
+                "not allowed: another user in the path, someone else's device, invite or product, a sharee doing what only the manager may, the manager answering their own invite",
             ),
             Fault::RegistrationClosed => (StatusCode::FORBIDDEN, 4032, "the product does not allow user registration"),
             Fault::UnknownProduct => (StatusCode::NOT_FOUND, 4041, "unknown product"),
@@ -110,6 +130,24 @@ impl Fault {
             Fault::InviteAnswered => (StatusCode::CONFLICT, 4094, "the invite was already accepted, denied or cancelled"),
             Fault::TooManyInvites => (StatusCode::CONFLICT, 4095, "the device has 20 pending invites already"),
             Fault::Internal => (StatusCode::INTERNAL_SERVER_ERROR, 5001, "internal error"),
+            Fault::BadSign => {
+                (StatusCode::UNAUTHORIZED, 4013, "WeChat application routes: unknown X-CK-Appid, or a missing or wrong `Sign` signature")
+            }
+            Fault::UnknownWeChatApp => (StatusCode::BAD_REQUEST, 4005, "app_id names no WeChat application added to the platform"),
+            Fault::BadQrCode => (StatusCode::BAD_REQUEST, 4006, "the QR code is not `{deviceid, digest}`, or its digest is wrong"),
+            Fault::NotBound => (
+                StatusCode::NOT_FOUND,
+                4045,
+                "no WeChat binding: the product has none (or one to another WeChat application), or the WeChat user is not bound to the device",
+            ),
+            Fault::AuthRunning => (StatusCode::CONFLICT, 4096, "a WeChat authorisation job already runs for the product"),
+            Fault::DeviceOffline => (StatusCode::CONFLICT, 4097, "the device is offline"),
+            Fault::DeviceBusy => (StatusCode::CONFLICT, 4098, "the device has as many commands waiting as it may"),
+            Fault::TooManyWeChatUsers => (StatusCode::CONFLICT, 4099, "the device has as many WeChat users bound as it may"),
+            Fault::WeChatUnavailable => (StatusCode::BAD_GATEWAY, 5021, "WeChat could not be reached or answered an HTTP error"),
+            Fault::NoAnswer => {
+                (StatusCode::GATEWAY_TIMEOUT, 5041, "no answer in time: WeChat within 5 s (`device_auth`), or the device's ack (`control`)")
+            }
         }
     }
 }

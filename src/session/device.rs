@@ -114,7 +114,11 @@ fn on_text(hub: &Hub, device: &Device, text: &str) -> Option<String> {
                 return Some(reject(hub, &FrameError::WrongType("params"), Some(&frame)));
             };
             match hub.router.report(&device.deviceid, device.session, delta, params) {
-                Ok(Some(audience)) => hub.recorder.reported(&device.deviceid, audience, params),
+                Ok(Some(audience)) => {
+                    // Both hand the report over without waiting.
+                    hub.alarms.offer(&device.deviceid, &audience, params);
+                    hub.recorder.reported(&device.deviceid, audience, params);
+                }
                 Ok(None) => {}
                 Err(e) => {
                     hub.metrics.frames_rejected.fetch_add(1, Ordering::Relaxed);
