@@ -21,8 +21,8 @@ use switchyard::mailbox::{Outbox, SessionHandle};
 use switchyard::metrics::Metrics;
 use switchyard::protocol::CommandKind;
 use switchyard::protocol::{self, Inbound, Outbound};
-use switchyard::router::pending::PendingTable;
-use switchyard::router::{Ack, Command, DeviceAttach, LocalRouter, Router};
+use switchyard::router::pending::{Asker, PendingTable};
+use switchyard::router::{Ack, Command, DeviceAttach, LocalRouter, Quota, Router};
 use tokio::sync::oneshot;
 
 const APP_UPDATE: &str = r#"{"action":"update","deviceid":"1000000001","apikey":"74d75307-0c78-8d73-028b-b3a4fd4d53cc","userAgent":"app","sequence":"1585297259553","params":{"switch":"on"}}"#;
@@ -54,7 +54,7 @@ fn frames(c: &mut Criterion) {
 fn router() -> LocalRouter {
     // The writer's end is dropped: marked states go nowhere, as the bench wants.
     let (dirty, _rx) = DirtyQueue::new();
-    LocalRouter::new(Arc::new(Metrics::default()), dirty, 64 * 1024)
+    LocalRouter::new(Arc::new(Metrics::default()), dirty, 64 * 1024, Quota { per_user: 1024 })
 }
 
 /// Attaches a device owned by `owner`; returns its outbox.
@@ -117,7 +117,7 @@ fn pending(c: &mut Criterion) {
             n += 1;
             let (tx, mut rx) = oneshot::channel();
             let key: std::sync::Arc<str> = n.to_string().into();
-            table.add(key.clone(), tx, None, 1024);
+            table.add(key.clone(), tx, None, Asker { user: &owner, owner: true }, Quota { per_user: 1024 }, 1024);
             table.complete(&key, Ack { error: 0, params: None }, |_| {});
             rx.try_recv().is_ok()
         })

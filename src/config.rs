@@ -130,6 +130,8 @@ settings! {
     outbox_capacity: usize { key: "outbox_capacity", value: "N", default: "256", read: size(1, 1 << 16) },
     /// Commands one app session may have waiting for acks [default: 128]
     max_inflight: usize { key: "max_inflight", value: "N", default: "128", read: size(1, 1 << 16) },
+    /// Commands one user may have waiting at one device, across all their sessions; a device's sharees together get twice that [default: 24]
+    max_device_queue_per_user: usize { key: "max_device_queue_per_user", value: "N", default: "24", read: size(1, 1024) },
     /// Open connections per node [default: 19000]
     max_connections: usize { key: "max_connections", value: "N", default: "19000", read: size(1, 10_000_000) },
     /// App sessions one user may have open at once [default: 100]

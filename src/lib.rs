@@ -66,7 +66,7 @@ pub use hub::Hub;
 
 use crate::metrics::Metrics;
 use crate::recorder::Recorder;
-use crate::router::{LocalRouter, Router};
+use crate::router::{LocalRouter, Quota, Router};
 use crate::store::Store;
 
 /// The IP `/dispatch` gives alongside the domain: the host itself when it is an IP, else what it
@@ -161,7 +161,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let metrics = Arc::new(Metrics::default());
     let writer_stop = CancellationToken::new();
     let (recorder, dirty, writer) = Recorder::start(store.clone(), metrics.clone(), writer_stop.clone());
-    let router: Arc<dyn Router> = Arc::new(LocalRouter::new(metrics.clone(), dirty, config.max_frame_bytes));
+    let router: Arc<dyn Router> =
+        Arc::new(LocalRouter::new(metrics.clone(), dirty, config.max_frame_bytes, Quota { per_user: config.max_device_queue_per_user }));
     let acl_sync = Arc::new(acl::Acl::new(store.clone(), router.clone()).await?);
     let acl = tokio::spawn(acl_sync.clone().watch(Duration::from_secs(2), shutdown.clone()));
     let codes: Arc<dyn verify::CodeSender> = Arc::new(verify::OutboxSender::new(&config.data_dir));

@@ -86,13 +86,14 @@ impl Mailbox {
         }
     }
 
-    fn push(&self, frame: Utf8Bytes) -> Result<(), Refused> {
+    /// Queues `frame` unless the queue is closed or holds `capacity - reserved` frames already.
+    fn push(&self, frame: Utf8Bytes, reserved: usize) -> Result<(), Refused> {
         {
             let mut q = lock(&self.queue);
             if q.closed {
                 return Err(Refused::Closed);
             }
-            if q.frames.len() >= self.capacity {
+            if q.frames.len() >= self.capacity.saturating_sub(reserved) {
                 return Err(Refused::Full);
             }
             q.frames.push_back(frame);
@@ -162,7 +163,13 @@ impl SessionHandle {
     /// Queues a frame without waiting and without judging the peer: a full queue is the
     /// caller's to answer (a command for a busy device), not a reason to close the session.
     pub fn offer(&self, frame: Utf8Bytes) -> Result<(), Refused> {
-        self.mailbox.push(frame)
+        self.mailbox.push(frame, 0)
+    }
+
+    /// [`SessionHandle::offer`], but refused while fewer than a quarter of the queue's places are
+    /// free: what a device's sharees send leaves room for its owner's commands.
+    pub fn offer_leaving_room(&self, frame: Utf8Bytes) -> Result<(), Refused> {
+        self.mailbox.push(frame, self.mailbox.capacity / 4)
     }
 
     /// A handle and the two ends its session task keeps.
@@ -174,7 +181,7 @@ impl SessionHandle {
     /// Queues a frame without waiting. A full queue closes the session as a slow consumer: the
     /// router never waits for a peer.
     pub fn deliver(&self, frame: Utf8Bytes, metrics: &Metrics) -> bool {
-        match self.mailbox.push(frame) {
+        match self.mailbox.push(frame, 0) {
             Ok(()) => true,
             Err(Refused::Full) => {
                 if self.mailbox.reason().is_none() {

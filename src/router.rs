@@ -30,8 +30,9 @@ pub mod pending;
 mod registry;
 
 use link::DeviceLink;
+use pending::Asker;
 use pending::RecentStates;
-pub use pending::{Ack, MAX_PENDING_PER_DEVICE, Outcome, PendingAck};
+pub use pending::{Ack, MAX_PENDING_PER_DEVICE, Outcome, PendingAck, Quota};
 use registry::Registry;
 
 /// An app command, borrowed from the app's frame.
@@ -144,11 +145,13 @@ pub struct LocalRouter {
     recent: RecentStates,
     /// Largest state a device may have, in bytes of JSON (`--max-frame-bytes`).
     state_limit: usize,
+    /// How a device's pending table is shared between users (`--max-device-queue-per-user`).
+    quota: Quota,
 }
 
 impl LocalRouter {
-    pub fn new(metrics: Arc<Metrics>, dirty: DirtyQueue, state_limit: usize) -> Self {
-        LocalRouter { registry: Registry::default(), metrics, dirty, recent: RecentStates::default(), state_limit }
+    pub fn new(metrics: Arc<Metrics>, dirty: DirtyQueue, state_limit: usize, quota: Quota) -> Self {
+        LocalRouter { registry: Registry::default(), metrics, dirty, recent: RecentStates::default(), state_limit, quota }
     }
 
     /// Queues one serialized frame to every session of every member, except one session.
@@ -254,8 +257,13 @@ impl Router for LocalRouter {
         let key = protocol::sequence_key(cmd.sequence);
         // An acked update's params become the device's state: firmware often acks without a report.
         let merge = (cmd.kind == CommandKind::Update && cmd.params.get().trim_start().starts_with('{')).then(|| cmd.params.to_owned());
-        let token = link.pending.add(key.clone(), tx, merge, MAX_PENDING_PER_DEVICE).ok_or(RouteError::Busy)?;
-        if let Err(refused) = link.session.offer(frame.into()) {
+        // Fair between users: each has a quota of this device's pending table, sharees together
+        // twice that, and sharees leave a quarter of its outbox to the owner.
+        let owner = &audience.owner == caller;
+        let asker = Asker { user: caller, owner };
+        let token = link.pending.add(key.clone(), tx, merge, asker, self.quota, MAX_PENDING_PER_DEVICE).ok_or(RouteError::Busy)?;
+        let offered = if owner { link.session.offer(frame.into()) } else { link.session.offer_leaving_room(frame.into()) };
+        if let Err(refused) = offered {
             link.pending.remove(&key, token);
             return Err(match refused {
                 Refused::Full => RouteError::Busy,

@@ -317,7 +317,9 @@ async fn a_report_that_would_exceed_the_state_cap_is_refused_and_changes_nothing
 async fn commands_to_a_device_with_a_full_outbox_get_504_busy_and_the_device_stays() {
     // A long ack timeout: no command times out while the test fills the pipe, so every early
     // reply is the one under test.
-    let hub = TestHub::start_with(|s| s.set("outbox_capacity", "4").set("ack_timeout_ms", "30000")).await;
+    let hub =
+        TestHub::start_with(|s| s.set("outbox_capacity", "4").set("ack_timeout_ms", "30000").set("max_device_queue_per_user", "1024"))
+            .await;
     let alice = hub.user("alice@example.com").await;
     hub.device_record(DEV, Some(&alice)).await;
     let mut dev = hub.device(DEV).await; // from here on it does not read until told to

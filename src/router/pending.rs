@@ -25,6 +25,20 @@ use crate::sync::lock;
 /// Distinct sequences that may wait for one device's acks at once.
 pub const MAX_PENDING_PER_DEVICE: usize = 1024;
 
+/// How one device's capacity is shared between the users who may command it: each user may have
+/// `per_user` commands waiting (across all their sessions), and all sharees together twice that,
+/// so the owner's commands wait behind a bounded number of others whatever sharees do.
+#[derive(Debug, Clone, Copy)]
+pub struct Quota {
+    pub per_user: usize,
+}
+
+impl Quota {
+    pub fn sharees(self) -> usize {
+        self.per_user.saturating_mul(2)
+    }
+}
+
 /// The answer a device gave to a routed command.
 #[derive(Debug)]
 pub struct Ack {
@@ -45,6 +59,9 @@ pub enum Outcome {
 struct Waiter {
     token: u64,
     tx: oneshot::Sender<Ack>,
+    /// Whose command it is, and whether that is the device's owner (for the quotas).
+    user: UserKey,
+    owner: bool,
     /// An `update`'s params, merged into the device's state when it acks with error 0.
     merge: Option<Box<RawValue>>,
 }
@@ -53,32 +70,78 @@ struct Waiter {
 /// key holds its waiters in arrival order.
 #[derive(Default)]
 pub struct PendingTable {
-    waiters: Mutex<HashMap<Arc<str>, Vec<Waiter>>>,
+    waiters: Mutex<Waiters>,
     next_token: AtomicU64,
+}
+
+#[derive(Default)]
+struct Waiters {
+    by_sequence: HashMap<Arc<str>, Vec<Waiter>>,
+    /// Waiting commands per user, and of all sharees together.
+    per_user: HashMap<UserKey, usize>,
+    sharees: usize,
+}
+
+impl Waiters {
+    fn forget(&mut self, w: &Waiter) {
+        if let Some(n) = self.per_user.get_mut(&w.user) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_user.remove(&w.user);
+            }
+        }
+        if !w.owner {
+            self.sharees -= 1;
+        }
+    }
+}
+
+/// Who is asking, for the quotas of [`PendingTable::add`].
+pub struct Asker<'a> {
+    pub user: &'a UserKey,
+    pub owner: bool,
 }
 
 impl PendingTable {
     /// Registers a waiter for `key`; the returned token removes exactly this waiter later. `merge`
     /// is what the device's state takes on when it acks with error 0. `None` when `limit`
-    /// sequences are already waiting.
-    pub fn add(&self, key: Arc<str>, tx: oneshot::Sender<Ack>, merge: Option<Box<RawValue>>, limit: usize) -> Option<u64> {
+    /// sequences are already waiting, or when the asker is over their [`Quota`].
+    pub fn add(
+        &self,
+        key: Arc<str>,
+        tx: oneshot::Sender<Ack>,
+        merge: Option<Box<RawValue>>,
+        asker: Asker<'_>,
+        quota: Quota,
+        limit: usize,
+    ) -> Option<u64> {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let mut waiters = lock(&self.waiters);
-        if waiters.len() >= limit && !waiters.contains_key(&key) {
+        if waiters.by_sequence.len() >= limit && !waiters.by_sequence.contains_key(&key) {
             return None;
         }
-        waiters.entry(key).or_default().push(Waiter { token, tx, merge });
+        if waiters.per_user.get(asker.user).copied().unwrap_or(0) >= quota.per_user || (!asker.owner && waiters.sharees >= quota.sharees())
+        {
+            return None;
+        }
+        *waiters.per_user.entry(asker.user.clone()).or_default() += 1;
+        if !asker.owner {
+            waiters.sharees += 1;
+        }
+        let w = Waiter { token, tx, user: asker.user.clone(), owner: asker.owner, merge };
+        waiters.by_sequence.entry(key).or_default().push(w);
         Some(token)
     }
 
     pub fn remove(&self, key: &str, token: u64) {
         let mut waiters = lock(&self.waiters);
-        if let Some(list) = waiters.get_mut(key) {
-            list.retain(|w| w.token != token);
-            if list.is_empty() {
-                waiters.remove(key);
-            }
+        let Some(list) = waiters.by_sequence.get_mut(key) else { return };
+        let Some(at) = list.iter().position(|w| w.token == token) else { return };
+        let w = list.remove(at);
+        if list.is_empty() {
+            waiters.by_sequence.remove(key);
         }
+        waiters.forget(&w);
     }
 
     /// Hands the device's ack to the oldest waiter for `key`. A successful `update`'s params go to
@@ -87,11 +150,12 @@ impl PendingTable {
     pub fn complete(&self, key: &str, ack: Ack, on_success: impl FnOnce(&RawValue)) -> bool {
         let waiter = {
             let mut waiters = lock(&self.waiters);
-            let Some(list) = waiters.get_mut(key) else { return false };
+            let Some(list) = waiters.by_sequence.get_mut(key) else { return false };
             let w = list.remove(0);
             if list.is_empty() {
-                waiters.remove(key);
+                waiters.by_sequence.remove(key);
             }
+            waiters.forget(&w);
             w
         };
         if let (0, Some(params)) = (ack.error, &waiter.merge) {
@@ -107,11 +171,11 @@ impl PendingTable {
     }
 
     pub fn len(&self) -> usize {
-        lock(&self.waiters).values().map(Vec::len).sum()
+        lock(&self.waiters).by_sequence.values().map(Vec::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        lock(&self.waiters).is_empty()
+        lock(&self.waiters).by_sequence.is_empty()
     }
 }
 
