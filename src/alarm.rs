@@ -29,10 +29,11 @@ use tokio::sync::mpsc;
 
 use crate::audience::Audience;
 use crate::clock::{now_millis, now_secs};
-use crate::hub::Hub;
 use crate::ids::DeviceId;
 use crate::protocol::{self, Outbound};
+use crate::router::Router;
 use crate::store::{Notice, Operation, Store, StoreError};
+use crate::wechat;
 
 pub mod rule;
 #[cfg(test)]
@@ -130,8 +131,19 @@ struct DeviceWatch {
     watches: Vec<rule::Watch>,
 }
 
+/// What the evaluator task needs of the node (the parts of the hub it uses, handed over at
+/// start, so this module sits below the hub rather than beside it).
+pub struct Evaluator {
+    pub alarms: Arc<Alarms>,
+    pub router: Arc<dyn Router>,
+    pub store: Store,
+    pub tasks: tokio_util::task::TaskTracker,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    pub wechat_work: wechat::Work,
+}
+
 /// The evaluator: takes reports off the queue until shutdown, and raises what crosses a rule.
-pub async fn run(hub: Arc<Hub>, queue: Queue) {
+pub async fn run(hub: Arc<Evaluator>, queue: Queue) {
     let Queue(mut rx) = queue;
     let mut devices: HashMap<DeviceId, DeviceWatch> = HashMap::new();
     loop {
@@ -166,7 +178,7 @@ pub fn alarm_params(rule: &Rule, value: &Value) -> Value {
 
 /// Delivers one alarm: to the audience's sessions now, to the message centre and WeChat users
 /// in tasks the node tracks.
-fn raise(hub: &Arc<Hub>, report: &Report, rule: &Rule, value: &Value) {
+fn raise(hub: &Arc<Evaluator>, report: &Report, rule: &Rule, value: &Value) {
     hub.alarms.raised.fetch_add(1, Ordering::Relaxed);
     let params = alarm_params(rule, value);
     let ts = now_secs() as u64;

@@ -42,7 +42,7 @@ pub struct Hub {
     /// WeChat authorisation jobs and pushes to WeChat users, in the background.
     pub wechat_work: wechat::Work,
     /// Threshold alarm rules and the evaluator's queue.
-    pub alarms: Alarms,
+    pub alarms: Arc<Alarms>,
     /// Where `/dispatch` sends clients: domain and port, and the IP for firmware that uses it.
     pub(crate) public_ws: (String, u16),
     pub(crate) public_ip: String,

@@ -173,6 +173,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let wechat_work = wechat::Work::new(store.clone(), wechat.clone(), tasks.clone(), shutdown.clone());
     let (alarms, alarm_queue) = alarm::Alarms::new();
     alarms.load(&store).await?;
+    let alarms = Arc::new(alarms);
+    let evaluator = Arc::new(alarm::Evaluator {
+        alarms: alarms.clone(),
+        router: router.clone(),
+        store: store.clone(),
+        tasks: tasks.clone(),
+        shutdown: shutdown.clone(),
+        wechat_work: wechat_work.clone(),
+    });
     let hub = Arc::new(Hub {
         config,
         store,
@@ -191,7 +200,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         public_ws,
         public_ip,
     });
-    hub.tasks.spawn(alarm::run(hub.clone(), alarm_queue));
+    hub.tasks.spawn(alarm::run(evaluator, alarm_queue));
     let limit = Arc::new(Semaphore::new(hub.config.max_connections));
     let app = http::app(hub.clone());
     if let Some(l) = http {

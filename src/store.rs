@@ -50,7 +50,7 @@ pub use product::{DeviceDetails, NewProduct, Product, RegisterError, RegisteredD
 pub use property::{MAX_PROPERTIES, MAX_PROPERTY_KEY_BYTES, MAX_PROPERTY_VALUE_BYTES, PropertyError};
 pub use share::{MAX_PERMIT, ShareError, Shared};
 pub use subscription::{SubscribedDevice, Subscriptions};
-pub use wechat::WeChatApp;
+pub use wechat::{AppCredentials, WeChatApp};
 pub use wechat_bind::{AuthCounts, AuthState, WeChatBind, WeChatBindError, WeChatListener};
 
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,6 @@ use sqlx::Row;
 
 use super::{Result, Store, StoreError, unique_violation};
 use crate::clock::now_millis;
-use crate::wechat::AppCredentials;
 
 /// A WeChat application as listed: never its secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,5 +38,19 @@ impl Store {
         let secret: Option<String> =
             sqlx::query_scalar("SELECT secret FROM wechat_apps WHERE appid = $1").bind(appid).fetch_optional(&self.pool).await?;
         Ok(secret.map(|secret| AppCredentials { appid: appid.to_owned(), secret }))
+    }
+}
+
+/// A WeChat application's appid and secret, as added with `switchyard admin wechat-app add`.
+/// Its `Debug` leaves the secret out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AppCredentials {
+    pub appid: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for AppCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppCredentials").field("appid", &self.appid).field("secret", &"***").finish()
     }
 }

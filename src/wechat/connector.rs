@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::error::WeChatError;
 use super::token::TokenCache;
+pub use crate::store::AppCredentials;
 
 /// WeChat's public API host.
 pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
@@ -41,20 +42,6 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options { timeout: DEFAULT_TIMEOUT, attempts: 3, backoff: Duration::from_millis(100) }
-    }
-}
-
-/// A WeChat application's appid and secret, as added with `switchyard admin wechat-app add`.
-/// Its `Debug` leaves the secret out.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AppCredentials {
-    pub appid: String,
-    pub secret: String,
-}
-
-impl std::fmt::Debug for AppCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppCredentials").field("appid", &self.appid).field("secret", &"***").finish()
     }
 }
 

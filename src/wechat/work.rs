@@ -39,6 +39,7 @@ pub struct Progress {
     pub error: Option<(i64, String)>,
 }
 
+#[derive(Clone)]
 pub struct Work {
     store: Store,
     wechat: WeChat,
