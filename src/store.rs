@@ -81,8 +81,11 @@ pub struct User {
     pub created_at: i64,
 }
 
+/// A device as registration and the admin list read it: its factory key, model, owner, name and
+/// stored state (the REST API's full row is [`device::DeviceRecord`]; the live connection is the
+/// router's).
 #[derive(Debug, Clone)]
-pub struct Device {
+pub struct DeviceBrief {
     pub deviceid: DeviceId,
     pub factory_apikey: String,
     pub model: String,
@@ -420,8 +423,8 @@ impl Store {
 
     const DEVICE_COLUMNS: &str = "deviceid, factory_apikey, model, uiid, owner, name, params";
 
-    fn device_from(row: AnyRow) -> Device {
-        Device {
+    fn device_from(row: AnyRow) -> DeviceBrief {
+        DeviceBrief {
             deviceid: DeviceId::new(row.get::<String, _>(0)),
             factory_apikey: row.get(1),
             model: row.get(2),
@@ -432,12 +435,12 @@ impl Store {
         }
     }
 
-    pub async fn device(&self, deviceid: &str) -> Result<Option<Device>> {
+    pub async fn device(&self, deviceid: &str) -> Result<Option<DeviceBrief>> {
         let sql = format!("SELECT {} FROM devices WHERE deviceid = $1", Self::DEVICE_COLUMNS);
         Ok(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(deviceid).fetch_optional(&self.pool).await?.map(Self::device_from))
     }
 
-    pub async fn devices(&self) -> Result<Vec<Device>> {
+    pub async fn devices(&self) -> Result<Vec<DeviceBrief>> {
         let sql = format!("SELECT {} FROM devices ORDER BY deviceid", Self::DEVICE_COLUMNS);
         Ok(sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?.into_iter().map(Self::device_from).collect())
     }
@@ -465,7 +468,7 @@ impl Store {
     }
 
     /// A device's record and its audience in one query (what `register` needs).
-    pub async fn device_with_audience(&self, deviceid: &str) -> Result<Option<(Device, Option<Audience>)>> {
+    pub async fn device_with_audience(&self, deviceid: &str) -> Result<Option<(DeviceBrief, Option<Audience>)>> {
         let sql = format!(
             "SELECT {}, (SELECT {} FROM shares s WHERE s.deviceid = devices.deviceid), settings FROM devices WHERE deviceid = $1",
             Self::DEVICE_COLUMNS,
