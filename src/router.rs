@@ -76,6 +76,8 @@ pub struct DeviceView {
     pub pending: usize,
     /// The size of its state, as counted against the cap.
     pub state_bytes: usize,
+    /// When its session attached, in milliseconds since the epoch.
+    pub since: i64,
 }
 
 /// The seam between sessions (and the command service, REST and the access-control reloads) and
@@ -361,6 +363,7 @@ impl Router for LocalRouter {
             audience: link.audience(),
             pending: link.pending.len(),
             state_bytes: link.live.bytes(),
+            since: link.since,
         })
     }
 

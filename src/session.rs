@@ -66,9 +66,7 @@ async fn open(hub: Arc<Hub>, io: TokioIo<Upgraded>) -> Option<SessionFuture> {
     let mut ws = WebSocketStream::from_raw_socket(io, tokio_tungstenite::tungstenite::protocol::Role::Server, Some(config)).await;
     Some(match handshake::run(&hub, &mut ws).await? {
         handshake::Next::App { user, appid, credential, reply } => Box::pin(app::run(hub, ws, user, appid, credential, reply)),
-        handshake::Next::Device { id, apikey, audience, state, reply } => {
-            Box::pin(device::run(hub, ws, id, apikey, audience, state, reply))
-        }
+        handshake::Next::Device { device, reply } => Box::pin(device::run(hub, ws, device, reply)),
     })
 }
 

@@ -94,6 +94,8 @@ pub struct DeviceBrief {
     pub name: String,
     /// The last stored state, a JSON object.
     pub params: String,
+    /// Whether it has registered once (seed 003's `is_active`).
+    pub active: bool,
 }
 
 /// An access and refresh token pair as handed to a client; only their hashes are stored.
@@ -421,7 +423,7 @@ impl Store {
         self.add_factory_device(deviceid, factory_apikey, model, uiid, owner, name, &device::FactoryDetails::default()).await
     }
 
-    const DEVICE_COLUMNS: &str = "deviceid, factory_apikey, model, uiid, owner, name, params";
+    const DEVICE_COLUMNS: &str = "deviceid, factory_apikey, model, uiid, owner, name, params, active_at";
 
     fn device_from(row: AnyRow) -> DeviceBrief {
         DeviceBrief {
@@ -432,6 +434,7 @@ impl Store {
             owner: row.get::<Option<String>, _>(4).map(UserKey::new),
             name: row.get(5),
             params: row.get(6),
+            active: row.get::<Option<i64>, _>(7).is_some(),
         }
     }
 
@@ -475,8 +478,8 @@ impl Store {
             self.backend.concat(SHARE_PAIR)
         );
         let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(deviceid).fetch_optional(&self.pool).await? else { return Ok(None) };
-        let (sharees, permits) = split_shares(row.get(7));
-        let settings = DeviceSettings::from_json(&row.get::<String, _>(8));
+        let (sharees, permits) = split_shares(row.get(8));
+        let settings = DeviceSettings::from_json(&row.get::<String, _>(9));
         let device = Self::device_from(row);
         let audience = device.owner.clone().map(|owner| Audience { owner, sharees, permits, settings });
         Ok(Some((device, audience)))

@@ -20,6 +20,8 @@ pub(super) struct DeviceLink {
     pub pending: Arc<PendingTable>,
     /// The device's latest params, also handed to the recorder when they change.
     pub live: Arc<LiveState>,
+    /// When the session attached (milliseconds since the epoch).
+    pub since: i64,
 }
 
 impl DeviceLink {
@@ -30,6 +32,7 @@ impl DeviceLink {
             audience: RwLock::new(audience.map(Arc::new)),
             pending: Arc::default(),
             live,
+            since: crate::clock::now_millis(),
         }
     }
 

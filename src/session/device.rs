@@ -10,9 +10,8 @@ use std::sync::atomic::Ordering;
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::handshake::Registered;
 use super::{Handler, Ws, reject};
-use crate::audience::Audience;
-use crate::device_state::DeviceState;
 use crate::hub::Hub;
 use crate::ids::{DeviceId, SessionId};
 use crate::mailbox::SessionHandle;
@@ -25,23 +24,17 @@ use crate::router::{Ack, DeviceAttach};
 /// A plain fn returning an `async move` block rather than an `async fn`: an async fn keeps a
 /// second copy of its arguments (the socket among them) for its whole life.
 #[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
-pub(super) fn run(
-    hub: Arc<Hub>,
-    ws: Ws,
-    deviceid: DeviceId,
-    apikey: String,
-    audience: Option<Audience>,
-    state: DeviceState,
-    reply: String,
-) -> impl Future<Output = ()> + Send {
+pub(super) fn run(hub: Arc<Hub>, ws: Ws, device: Registered, reply: String) -> impl Future<Output = ()> + Send {
     async move {
+        let Registered { id: deviceid, apikey, audience, state, record_login } = device;
         let (handle, outbox, mailbox) = SessionHandle::new(hub.config.outbox_capacity);
         let session = handle.id;
         tracing::Span::current().record("session", tracing::field::display(session)).record("device", tracing::field::display(&deviceid));
         tracing::info!(bound = audience.is_some(), "device online");
         hub.router.attach_device(DeviceAttach { deviceid: deviceid.clone(), session: handle, audience, state });
         hub.metrics.device_sessions.fetch_add(1, Ordering::Relaxed);
-        super::drive(hub, ws, mailbox, outbox, reply, Device { deviceid, session, apikey }).await;
+        let since = record_login.then(crate::clock::now_millis);
+        super::drive(hub, ws, mailbox, outbox, reply, Device { deviceid, session, apikey, since }).await;
     }
 }
 
@@ -51,6 +44,8 @@ struct Device {
     session: SessionId,
     /// The owner's apikey, which replies to the device carry.
     apikey: String,
+    /// When it logged in (milliseconds), for a registered device: stored when the session ends.
+    since: Option<i64>,
 }
 
 impl Handler for Device {
@@ -72,6 +67,11 @@ impl Handler for Device {
         // Saved now rather than with the next batch, so a quick reconnect reads the latest state.
         if let Some(state) = unsaved {
             hub.recorder.save_now(&self.deviceid, state).await;
+        }
+        if let Some(at) = self.since {
+            if let Err(e) = hub.store.device_logged_in(self.deviceid.as_str(), at).await {
+                tracing::warn!(error = %e, "cannot record the device's login");
+            }
         }
         tracing::info!("device offline");
     }

@@ -16,7 +16,19 @@ use crate::store::TokenCheck;
 /// (store queries included) is gone before the long-lived session future starts.
 pub(super) enum Next {
     App { user: UserKey, appid: AppId, credential: u64, reply: String },
-    Device { id: DeviceId, apikey: String, audience: Option<Audience>, state: DeviceState, reply: String },
+    Device { device: Registered, reply: String },
+}
+
+/// A device that passed `register`: who it is, whom it answers to, and where it starts from.
+pub(super) struct Registered {
+    pub id: DeviceId,
+    /// The owner's apikey (the factory key for an unbound `tmpReg` device).
+    pub apikey: String,
+    pub audience: Option<Audience>,
+    /// The state the store had.
+    pub state: DeviceState,
+    /// A registered (not `tmpReg`) device, whose login time is kept.
+    pub record_login: bool,
 }
 
 /// Reads and checks the first frame. `None` when the socket was refused (and closed) or is gone.
@@ -191,15 +203,16 @@ async fn device_register(hub: &Hub, ws: &mut Ws, frame: &Inbound<'_>) -> Option<
     };
     let reply = reply.to_text();
     let state = DeviceState::from_json(&record.params);
-    if !temporary {
-        // Activation and latest login, as seed 003's device list shows them: one statement,
-        // off the handshake's path.
+    if !temporary && !record.active {
+        // The first registration activates the device (seed 003's `is_active`/`active_date`):
+        // one statement, off the handshake's path. Later logins are recorded when the session
+        // ends, and the live hub answers for online devices.
         let (store, deviceid, at) = (hub.store.clone(), deviceid.to_owned(), crate::clock::now_millis());
         hub.tasks.spawn(async move {
             if let Err(e) = store.device_logged_in(&deviceid, at).await {
-                tracing::warn!(error = %e, device = %deviceid, "cannot record a device's login");
+                tracing::warn!(error = %e, device = %deviceid, "cannot record a device's activation");
             }
         });
     }
-    Some(Next::Device { id, apikey, audience, state, reply })
+    Some(Next::Device { device: Registered { id, apikey, audience, state, record_login: !temporary }, reply })
 }

@@ -169,12 +169,13 @@ pub struct ListedDevice {
 }
 
 fn listed(hub: &Hub, d: SubscribedDevice) -> ListedDevice {
-    let is_online = hub.router.device_view(&DeviceId::new(d.deviceid.as_str())).is_some();
+    // Online: the live hub says since when; offline: the login stored when its session ended.
+    let online_since = hub.router.device_view(&DeviceId::new(d.deviceid.as_str())).map(|v| v.since);
     ListedDevice {
-        is_online,
+        is_online: online_since.is_some(),
         is_active: d.active_at.is_some(),
         active_date: d.active_at.map(iso_millis).unwrap_or_default(),
-        last_login: d.last_login.map(iso_millis).unwrap_or_default(),
+        last_login: online_since.or(d.last_login).map(iso_millis).unwrap_or_default(),
         active_code: String::new(),
         authorize_code: String::new(),
         id: d.deviceid,
