@@ -417,6 +417,26 @@ impl Config {
     }
 }
 
+/// The sample `switchyard.toml` (`contrib/switchyard.toml`): every setting, commented out at its
+/// default, under its help line. A test keeps the file equal to this.
+pub fn sample_toml() -> String {
+    let mut out = String::from(
+        "# switchyard.toml: settings of `switchyard serve --config FILE`.\n\
+         # Every key is also a flag (`--ack-timeout-ms`) and a variable (`SWITCHYARD_ACK_TIMEOUT_MS`);\n\
+         # flags beat variables beat this file beat the defaults shown here. Uncomment to change one.\n\
+         # (Generated from the settings table in src/config.rs.)\n",
+    );
+    for s in SETTINGS {
+        let value = if !s.default.is_empty() && (s.default.bytes().all(|b| b.is_ascii_digit()) || matches!(s.default, "true" | "false")) {
+            s.default.to_owned()
+        } else {
+            format!("{:?}", s.default)
+        };
+        out.push_str(&format!("\n# {}\n# {} = {value}\n", s.help(), s.key));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests;
 
