@@ -125,3 +125,25 @@ async fn a_mail_is_retried_until_the_relay_comes_up() {
     code_in(&header(data, "Subject"));
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_invite_is_mailed_with_its_code() {
+    use common::xlink::{product, xlink};
+    let port = free_port();
+    let mut sink = smtp_sink(port);
+    let hub = hub_mailing_to(port).await;
+    let alice = hub.user("alice@example.com").await;
+    product(&hub, "lamp", true).await;
+    let x = xlink(&hub, &alice);
+    let id = x.register("lamp", "aabbccddee01").await.ok()["device_id"].as_str().unwrap().to_owned();
+    let r = x.invite(&id, "email", Some("friend@example.com")).await;
+    let code = r.ok()["invite_code"].as_str().unwrap().to_owned();
+
+    let mail = received(&mut sink, "friend@example.com");
+    assert_eq!(mail["from"], FROM);
+    let data = mail["data"].as_str().unwrap();
+    assert!(header(data, "Subject").contains("alice@example.com"), "{data}");
+    let body = data.split_once("\r\n\r\n").map_or("", |(_, b)| b).replace("=\r\n", "");
+    assert!(body.contains(&code) && body.contains(&id), "{data}");
+    hub.stop().await;
+}
