@@ -139,6 +139,17 @@ pub enum AdminCommand {
     /// The firmware catalogue that OTA queries answer from
     #[command(subcommand)]
     Firmware(FirmwareCommand),
+    /// Copy the SQLite store to FILE while the hub runs (a consistent online copy; not for PostgreSQL)
+    Backup {
+        /// Where the copy goes; must not exist yet
+        file: PathBuf,
+    },
+    /// Move the SQLite store into an empty PostgreSQL database, in one transaction
+    Migrate {
+        /// The target database (postgres://user@host/db); its tables are created, and must be empty
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
     /// WeChat applications the platform calls WeChat as (appid and secret)
     #[command(subcommand, name = "wechat-app")]
     WeChatApp(WeChatAppCommand),
@@ -366,6 +377,27 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<String> {
         AdminCommand::Product(cmd) => product::run(&store, cmd).await?,
         AdminCommand::WeChatApp(cmd) => wechat::apps(&store, cmd).await?,
         AdminCommand::WeChat(cmd) => wechat::call(&store, &args.wechat_api_base, cmd).await?,
+        AdminCommand::Backup { file } => {
+            store.backup_to(&file).await?;
+            format!("backed up to {}", file.display())
+        }
+        AdminCommand::Migrate { to } => {
+            if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
+                bail!("--to must be a PostgreSQL URL (postgres://user@host/db)");
+            }
+            let target = Store::open(&args.data_dir, Some(&to))
+                .await
+                .with_context(|| format!("opening the target {}", crate::config::redact_url(&to)))?;
+            let copied = store.copy_into(&target).await;
+            target.close().await;
+            let copied = copied?;
+            let rows: u64 = copied.iter().map(|(_, n)| n).sum();
+            let mut out = format!("copied {rows} rows in {} tables to {}", copied.len(), crate::config::redact_url(&to));
+            for (table, n) in copied.iter().filter(|(_, n)| *n > 0) {
+                out.push_str(&format!("\n  {table}: {n}"));
+            }
+            out
+        }
     };
     store.close().await;
     Ok(out)

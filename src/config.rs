@@ -156,6 +156,12 @@ settings! {
     auth_lockout_max: Duration { key: "auth_lockout_max_secs", value: "N", default: "300", read: secs(1, 86_400) },
     /// Base URL of the WeChat API [default: https://api.weixin.qq.com]
     wechat_api_base: String { key: "wechat_api_base", value: "URL", default: "https://api.weixin.qq.com", read: wechat_base },
+    /// SMTP relay for codes and invites: smtp://host:port, smtp://…?tls=required (STARTTLS) or smtps:// [default: none, mail goes to the outbox file]
+    smtp_url: Option<String> { key: "smtp_url", value: "URL", default: "", read: smtp_url },
+    /// Sender address of mail, e.g. `Switchyard <hub@example.com>` (needed with smtp_url)
+    mail_from: Option<String> { key: "mail_from", value: "ADDRESS", default: "", read: mail_from },
+    /// Log lines as `text` or `json` (one object per line on stderr) [default: text]
+    log_format: String { key: "log_format", value: "FORMAT", default: "text", read: one_of(&["text", "json"]) },
     ;
     derived(settings) {
         /// True when both TLS paths are the defaults, so a development pair may be generated.
@@ -360,6 +366,33 @@ impl Field<'_> {
         })
     }
 
+    /// An SMTP URL as lettre reads it; empty for the outbox file.
+    fn smtp_url(self) -> Option<String> {
+        match self.raw.trim() {
+            "" => None,
+            url => {
+                let url = url.to_owned();
+                if let Err(e) = crate::mail::check_url(&url) {
+                    self.fail(e);
+                }
+                Some(url)
+            }
+        }
+    }
+
+    /// A mailbox (`a@example.com` or `Name <a@example.com>`); empty when mail is not sent.
+    fn mail_from(self) -> Option<String> {
+        match self.raw.trim() {
+            "" => None,
+            from => {
+                if crate::mail::check_from(from).is_err() {
+                    self.fail(format_args!("`{from}` is not an address (`name@example.com` or `Name <name@example.com>`)"));
+                }
+                Some(from.to_owned())
+            }
+        }
+    }
+
     fn postgres_url(self) -> Option<String> {
         match self.raw.trim() {
             "" => None,
@@ -376,11 +409,34 @@ impl Config {
     pub fn resolve(settings: &Settings) -> Result<Config, ConfigErrors> {
         let mut errors = Vec::new();
         let config = Config::read(settings, &mut errors);
+        if config.smtp_url.is_some() && config.mail_from.is_none() {
+            errors.push("mail_from: needed when smtp_url is set".to_owned());
+        }
         if config.http.is_none() && config.https.is_none() && errors.is_empty() {
             errors.push("http and https are both off: nothing to serve".to_owned());
         }
         if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
     }
+}
+
+/// The sample `switchyard.toml` (`contrib/switchyard.toml`): every setting, commented out at its
+/// default, under its help line. A test keeps the file equal to this.
+pub fn sample_toml() -> String {
+    let mut out = String::from(
+        "# switchyard.toml: settings of `switchyard serve --config FILE`.\n\
+         # Every key is also a flag (`--ack-timeout-ms`) and a variable (`SWITCHYARD_ACK_TIMEOUT_MS`);\n\
+         # flags beat variables beat this file beat the defaults shown here. Uncomment to change one.\n\
+         # (Generated from the settings table in src/config.rs.)\n",
+    );
+    for s in SETTINGS {
+        let value = if !s.default.is_empty() && (s.default.bytes().all(|b| b.is_ascii_digit()) || matches!(s.default, "true" | "false")) {
+            s.default.to_owned()
+        } else {
+            format!("{:?}", s.default)
+        };
+        out.push_str(&format!("\n# {}\n# {} = {value}\n", s.help(), s.key));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@
 //! - [`alarm`]: threshold alarm rules and their evaluator, fed by device reports without blocking.
 //! - [`auth`]: Sign, password hashing, per-account lockout; [`metrics`]: counters, served at
 //!   `/metrics` by the [`operator`] listener.
+//! - [`verify`]: verification codes and the [`verify::CodeSender`] seam; [`mail`] sends them (and
+//!   share invites) by SMTP with retries, in the background.
 //! - [`cli`], [`emulate`]: the `switchyard` command line and the device/app emulators.
 //!
 //! See `ARCHITECTURE.md` for how a frame travels from an app to a device and back.
@@ -46,6 +48,7 @@ pub mod emulate;
 pub mod http;
 pub mod hub;
 pub mod ids;
+pub mod mail;
 pub mod mailbox;
 pub mod metrics;
 pub mod operator;
@@ -102,6 +105,8 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     WeChat(#[from] wechat::WeChatError),
+    #[error(transparent)]
+    Mail(#[from] mail::MailSetupError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -165,11 +170,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         Arc::new(LocalRouter::new(metrics.clone(), dirty, config.max_frame_bytes, Quota { per_user: config.max_device_queue_per_user }));
     let acl_sync = Arc::new(acl::Acl::new(store.clone(), router.clone()).await?);
     let acl = tokio::spawn(acl_sync.clone().watch(Duration::from_secs(2), shutdown.clone()));
-    let codes: Arc<dyn verify::CodeSender> = Arc::new(verify::OutboxSender::new(&config.data_dir));
+    let tasks = TaskTracker::new();
+    let codes: Arc<dyn verify::CodeSender> = match (&config.smtp_url, &config.mail_from) {
+        (Some(url), Some(from)) => {
+            tracing::info!(relay = %config::redact_url(url), from = %from, "mail goes out by SMTP");
+            Arc::new(mail::SmtpSender::new(url, from, &config.data_dir, tasks.clone(), shutdown.clone())?)
+        }
+        _ => Arc::new(verify::OutboxSender::new(&config.data_dir)),
+    };
     let wechat = wechat::WeChat::new(&config.wechat_api_base, wechat::Options::default())?;
     let (config_failures, config_lockout_max) = (config.auth_failures, config.auth_lockout_max);
     http::ratelimit::warn_if_exempt_behind_a_proxy(&config);
-    let tasks = TaskTracker::new();
     let wechat_work = wechat::Work::new(store.clone(), wechat.clone(), tasks.clone(), shutdown.clone());
     let (alarms, alarm_queue) = alarm::Alarms::new();
     alarms.load(&store).await?;

@@ -9,11 +9,16 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // `serve` reads its settings first: they say how to log.
+    let config = match &cli.command {
+        Command::Serve(args) => match resolve(args) {
+            Ok(config) => Some(config),
+            Err(code) => return code,
+        },
+        _ => None,
+    };
+    let json = config.as_ref().is_some_and(|c| c.log_format == "json");
+    init_tracing(json);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -23,7 +28,10 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve(*args).await,
+            Command::Serve(_) => match config {
+                Some(config) => serve(config).await,
+                None => unreachable!("serve's configuration is resolved above"),
+            },
             Command::Admin(args) => match switchyard::cli::admin(args).await {
                 Ok(out) => {
                     println!("{out}");
@@ -46,21 +54,38 @@ fn fail(e: anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-async fn serve(args: switchyard::cli::ServeArgs) -> ExitCode {
+/// Logs to stderr as text (coloured on a terminal) or as one JSON object per line, carrying the
+/// fields of the spans it happened in (a session's `peer`, `session`, `deviceid` or `apikey`).
+/// `RUST_LOG` filters either way.
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().with_current_span(true).with_span_list(true).init();
+    } else {
+        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+    }
+}
+
+/// The node's configuration, or the exit code after printing every problem.
+fn resolve(args: &switchyard::cli::ServeArgs) -> Result<Config, ExitCode> {
     let mut errors = Vec::new();
     let settings = args.settings(&mut errors);
-    let config = match Config::resolve(&settings) {
-        Ok(c) if errors.is_empty() => c,
+    match Config::resolve(&settings) {
+        Ok(c) if errors.is_empty() => Ok(c),
         Ok(_) => {
             eprintln!("error: invalid configuration:\n  {}", errors.join("\n  "));
-            return ExitCode::from(2);
+            Err(ExitCode::from(2))
         }
         Err(e) => {
             errors.extend(e.0);
             eprintln!("error: invalid configuration:\n  {}", errors.join("\n  "));
-            return ExitCode::from(2);
+            Err(ExitCode::from(2))
         }
-    };
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
     let shutdown = CancellationToken::new();
     let running = match switchyard::start(config, shutdown.clone()).await {
         Ok(r) => r,

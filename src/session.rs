@@ -50,8 +50,7 @@ pub fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
 #[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
 pub fn run(hub: Arc<Hub>, io: TokioIo<Upgraded>, peer: SocketAddr) -> impl std::future::Future<Output = ()> + Send {
     async move {
-        let span =
-            tracing::info_span!("ws", %peer, session = tracing::field::Empty, device = tracing::field::Empty, user = tracing::field::Empty);
+        let span = tracing::info_span!("ws", %peer, session = tracing::field::Empty, deviceid = tracing::field::Empty, apikey = tracing::field::Empty);
         if let Some(session) = Box::pin(open(hub, io)).instrument(span.clone()).await {
             session.instrument(span).await;
         }

@@ -25,6 +25,7 @@ use crate::ids::{AppId, DeviceId, UserKey};
 
 mod accounts;
 mod alarm_rule;
+mod copy;
 pub mod device;
 mod family;
 mod firmware;
@@ -40,6 +41,7 @@ mod wechat;
 mod wechat_bind;
 
 pub use accounts::{AccountError, ClosedAccount, NewAccount, Profile, ProfileChange};
+pub use copy::{Copied, CopyError};
 pub use family::{FIRST_FAMILY_NAME, Family, FamilyError, MAX_FAMILIES, MAX_ROOMS, Placement, Room, Sort, ThingKind, ThingRef};
 pub use firmware::{Firmware, FirmwareBin, compare_versions, valid_version};
 pub use group::{Group, GroupError, MAX_GROUPS, NewGroup};

@@ -2,7 +2,8 @@
 //! how often one address may be sent one, and how it reaches its owner.
 //!
 //! Delivery goes through the [`CodeSender`] trait, which also delivers seed 003's share invite
-//! codes by email. The default, [`OutboxSender`], logs the code and
+//! codes by email. With `--smtp-url` set, [`crate::mail::SmtpSender`] mails them (SMS codes still
+//! go to the outbox). The default, [`OutboxSender`], logs the code and
 //! appends it as one JSON line to `<data_dir>/outbox/verification-codes.jsonl`, so a self-hoster
 //! (and the tests) can read codes without a mail or SMS gateway. The store keeps the live code per
 //! address and purpose and counts sends (`store/accounts.rs`).
@@ -69,7 +70,8 @@ pub fn code_hash(target: &str, purpose: Purpose, code: &str) -> String {
 
 /// Delivers a code to an address (email or phone number with its country code).
 pub trait CodeSender: Send + Sync + 'static {
-    /// Blocking; callers run it off the async threads.
+    /// Blocking; callers run it off the async threads. `Ok` means the code was delivered or
+    /// queued for delivery (an SMTP sender retries in the background).
     fn send(&self, to: &str, purpose: Purpose, code: &str) -> std::io::Result<()>;
 
     /// Delivers the code of an invitation to share a device (seed 003's `email` mode) to an email

@@ -57,3 +57,30 @@ fn store_and_rate_limit_settings_are_checked() {
     assert_eq!(c.trusted_proxies.len(), 2);
     assert!(c.rate_limit_loopback);
 }
+
+/// `contrib/switchyard.toml` lists every setting as the table declares it. Run with
+/// `SWITCHYARD_BLESS=1` to rewrite the file after changing a setting.
+#[test]
+fn the_sample_config_matches_the_settings() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/switchyard.toml");
+    let sample = sample_toml();
+    if std::env::var_os("SWITCHYARD_BLESS").is_some() {
+        std::fs::write(&path, &sample).unwrap();
+    }
+    let file = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(file == sample, "{} is out of date: run `SWITCHYARD_BLESS=1 cargo test --lib sample_config`", path.display());
+    // Uncommented, the sample is a valid configuration that resolves to the defaults.
+    let uncommented: String = sample
+        .lines()
+        .filter_map(|l| l.strip_prefix("# ").filter(|l| l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' '))))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut settings = Settings::new();
+    let mut errors = Vec::new();
+    settings.offer_toml(&uncommented, &mut errors);
+    assert!(errors.is_empty(), "{errors:?}");
+    for s in SETTINGS {
+        assert!(uncommented.contains(&format!("{} = ", s.key())), "{} is missing", s.key());
+    }
+    Config::resolve(&settings).unwrap();
+}

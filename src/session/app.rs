@@ -47,7 +47,7 @@ pub(super) fn run(
         let (handle, outbox, mailbox) = SessionHandle::new(hub.config.outbox_capacity);
         handle.set_credential(credential);
         let id = handle.id;
-        tracing::Span::current().record("session", tracing::field::display(id)).record("user", tracing::field::display(&user));
+        tracing::Span::current().record("session", tracing::field::display(id)).record("apikey", tracing::field::display(&user));
         tracing::info!(%appid, "app online");
         hub.router.attach_app(&user, handle);
         hub.metrics.app_sessions.fetch_add(1, Ordering::Relaxed);

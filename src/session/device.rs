@@ -29,7 +29,7 @@ pub(super) fn run(hub: Arc<Hub>, ws: Ws, device: Registered, reply: String) -> i
         let Registered { id: deviceid, apikey, audience, state, record_login } = device;
         let (handle, outbox, mailbox) = SessionHandle::new(hub.config.outbox_capacity);
         let session = handle.id;
-        tracing::Span::current().record("session", tracing::field::display(session)).record("device", tracing::field::display(&deviceid));
+        tracing::Span::current().record("session", tracing::field::display(session)).record("deviceid", tracing::field::display(&deviceid));
         tracing::info!(bound = audience.is_some(), "device online");
         hub.router.attach_device(DeviceAttach { deviceid: deviceid.clone(), session: handle, audience, state });
         hub.metrics.device_sessions.fetch_add(1, Ordering::Relaxed);
