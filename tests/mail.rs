@@ -2,8 +2,8 @@
 //! on loopback (Python's aiosmtpd, from the venv `.ci/run` makes), answers the request before the
 //! mail is out, and retries while the relay is down.
 //!
-//! The Python with aiosmtpd is `$SWITCHYARD_TEST_PYTHON`, else `.ci/venv/bin/python`; without
-//! either the tests fail and say how to make it.
+//! The Python with aiosmtpd is `$SWITCHYARD_TEST_PYTHON`, else `.ci/venv/bin/python`, made by
+//! the tests themselves when it is missing.
 
 mod common;
 mod procs;
@@ -18,19 +18,34 @@ use serde_json::{Value, json};
 
 const FROM: &str = "hub@example.com";
 
-/// The Python interpreter that has aiosmtpd.
+/// The Python interpreter that has aiosmtpd: `$SWITCHYARD_TEST_PYTHON`, else the venv
+/// `.ci/venv`, made here (once per test run, from PyPI) when it is missing, so the README's test
+/// command works on a fresh machine. A venv that cannot be made fails the test and says why.
 fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("SWITCHYARD_TEST_PYTHON") {
         return p.into();
     }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/python");
-    if venv.exists() {
+    static VENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = VENV.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ci/venv");
+    let venv = dir.join("bin/python");
+    let has_aiosmtpd = |py: &PathBuf| Command::new(py).args(["-c", "import aiosmtpd"]).status().is_ok_and(|s| s.success());
+    if venv.exists() && has_aiosmtpd(&venv) {
         return venv;
     }
-    panic!(
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+        assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    eprintln!("making {} with aiosmtpd for the mail tests", dir.display());
+    run(Command::new("python3").arg("-m").arg("venv").arg(&dir));
+    run(Command::new(dir.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", "aiosmtpd"]));
+    assert!(
+        has_aiosmtpd(&venv),
         "no Python with aiosmtpd for the mail tests: set SWITCHYARD_TEST_PYTHON, or run \
-         `python3 -m venv .ci/venv && .ci/venv/bin/pip install aiosmtpd` (.ci/run does this)"
+         `python3 -m venv .ci/venv && .ci/venv/bin/pip install aiosmtpd`"
     );
+    venv
 }
 
 /// An SMTP server on `127.0.0.1:port` that prints each message as a JSON line.
