@@ -135,8 +135,9 @@ fn pending(c: &mut Criterion) {
                 RawValue::from_string(format!("\"{n}\"")).unwrap()
             },
             |seq| {
-                let pending =
-                    router.command(&owner, Command { kind: CommandKind::Update, deviceid: &id, sequence: &seq, params: &params }).unwrap();
+                let pending = router
+                    .command_here(&owner, Command { kind: CommandKind::Update, deviceid: &id, sequence: &seq, params: &params })
+                    .unwrap();
                 let _ = dev_rx.try_recv();
                 router.ack(&id, &protocol::sequence_key(&seq), Ack { error: 0, params: None });
                 rt.block_on(pending.wait(tokio::time::Instant::now() + std::time::Duration::from_secs(1)))

@@ -42,9 +42,16 @@ impl Acl {
     }
 
     /// After a change this process committed: reloads the audiences of `devices` that are online
-    /// here (all online devices when `devices` is empty). When the store's version moved by more
-    /// than this one change (another process changed something too), everything is reloaded.
+    /// here (all online devices when `devices` is empty), then tells the other nodes of a cluster.
     pub async fn changed(&self, devices: &[DeviceId]) {
+        self.apply(devices).await;
+        self.router.sharing_changed(devices);
+    }
+
+    /// Reloads the audiences of `devices` that are online here (all when `devices` is empty).
+    /// When the store's version moved by more than this one change (another process changed
+    /// something too), everything is reloaded.
+    pub async fn apply(&self, devices: &[DeviceId]) {
         let _held = self.reload.lock().await;
         let result = async {
             let version = self.store.acl_version().await?;

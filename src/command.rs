@@ -42,10 +42,11 @@ pub struct Meta {
 
 /// Routes `cmd` for `user` and records it in the device's history. `from` is the sending app
 /// session, if it came over a socket.
-pub fn send(hub: &Hub, user: &UserKey, cmd: Command<'_>, from: Option<SessionId>) -> Result<Sent, RouteError> {
+/// A device on another node of a cluster is asked first ([`crate::router::Routed::Away`]).
+pub async fn send(hub: &Hub, user: &UserKey, cmd: Command<'_>, from: Option<SessionId>) -> Result<Sent, RouteError> {
     let (kind, params) = (cmd.kind, cmd.params);
     let deviceid = cmd.deviceid.clone();
-    let pending = hub.router.command(user, cmd)?;
+    let pending = hub.router.command(user, cmd).accepted().await?;
     // Recorded off the routing path: a queue push, written in batches by the recorder.
     hub.recorder.command_routed(&deviceid, &pending.audience, user, kind, params);
     let meta = Meta {
@@ -76,7 +77,7 @@ pub fn settle(hub: &Hub, meta: &Meta, outcome: &Outcome) {
             hub.metrics.acks_delivered.fetch_add(1, Ordering::Relaxed);
             if let (0, Some(params)) = (ack.error, &meta.params) {
                 if meta.kind == CommandKind::Update {
-                    hub.router.echo_command(&meta.deviceid, params, meta.except);
+                    hub.router.echo_command(&meta.audience, &meta.deviceid, params, meta.except);
                 }
                 hub.recorder.command_done(&meta.deviceid, &meta.audience, &meta.user, meta.kind, params);
             }

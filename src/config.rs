@@ -162,6 +162,12 @@ settings! {
     mail_from: Option<String> { key: "mail_from", value: "ADDRESS", default: "", read: mail_from },
     /// Log lines as `text` or `json` (one object per line on stderr) [default: text]
     log_format: String { key: "log_format", value: "FORMAT", default: "text", read: one_of(&["text", "json"]) },
+    /// NATS server of a cluster (nats://host:port); needs database_url [default: none, one node]
+    cluster: Option<String> { key: "cluster", value: "URL", default: "", read: nats_url },
+    /// This node's name in the cluster, unique among its nodes [default: the host name]
+    node_id: String { key: "node_id", value: "NAME", default: "", read: subject_token },
+    /// Prefix of every subject and lock of the cluster, so clusters can share a NATS server [default: switchyard]
+    cluster_name: String { key: "cluster_name", value: "NAME", default: "switchyard", read: subject_token },
     ;
     derived(settings) {
         /// True when both TLS paths are the defaults, so a development pair may be generated.
@@ -393,6 +399,27 @@ impl Field<'_> {
         }
     }
 
+    /// A `nats://` URL (or `tls://`); empty for a single node.
+    fn nats_url(self) -> Option<String> {
+        match self.raw.trim() {
+            "" => None,
+            url if url.starts_with("nats://") || url.starts_with("tls://") => Some(url.to_owned()),
+            _ => {
+                self.fail("must start with nats:// or tls:// (leave it empty for a single node)");
+                None
+            }
+        }
+    }
+
+    /// A name usable as one token of a NATS subject: letters, digits, `-` and `_`.
+    fn subject_token(self) -> String {
+        let name = self.raw.trim();
+        if name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            self.fail("must be at most 64 letters, digits, `-` or `_`");
+        }
+        name.to_owned()
+    }
+
     fn postgres_url(self) -> Option<String> {
         match self.raw.trim() {
             "" => None,
@@ -411,6 +438,12 @@ impl Config {
         let config = Config::read(settings, &mut errors);
         if config.smtp_url.is_some() && config.mail_from.is_none() {
             errors.push("mail_from: needed when smtp_url is set".to_owned());
+        }
+        if config.cluster.is_some() && config.database_url.is_none() {
+            errors.push("cluster: the nodes of a cluster share one PostgreSQL store; set database_url (the embedded SQLite store is one node's only)".to_owned());
+        }
+        if config.cluster.is_some() && config.cluster_name.is_empty() {
+            errors.push("cluster_name: must not be empty".to_owned());
         }
         if config.http.is_none() && config.https.is_none() && errors.is_empty() {
             errors.push("http and https are both off: nothing to serve".to_owned());

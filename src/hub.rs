@@ -46,6 +46,9 @@ pub struct Hub {
     /// Where `/dispatch` sends clients: domain and port, and the IP for firmware that uses it.
     pub(crate) public_ws: (String, u16),
     pub(crate) public_ip: String,
+    /// This node's cluster, when it is one of several (`--cluster`): its router, and the live
+    /// nodes `/dispatch` chooses from.
+    pub cluster: Option<Arc<crate::cluster::ClusterRouter>>,
 }
 
 impl Hub {

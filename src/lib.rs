@@ -40,6 +40,7 @@ pub mod audience;
 pub mod auth;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod conn;
@@ -107,6 +108,8 @@ pub enum StartError {
     WeChat(#[from] wechat::WeChatError),
     #[error(transparent)]
     Mail(#[from] mail::MailSetupError),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -166,9 +169,30 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let metrics = Arc::new(Metrics::default());
     let writer_stop = CancellationToken::new();
     let (recorder, dirty, writer) = Recorder::start(store.clone(), metrics.clone(), writer_stop.clone());
-    let router: Arc<dyn Router> =
-        Arc::new(LocalRouter::new(metrics.clone(), dirty, config.max_frame_bytes, Quota { per_user: config.max_device_queue_per_user }));
+    let local = LocalRouter::new(metrics.clone(), dirty, config.max_frame_bytes, Quota { per_user: config.max_device_queue_per_user });
+    let (router, cluster): (Arc<dyn Router>, _) = match &config.cluster {
+        Some(url) => {
+            let node = if config.node_id.is_empty() { cluster::default_node_id() } else { config.node_id.clone() };
+            let settings = cluster::Settings { url: url.clone(), name: config.cluster_name.clone(), node };
+            let advert = cluster::nodes::Advert { host: public_ws.0.clone(), port: public_ws.1, ip: public_ip.clone() };
+            let c = cluster::ClusterRouter::start(
+                settings,
+                local,
+                store.clone(),
+                metrics.clone(),
+                config.ack_timeout,
+                advert,
+                shutdown.clone(),
+            )
+            .await?;
+            (c.clone(), Some(c))
+        }
+        None => (Arc::new(local), None),
+    };
     let acl_sync = Arc::new(acl::Acl::new(store.clone(), router.clone()).await?);
+    if let Some(c) = &cluster {
+        c.set_acl(acl_sync.clone());
+    }
     let acl = tokio::spawn(acl_sync.clone().watch(Duration::from_secs(2), shutdown.clone()));
     let tasks = TaskTracker::new();
     let codes: Arc<dyn verify::CodeSender> = match (&config.smtp_url, &config.mail_from) {
@@ -210,6 +234,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         alarms,
         public_ws,
         public_ip,
+        cluster,
     });
     hub.tasks.spawn(alarm::run(evaluator, alarm_queue));
     let limit = Arc::new(Semaphore::new(hub.config.max_connections));
@@ -245,6 +270,9 @@ impl Running {
         self.hub.tasks.close();
         if tokio::time::timeout(Duration::from_secs(10), self.hub.tasks.wait()).await.is_err() {
             tracing::warn!(left = self.hub.tasks.len(), "some connections did not finish in time");
+        }
+        if let Some(cluster) = &self.hub.cluster {
+            cluster.flush().await;
         }
         self.writer_stop.cancel();
         let _ = self.writer.await;

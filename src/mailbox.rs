@@ -27,6 +27,17 @@ pub enum CloseReason {
     LoggedOut = 3,
 }
 
+impl CloseReason {
+    pub fn from_code(code: u8) -> Option<CloseReason> {
+        match code {
+            1 => Some(CloseReason::SlowConsumer),
+            2 => Some(CloseReason::Replaced),
+            3 => Some(CloseReason::LoggedOut),
+            _ => None,
+        }
+    }
+}
+
 /// A session's mailbox, shared between its task and every handle to it: the close request and
 /// the outbound queue. The queue is a plain deque that allocates only when frames arrive (an idle session
 /// holds no queue memory), bounded by `capacity`.
@@ -72,12 +83,7 @@ impl Mailbox {
     }
 
     pub fn reason(&self) -> Option<CloseReason> {
-        match self.reason.load(Ordering::Acquire) {
-            1 => Some(CloseReason::SlowConsumer),
-            2 => Some(CloseReason::Replaced),
-            3 => Some(CloseReason::LoggedOut),
-            _ => None,
-        }
+        CloseReason::from_code(self.reason.load(Ordering::Acquire))
     }
 
     fn request(&self, reason: CloseReason) {

@@ -22,6 +22,10 @@ pub struct Metrics {
     pub rate_limited: AtomicU64,
     pub history_recorded: AtomicU64,
     pub history_dropped: AtomicU64,
+    pub cluster_requests: AtomicU64,
+    pub cluster_dropped: AtomicU64,
+    pub cluster_slow_consumers: AtomicU64,
+    pub cluster_devices_reaped: AtomicU64,
 }
 
 impl Metrics {
@@ -31,7 +35,7 @@ impl Metrics {
             ("switchyard_app_sessions", &self.app_sessions, "app WebSocket sessions online"),
             ("switchyard_device_sessions", &self.device_sessions, "device WebSocket sessions online"),
         ];
-        let counters: [(&str, &AtomicU64, &str); 14] = [
+        let counters: [(&str, &AtomicU64, &str); 18] = [
             ("switchyard_connections_refused_total", &self.connections_refused, "connections refused at the connection cap"),
             ("switchyard_commands_routed_total", &self.commands_routed, "app commands forwarded to a device"),
             ("switchyard_acks_delivered_total", &self.acks_delivered, "device acks returned to the waiting app"),
@@ -46,6 +50,18 @@ impl Metrics {
             ("switchyard_rate_limited_total", &self.rate_limited, "REST calls refused by the rate limit"),
             ("switchyard_history_recorded_total", &self.history_recorded, "operation history entries written"),
             ("switchyard_history_dropped_total", &self.history_dropped, "operation history entries dropped (queue full or write failed)"),
+            ("switchyard_cluster_requests_total", &self.cluster_requests, "commands sent to a device on another node"),
+            (
+                "switchyard_cluster_dropped_total",
+                &self.cluster_dropped,
+                "messages to other nodes dropped because the forwarder queue was full",
+            ),
+            (
+                "switchyard_cluster_slow_consumers_total",
+                &self.cluster_slow_consumers,
+                "NATS subscriptions that fell behind and lost messages",
+            ),
+            ("switchyard_cluster_devices_reaped_total", &self.cluster_devices_reaped, "devices marked offline because their node died"),
         ];
         let mut out = String::new();
         for (name, v, help) in gauges {

@@ -9,8 +9,10 @@
 //! and guard, and the state of devices that just left).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
@@ -66,6 +68,29 @@ pub struct DeviceAttach {
     pub state: DeviceState,
 }
 
+/// How [`Router::command`] answers: at once when the device is on this node (or nowhere), or
+/// later when another node holds it and must be asked first.
+pub enum Routed {
+    Here(Result<PendingAck, RouteError>),
+    Away(Pin<Box<dyn Future<Output = Result<PendingAck, RouteError>> + Send>>),
+}
+
+impl Routed {
+    pub async fn accepted(self) -> Result<PendingAck, RouteError> {
+        match self {
+            Routed::Here(r) => r,
+            Routed::Away(f) => f.await,
+        }
+    }
+}
+
+/// Where frames for users go beyond this node: the cluster's user subjects ([`crate::cluster`]).
+/// A single node has none.
+pub trait Beyond: Send + Sync {
+    /// Called after the local delivery of a frame meant for every session of `audience`.
+    fn fan_out(&self, audience: &Audience, frame: &Utf8Bytes);
+}
+
 /// What the router knows of one online device, for operators and tests.
 #[derive(Debug, Clone)]
 pub struct DeviceView {
@@ -91,15 +116,16 @@ pub trait Router: Send + Sync + 'static {
     /// Forgets the device if `session` still holds it, fails its waiters and announces it
     /// offline. Returns the device's state when it has changes not saved yet.
     fn detach_device(&self, deviceid: &DeviceId, session: SessionId) -> Option<String>;
-    /// Forwards an app's command to the device; the returned waiter resolves with its ack.
-    fn command(&self, caller: &UserKey, cmd: Command<'_>) -> Result<PendingAck, RouteError>;
+    /// Forwards an app's command to the device; the returned waiter resolves with its ack. A
+    /// device on another node answers [`Routed::Away`]: its node is asked first.
+    fn command(&self, caller: &UserKey, cmd: Command<'_>) -> Routed;
     /// The device's ack for `sequence` (its key, [`protocol::sequence_key`]): handed to the
     /// oldest waiter; an acked `update` becomes the device's state first. False when nobody
     /// waits (a late or unsolicited ack).
     fn ack(&self, deviceid: &DeviceId, sequence: &str, ack: Ack) -> bool;
-    /// After a successful `update`: tells the device's listeners the new params, except one
-    /// session (the sender's) when given.
-    fn echo_command(&self, deviceid: &DeviceId, params: &RawValue, except: Option<SessionId>);
+    /// After a successful `update`: tells the device's listeners (`audience`, as the command was
+    /// routed) the new params, except one session (the sender's) when given.
+    fn echo_command(&self, audience: &Audience, deviceid: &DeviceId, params: &RawValue, except: Option<SessionId>);
     /// A device's state report from `session`: merged into its state (refused whole when the
     /// state would grow past the router's cap) and fanned out to its owner's and sharees'
     /// sessions. Returns the audience it went to (`None`: nobody, or not the device's current
@@ -124,6 +150,13 @@ pub trait Router: Send + Sync + 'static {
     fn set_audience(&self, deviceid: &DeviceId, audience: Option<Audience>) -> bool;
     /// The devices online on this node.
     fn online_devices(&self) -> Vec<DeviceId>;
+    /// Whether the device is online on another node of a cluster (never on a single node).
+    fn online_elsewhere(&self, _deviceid: &DeviceId) -> bool {
+        false
+    }
+    /// Sharing of `devices` changed in the store (this node's audiences are reloaded already):
+    /// tells the other nodes of a cluster.
+    fn sharing_changed(&self, _devices: &[DeviceId]) {}
     /// What the router knows of an online device.
     fn device_view(&self, deviceid: &DeviceId) -> Option<DeviceView>;
     /// Queues a frame the hub itself sends a device (e.g. `notify`/`deleteNotify`); false when
@@ -149,11 +182,124 @@ pub struct LocalRouter {
     state_limit: usize,
     /// How a device's pending table is shared between users (`--max-device-queue-per-user`).
     quota: Quota,
+    /// Where fan-outs go beyond this node, set once by a cluster.
+    beyond: OnceLock<Arc<dyn Beyond>>,
 }
 
 impl LocalRouter {
     pub fn new(metrics: Arc<Metrics>, dirty: DirtyQueue, state_limit: usize, quota: Quota) -> Self {
-        LocalRouter { registry: Registry::default(), metrics, dirty, recent: RecentStates::default(), state_limit, quota }
+        LocalRouter {
+            registry: Registry::default(),
+            metrics,
+            dirty,
+            recent: RecentStates::default(),
+            state_limit,
+            quota,
+            beyond: OnceLock::new(),
+        }
+    }
+
+    /// Sends every later fan-out beyond this node too (set once, by the cluster).
+    pub fn send_beyond(&self, beyond: Arc<dyn Beyond>) {
+        let _ = self.beyond.set(beyond);
+    }
+
+    /// Queues a frame to every session of `user` on this node only (a fan-out from another node).
+    pub fn deliver_here(&self, user: &UserKey, frame: &Utf8Bytes) -> u64 {
+        let mut delivered = 0u64;
+        self.registry.for_each_session(user, |s| {
+            if s.deliver(frame.clone(), &self.metrics) {
+                delivered += 1;
+            }
+        });
+        self.metrics.deliveries.fetch_add(delivered, Ordering::Relaxed);
+        delivered
+    }
+
+    pub fn holds(&self, deviceid: &DeviceId) -> bool {
+        self.registry.device(deviceid).is_some()
+    }
+
+    /// Like [`Router::detach_device`], but says whether `session` still held the device (the
+    /// outer `Option`); the inner one is the unsaved state.
+    pub fn detach(&self, deviceid: &DeviceId, session: SessionId) -> Option<Option<String>> {
+        let link = self.registry.remove_device(deviceid, session)?;
+        link.pending.fail_all();
+        self.recent.keep(deviceid, link.live.snapshot());
+        self.sysmsg(&link, false);
+        Some(link.live.is_dirty().then(|| link.live.take_for_save()))
+    }
+
+    /// Another node took the device over: closes its session here as replaced, fails its waiters
+    /// (504 at once) and hands back its latest state, without an offline sysmsg.
+    pub fn evict(&self, deviceid: &DeviceId) -> Option<DeviceState> {
+        let link = self.registry.remove_any_device(deviceid)?;
+        link.session.close(CloseReason::Replaced);
+        link.pending.fail_all();
+        self.metrics.devices_replaced.fetch_add(1, Ordering::Relaxed);
+        Some(link.live.snapshot())
+    }
+
+    /// Takes over the state another node handed over, unless the device changed here already.
+    pub fn adopt_state(&self, deviceid: &DeviceId, state: DeviceState) {
+        if let Some(link) = self.registry.device(deviceid).filter(|l| !l.live.is_dirty()) {
+            link.live.replace(state);
+        }
+    }
+
+    /// Closes every device session on this node (a node cut off from its cluster).
+    pub fn close_devices(&self, reason: CloseReason) -> usize {
+        let links = self.registry.devices();
+        links.iter().for_each(|l| l.session.close(reason));
+        links.len()
+    }
+
+    /// App sessions on this node.
+    pub fn app_sessions(&self) -> usize {
+        self.registry.app_sessions()
+    }
+
+    /// Routes a command to a device on this node.
+    pub fn command_here(&self, caller: &UserKey, cmd: Command<'_>) -> Result<PendingAck, RouteError> {
+        let link = self.registry.device(cmd.deviceid).ok_or(RouteError::Offline)?;
+        let audience = link.audience().ok_or(RouteError::Denied)?;
+        if !audience.contains(caller) {
+            return Err(RouteError::Denied);
+        }
+        if cmd.kind == CommandKind::Update && &audience.owner != caller && !sharee_may(&link, &audience, caller, cmd.params) {
+            return Err(RouteError::Denied);
+        }
+        let frame = Outbound {
+            action: Some(cmd.kind.action()),
+            deviceid: Some(link.deviceid.as_str()),
+            apikey: Some(audience.owner.as_str()),
+            user_agent: Some("app"),
+            sequence: Some(cmd.sequence),
+            ts: Some(0),
+            params: Some(cmd.params),
+            from: Some("app"),
+            ..Default::default()
+        }
+        .to_text();
+        let (tx, rx) = oneshot::channel();
+        let key = protocol::sequence_key(cmd.sequence);
+        // An acked update's params become the device's state: firmware often acks without a report.
+        let merge = (cmd.kind == CommandKind::Update && cmd.params.get().trim_start().starts_with('{')).then(|| cmd.params.to_owned());
+        // Fair between users: each has a quota of this device's pending table, sharees together
+        // twice that, and sharees leave a quarter of its outbox to the owner.
+        let owner = &audience.owner == caller;
+        let asker = Asker { user: caller, owner };
+        let token = link.pending.add(key.clone(), tx, merge, asker, self.quota, MAX_PENDING_PER_DEVICE).ok_or(RouteError::Busy)?;
+        let offered = if owner { link.session.offer(frame.into()) } else { link.session.offer_leaving_room(frame.into()) };
+        if let Err(refused) = offered {
+            link.pending.remove(&key, token);
+            return Err(match refused {
+                Refused::Full => RouteError::Busy,
+                Refused::Closed => RouteError::Offline,
+            });
+        }
+        self.metrics.commands_routed.fetch_add(1, Ordering::Relaxed);
+        Ok(PendingAck::new(rx, link.pending.clone(), key, token, audience))
     }
 
     /// Queues one serialized frame to every session of every member, except one session.
@@ -168,22 +314,31 @@ impl LocalRouter {
         }
         self.metrics.reports_fanned_out.fetch_add(1, Ordering::Relaxed);
         self.metrics.deliveries.fetch_add(delivered, Ordering::Relaxed);
+        if let Some(beyond) = self.beyond.get() {
+            beyond.fan_out(audience, &frame);
+        }
     }
 
     fn sysmsg(&self, link: &DeviceLink, online: bool) {
-        let Some(audience) = link.audience() else { return };
+        if let Some(audience) = link.audience() {
+            self.announce(&link.deviceid, &audience, online);
+        }
+    }
+
+    /// Tells the device's audience it went on- or offline (`sysmsg`).
+    pub fn announce(&self, deviceid: &DeviceId, audience: &Audience, online: bool) {
         let params = if online { r#"{"online":true}"# } else { r#"{"online":false}"# };
         let params = protocol::raw(params.to_owned());
         let frame = Outbound {
             action: Some("sysmsg"),
-            deviceid: Some(link.deviceid.as_str()),
+            deviceid: Some(deviceid.as_str()),
             apikey: Some(audience.owner.as_str()),
             ts: Some(now_secs() as u64),
             params: Some(&params),
             ..Default::default()
         }
         .to_text();
-        self.fan_out(&audience, frame.into(), None);
+        self.fan_out(audience, frame.into(), None);
     }
 }
 
@@ -227,53 +382,11 @@ impl Router for LocalRouter {
     }
 
     fn detach_device(&self, deviceid: &DeviceId, session: SessionId) -> Option<String> {
-        let link = self.registry.remove_device(deviceid, session)?;
-        link.pending.fail_all();
-        self.recent.keep(deviceid, link.live.snapshot());
-        self.sysmsg(&link, false);
-        link.live.is_dirty().then(|| link.live.take_for_save())
+        self.detach(deviceid, session).flatten()
     }
 
-    fn command(&self, caller: &UserKey, cmd: Command<'_>) -> Result<PendingAck, RouteError> {
-        let link = self.registry.device(cmd.deviceid).ok_or(RouteError::Offline)?;
-        let audience = link.audience().ok_or(RouteError::Denied)?;
-        if !audience.contains(caller) {
-            return Err(RouteError::Denied);
-        }
-        if cmd.kind == CommandKind::Update && &audience.owner != caller && !sharee_may(&link, &audience, caller, cmd.params) {
-            return Err(RouteError::Denied);
-        }
-        let frame = Outbound {
-            action: Some(cmd.kind.action()),
-            deviceid: Some(link.deviceid.as_str()),
-            apikey: Some(audience.owner.as_str()),
-            user_agent: Some("app"),
-            sequence: Some(cmd.sequence),
-            ts: Some(0),
-            params: Some(cmd.params),
-            from: Some("app"),
-            ..Default::default()
-        }
-        .to_text();
-        let (tx, rx) = oneshot::channel();
-        let key = protocol::sequence_key(cmd.sequence);
-        // An acked update's params become the device's state: firmware often acks without a report.
-        let merge = (cmd.kind == CommandKind::Update && cmd.params.get().trim_start().starts_with('{')).then(|| cmd.params.to_owned());
-        // Fair between users: each has a quota of this device's pending table, sharees together
-        // twice that, and sharees leave a quarter of its outbox to the owner.
-        let owner = &audience.owner == caller;
-        let asker = Asker { user: caller, owner };
-        let token = link.pending.add(key.clone(), tx, merge, asker, self.quota, MAX_PENDING_PER_DEVICE).ok_or(RouteError::Busy)?;
-        let offered = if owner { link.session.offer(frame.into()) } else { link.session.offer_leaving_room(frame.into()) };
-        if let Err(refused) = offered {
-            link.pending.remove(&key, token);
-            return Err(match refused {
-                Refused::Full => RouteError::Busy,
-                Refused::Closed => RouteError::Offline,
-            });
-        }
-        self.metrics.commands_routed.fetch_add(1, Ordering::Relaxed);
-        Ok(PendingAck::new(rx, link.pending.clone(), key, token, audience))
+    fn command(&self, caller: &UserKey, cmd: Command<'_>) -> Routed {
+        Routed::Here(self.command_here(caller, cmd))
     }
 
     fn ack(&self, deviceid: &DeviceId, sequence: &str, ack: Ack) -> bool {
@@ -287,9 +400,7 @@ impl Router for LocalRouter {
         })
     }
 
-    fn echo_command(&self, deviceid: &DeviceId, params: &RawValue, except: Option<SessionId>) {
-        let Some(link) = self.registry.device(deviceid) else { return };
-        let Some(audience) = link.audience() else { return };
+    fn echo_command(&self, audience: &Audience, deviceid: &DeviceId, params: &RawValue, except: Option<SessionId>) {
         let frame = Outbound {
             action: Some("update"),
             deviceid: Some(deviceid.as_str()),
@@ -299,7 +410,7 @@ impl Router for LocalRouter {
             ..Default::default()
         }
         .to_text();
-        self.fan_out(&audience, frame.into(), except);
+        self.fan_out(audience, frame.into(), except);
     }
 
     fn report(

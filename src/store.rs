@@ -25,6 +25,7 @@ use crate::ids::{AppId, DeviceId, UserKey};
 
 mod accounts;
 mod alarm_rule;
+mod cluster;
 mod copy;
 pub mod device;
 mod family;

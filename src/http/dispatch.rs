@@ -1,5 +1,6 @@
 //! `/dispatch/app` and `/dispatch/device`: where to open the long connection. No auth; the body,
 //! if any, is ignored (firmware sends its identity there, but any node may take any device).
+//! In a cluster the answer is the less loaded of two live nodes, from their heartbeats.
 //! Not rate-limited: firmware retries dispatch on its own schedule.
 
 use std::sync::Arc;
@@ -32,9 +33,16 @@ pub struct Dispatch {
     domain: String,
 }
 
+/// This node's public address; in a cluster, the less loaded of two live nodes picked at random.
 fn answer(hub: &Hub) -> Json<Value> {
-    let (domain, port) = hub.public_ws();
-    let reply = Dispatch { error: 0, reason: "ok".to_owned(), ip: hub.public_ip().to_owned(), port, domain };
+    let (ip, domain, port) = match &hub.cluster {
+        Some(c) => c.nodes.dispatch(hub.metrics.connections_open.load(std::sync::atomic::Ordering::Relaxed)),
+        None => {
+            let (domain, port) = hub.public_ws();
+            (hub.public_ip().to_owned(), domain, port)
+        }
+    };
+    let reply = Dispatch { error: 0, reason: "ok".to_owned(), ip, port, domain };
     Json(serde_json::to_value(reply).unwrap_or_default())
 }
 

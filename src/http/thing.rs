@@ -134,11 +134,13 @@ fn person_json(p: &Person, permit: i64, comment: &str, shared_at: i64) -> Value 
     v
 }
 
-/// A device's live state when it is online here, else the stored one.
+/// A device's live state when it is online here, else the stored one (online when another node
+/// of a cluster holds it: its state reaches the store within the recorder's batch).
 fn live_params(hub: &Hub, d: &DeviceRecord) -> (bool, Value) {
-    match hub.router.live_params(&DeviceId::new(d.deviceid.as_str()), &[]) {
+    let id = DeviceId::new(d.deviceid.as_str());
+    match hub.router.live_params(&id, &[]) {
         Some(state) => (true, object(&state)),
-        None => (false, object(&d.params)),
+        None => (hub.router.online_elsewhere(&id), object(&d.params)),
     }
 }
 
@@ -241,9 +243,9 @@ pub(crate) fn next_sequence() -> Box<RawValue> {
 }
 
 /// Sends an `update` to a device for `user` through the command service.
-fn send_update(hub: &Hub, user: &UserKey, deviceid: &DeviceId, params: &RawValue) -> Result<Sent, RouteError> {
+async fn send_update(hub: &Hub, user: &UserKey, deviceid: &DeviceId, params: &RawValue) -> Result<Sent, RouteError> {
     let sequence = next_sequence();
-    command::send(hub, user, Command { kind: CommandKind::Update, deviceid, sequence: &sequence, params }, None)
+    command::send(hub, user, Command { kind: CommandKind::Update, deviceid, sequence: &sequence, params }, None).await
 }
 
 /// The params of a status change: a non-empty JSON object (else 400).
@@ -264,7 +266,7 @@ async fn update_group(hub: &Arc<Hub>, user: &UserKey, groupid: &str, params: &Va
             continue;
         }
         // The router refuses what the user may not send (a sharee's timers beyond the permit).
-        if let Ok(sent) = send_update(hub, user, &DeviceId::new(id), &raw) {
+        if let Ok(sent) = send_update(hub, user, &DeviceId::new(id), &raw).await {
             command::finish_detached(hub, sent);
         }
     }
@@ -433,7 +435,7 @@ pub async fn post_status(State(hub): State<Arc<Hub>>, caller: Caller, Body(req):
                 return Err(ApiError::new(405, "device not found"));
             }
             let deviceid = DeviceId::new(req.id.as_str());
-            let sent = match send_update(&hub, &caller.user, &deviceid, &raw) {
+            let sent = match send_update(&hub, &caller.user, &deviceid, &raw).await {
                 Ok(sent) => sent,
                 Err(RouteError::Offline) => return Err(ApiError::new(CONTROL_FAILED, "device is offline")),
                 Err(RouteError::Busy) => return Err(ApiError::new(CONTROL_FAILED, "device is busy")),
@@ -521,7 +523,7 @@ pub async fn batch_status(State(hub): State<Arc<Hub>>, caller: Caller, Body(req)
         } else {
             match hub.store.device_role(&caller.user, &t.id).await? {
                 None => error = 405,
-                Some(_) => match send_update(&hub, &caller.user, &DeviceId::new(t.id.as_str()), &raw) {
+                Some(_) => match send_update(&hub, &caller.user, &DeviceId::new(t.id.as_str()), &raw).await {
                     Err(RouteError::Offline) => error = OFFLINE,
                     Err(RouteError::Busy) => error = NO_ACK,
                     Err(RouteError::Denied) => error = 406,

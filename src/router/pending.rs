@@ -182,11 +182,18 @@ impl PendingTable {
 /// A routed command waiting for its ack.
 pub struct PendingAck {
     rx: oneshot::Receiver<Ack>,
-    guard: WaiterGuard,
+    guard: Guard,
     /// The device owner's apikey, which the reply to the app carries.
     pub owner: UserKey,
     /// The device's audience (with its settings) as the command was routed.
     pub audience: Arc<Audience>,
+}
+
+/// What removes the waiter: an entry of a local pending table, or of another node's table (the
+/// cluster's call entry, whose drop tells nobody: the holder drops its waiter at the deadline).
+enum Guard {
+    Local(#[allow(dead_code)] WaiterGuard),
+    Remote(#[allow(dead_code)] Box<dyn Send + Sync>),
 }
 
 struct WaiterGuard {
@@ -203,7 +210,13 @@ impl Drop for WaiterGuard {
 
 impl PendingAck {
     pub(super) fn new(rx: oneshot::Receiver<Ack>, table: Arc<PendingTable>, key: Arc<str>, token: u64, audience: Arc<Audience>) -> Self {
-        PendingAck { rx, guard: WaiterGuard { table, key, token }, owner: audience.owner.clone(), audience }
+        PendingAck { rx, guard: Guard::Local(WaiterGuard { table, key, token }), owner: audience.owner.clone(), audience }
+    }
+
+    /// A command another node routed: `rx` gets the ack that node relays; dropping `guard`
+    /// forgets the call.
+    pub fn remote(rx: oneshot::Receiver<Ack>, guard: Box<dyn Send + Sync>, audience: Arc<Audience>) -> Self {
+        PendingAck { rx, guard: Guard::Remote(guard), owner: audience.owner.clone(), audience }
     }
 
     /// Waits until `deadline` for the ack. The waiter entry is gone when this returns or is dropped.

@@ -41,6 +41,16 @@ impl Registry {
         self.devices.remove_if(id, |_, l| l.session.id == session).map(|(_, l)| l)
     }
 
+    /// Removes the device's entry whoever holds it; returns it.
+    pub fn remove_any_device(&self, id: &DeviceId) -> Option<Arc<DeviceLink>> {
+        self.devices.remove(id).map(|(_, l)| l)
+    }
+
+    /// App sessions on this node.
+    pub fn app_sessions(&self) -> usize {
+        self.users.iter().map(|e| e.value().len()).sum()
+    }
+
     pub fn devices(&self) -> Vec<Arc<DeviceLink>> {
         self.devices.iter().map(|e| e.value().clone()).collect()
     }

@@ -181,7 +181,7 @@ async fn command(
     if waits.len() >= hub.config.max_inflight {
         return Err(CommandRefused::Code(429, "too many commands waiting for devices"));
     }
-    let sent = match command::send(hub, user, Command { kind, deviceid: &deviceid, sequence, params }, Some(session)) {
+    let sent = match command::send(hub, user, Command { kind, deviceid: &deviceid, sequence, params }, Some(session)).await {
         Ok(p) => p,
         Err(RouteError::Denied) => return Err(CommandRefused::Code(406, "no permission for this device")),
         Err(RouteError::Busy) => return Err(CommandRefused::Code(504, "device is busy")),

@@ -187,7 +187,7 @@ pub async fn control(State(hub): State<Arc<Hub>>, req: Signed<UserControl>) -> R
     let params = crate::protocol::raw(body.params.to_string());
     let sequence = crate::http::thing::next_sequence();
     let cmd = Command { kind: CommandKind::Update, deviceid: &deviceid, sequence: &sequence, params: &params };
-    let sent = match command::send(&hub, &UserKey::new(owner), cmd, None) {
+    let sent = match command::send(&hub, &UserKey::new(owner), cmd, None).await {
         Ok(sent) => sent,
         Err(RouteError::Offline) => return Err(XlinkError::new(Fault::DeviceOffline, "the device is offline")),
         Err(RouteError::Busy) => return Err(XlinkError::new(Fault::DeviceBusy, "the device is busy")),

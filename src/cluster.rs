@@ -1,0 +1,720 @@
+//! Many nodes, one hub: a [`ClusterRouter`] wraps this node's [`LocalRouter`] and carries what
+//! crosses nodes over NATS, with PostgreSQL (shared by every node) ordering device ownership.
+//!
+//! - **Directory.** The node holding a device subscribes to its subject ([`wire::Subjects::device`])
+//!   while the device is attached. A command for a device that is not here is a request on that
+//!   subject; NATS's "no responders" answer means it is online nowhere (the offline path: 504, or
+//!   406 for a stranger). The holder judges audience, permits and quotas with its live state, queues
+//!   a waiter in its own pending table, and answers `accepted` (with the audience), a refusal, and
+//!   later the ack or `gone`. The requester owns the deadline and matches answers by its own call
+//!   id, never by `sequence`.
+//! - **Users.** A node subscribes to a user's subject while it has app sessions of that user (and
+//!   a few seconds after the last leaves). Every fan-out (reports, sysmsg, echoes, alarms) is
+//!   delivered to this node's sessions first, then published once per member of the audience.
+//! - **Local first.** Nothing for a device or a session on this node goes through NATS, and the
+//!   connection uses `no_echo`.
+//! - **Takeover.** A device registering here bumps its epoch in `cluster_devices`; the old holder
+//!   is asked to let go: it closes its session as replaced, fails its waiters (504) and hands over
+//!   the latest state, with no offline sysmsg.
+//! - **Node loss** ([`nodes`]): heartbeats every second; a node silent for [`nodes::DEAD_AFTER`]
+//!   is dead, and whichever survivor clears its rows in `cluster_devices` first sends their
+//!   offline sysmsgs. A node cut off from NATS that long closes its own device sessions.
+//! - **Never await a peer.** Everything bound for NATS goes through one bounded forwarder queue
+//!   ([`Forwarder`]); when it is full a command is answered busy and a fan-out is counted and dropped.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use futures_util::StreamExt;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::acl::Acl;
+use crate::audience::Audience;
+use crate::device_state::{DeviceState, StateTooLarge};
+use crate::ids::{DeviceId, SessionId, UserKey};
+use crate::mailbox::{CloseReason, SessionHandle};
+use crate::metrics::Metrics;
+use crate::router::{Ack, Beyond, Command, DeviceAttach, DeviceView, LocalRouter, Outcome, PendingAck, RouteError, Routed, Router};
+use crate::store::Store;
+
+pub mod nodes;
+mod wire;
+
+pub use nodes::Nodes;
+use wire::{Reply, Subjects, ToDevice};
+
+/// Messages waiting for the NATS connection; beyond this a command is busy and a fan-out dropped.
+const FORWARD_QUEUE: usize = 65_536;
+/// How long a node keeps a user's subscription after its last session of that user left.
+const USER_LINGER: Duration = Duration::from_secs(5);
+/// How long a takeover waits for the old holder's state.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(1);
+
+/// How a node joins its cluster.
+pub struct Settings {
+    pub url: String,
+    pub name: String,
+    pub node: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot reach NATS at {url}: {source}")]
+    Connect { url: String, source: async_nats::ConnectError },
+    #[error("NATS refused a subscription: {0}")]
+    Subscribe(#[from] async_nats::SubscribeError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// The host name, as a subject token, for a node started without `--node-id`.
+pub fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_default();
+    let id: String =
+        host.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).take(64).collect();
+    if id.is_empty() { "node".to_owned() } else { id }
+}
+
+/// Something bound for NATS.
+enum Out {
+    Publish { subject: String, payload: Bytes },
+    Request { subject: String, reply: String, payload: Bytes },
+}
+
+/// The one queue to the NATS connection, drained by one task: callers never await NATS.
+pub struct Forwarder {
+    tx: mpsc::Sender<Out>,
+    subjects: Arc<Subjects>,
+    metrics: Arc<Metrics>,
+}
+
+impl Forwarder {
+    fn send(&self, out: Out) -> bool {
+        if self.tx.try_send(out).is_ok() {
+            return true;
+        }
+        self.metrics.cluster_dropped.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    fn publish(&self, subject: String, payload: impl Into<Bytes>) -> bool {
+        self.send(Out::Publish { subject, payload: payload.into() })
+    }
+}
+
+impl Beyond for Forwarder {
+    fn fan_out(&self, audience: &Audience, frame: &Utf8Bytes) {
+        let mut payload = Vec::with_capacity(frame.len() + 1);
+        payload.push(wire::FRAME);
+        payload.extend_from_slice(frame.as_bytes());
+        let payload = Bytes::from(payload);
+        for user in audience.members() {
+            self.send(Out::Publish { subject: self.subjects.user(user), payload: payload.clone() });
+        }
+    }
+}
+
+async fn forward(client: async_nats::Client, mut rx: mpsc::Receiver<Out>) {
+    let mut batch = Vec::with_capacity(64);
+    while rx.recv_many(&mut batch, 64).await > 0 {
+        for out in batch.drain(..) {
+            let sent = match out {
+                Out::Publish { subject, payload } => client.publish(subject, payload).await,
+                Out::Request { subject, reply, payload } => client.publish_with_reply(subject, reply, payload).await,
+            };
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, "publishing to NATS failed");
+            }
+        }
+    }
+}
+
+/// A device this node holds: the epoch of its claim and the subscription's stop.
+struct Held {
+    epoch: i64,
+    stop: CancellationToken,
+}
+
+/// One remote command of this node, until its ack, refusal, `gone` or the caller's drop.
+struct Call {
+    accept: Option<oneshot::Sender<Result<Arc<Audience>, RouteError>>>,
+    ack: Option<oneshot::Sender<Ack>>,
+}
+
+/// Removes a call's entry when the command is answered, times out or its waiter is dropped.
+struct CallGuard {
+    calls: Arc<DashMap<u64, Call>>,
+    id: u64,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.calls.remove(&self.id);
+    }
+}
+
+/// Work that touches the store or NATS subscriptions, done in order by one task.
+enum Control {
+    Claim(DeviceId),
+    Release(DeviceId),
+    UserJoined(UserKey),
+    UserMaybeGone(UserKey),
+    Flush(oneshot::Sender<()>),
+}
+
+struct Inner {
+    local: LocalRouter,
+    client: async_nats::Client,
+    subjects: Arc<Subjects>,
+    forwarder: Arc<Forwarder>,
+    settings: Settings,
+    store: Store,
+    metrics: Arc<Metrics>,
+    ack_timeout: Duration,
+    control: mpsc::UnboundedSender<Control>,
+    calls: Arc<DashMap<u64, Call>>,
+    next_call: AtomicU64,
+    held: DashMap<DeviceId, Held>,
+    users: DashMap<UserKey, CancellationToken>,
+    /// Devices online on other nodes, by node (from presence announcements).
+    elsewhere: DashMap<DeviceId, String>,
+    acl: OnceLock<Arc<Acl>>,
+}
+
+/// The router of a cluster node: [`LocalRouter`] for what is here, NATS for the rest.
+pub struct ClusterRouter {
+    inner: Arc<Inner>,
+    pub nodes: Arc<Nodes>,
+}
+
+impl ClusterRouter {
+    /// Connects to NATS, marks offline the devices this node's previous run left held, and starts
+    /// the node's tasks (forwarder, control, replies, presence and sharing, heartbeats).
+    pub async fn start(
+        settings: Settings,
+        local: LocalRouter,
+        store: Store,
+        metrics: Arc<Metrics>,
+        ack_timeout: Duration,
+        advert: nodes::Advert,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<ClusterRouter>, ClusterError> {
+        let events = metrics.clone();
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("switchyard {}", settings.node))
+            .no_echo()
+            .max_reconnects(None)
+            .event_callback(move |event| {
+                let metrics = events.clone();
+                async move {
+                    match event {
+                        async_nats::Event::SlowConsumer(sid) => {
+                            metrics.cluster_slow_consumers.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(subscription = sid, "a NATS subscription fell behind and lost messages");
+                        }
+                        async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                        async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                        other => tracing::info!(event = %other, "NATS"),
+                    }
+                }
+            })
+            .connect(settings.url.as_str())
+            .await
+            .map_err(|source| ClusterError::Connect { url: settings.url.clone(), source })?;
+        let subjects = Arc::new(Subjects::new(&settings.name, &settings.node));
+        let (tx, rx) = mpsc::channel(FORWARD_QUEUE);
+        tokio::spawn(forward(client.clone(), rx));
+        let forwarder = Arc::new(Forwarder { tx, subjects: subjects.clone(), metrics: metrics.clone() });
+        local.send_beyond(forwarder.clone());
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let replies = client.subscribe(subjects.replies()).await?;
+        let presence = client.subscribe(subjects.presence()).await?;
+        let acl = client.subscribe(subjects.acl()).await?;
+        let heartbeats = client.subscribe(subjects.heartbeat()).await?;
+        let inner = Arc::new(Inner {
+            local,
+            client,
+            subjects,
+            forwarder,
+            settings,
+            store,
+            metrics,
+            ack_timeout,
+            control,
+            calls: Arc::default(),
+            next_call: AtomicU64::new(1),
+            held: DashMap::new(),
+            users: DashMap::new(),
+            elsewhere: DashMap::new(),
+            acl: OnceLock::new(),
+        });
+        // Devices this node held when it last stopped (a crash): offline now.
+        let left = inner.store.reap_node(&inner.settings.name, &inner.settings.node).await?;
+        inner.announce_offline(left).await;
+        for (id, node) in inner.store.held_devices(&inner.settings.name).await? {
+            inner.elsewhere.insert(id, node);
+        }
+        tokio::spawn(inner.clone().control_loop(control_rx));
+        tokio::spawn(inner.clone().reply_loop(replies));
+        tokio::spawn(inner.clone().broadcast_loop(presence, acl));
+        let nodes = Arc::new(Nodes::new(inner.settings.node.clone(), advert));
+        tokio::spawn(nodes::run(nodes.clone(), inner.clone(), heartbeats, shutdown));
+        tracing::info!(node = %inner.settings.node, cluster = %inner.settings.name, "joined the cluster");
+        Ok(Arc::new(ClusterRouter { inner, nodes }))
+    }
+
+    /// Lets sharing changes announced by other nodes reach this node's audiences.
+    pub fn set_acl(&self, acl: Arc<Acl>) {
+        let _ = self.inner.acl.set(acl);
+    }
+
+    /// Waits until the releases of devices that already left are written (at shutdown).
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.control.send(Control::Flush(tx)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.client.flush()).await;
+    }
+}
+
+impl Inner {
+    fn node(&self) -> &str {
+        &self.settings.node
+    }
+
+    fn announce_presence(&self, id: &DeviceId, node: &str) {
+        let msg = wire::Presence { deviceid: id.as_str().to_owned(), node: node.to_owned() };
+        if let Ok(payload) = serde_json::to_vec(&msg) {
+            self.forwarder.publish(self.subjects.presence(), payload);
+        }
+    }
+
+    /// Offline sysmsgs for devices whose node is gone, to every node's sessions.
+    async fn announce_offline(&self, devices: Vec<DeviceId>) {
+        for id in devices {
+            self.metrics.cluster_devices_reaped.fetch_add(1, Ordering::Relaxed);
+            self.elsewhere.remove(&id);
+            self.announce_presence(&id, "");
+            match self.store.audience(&id).await {
+                Ok(Some(audience)) => self.local.announce(&id, &audience, false),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(device = %id, error = %e, "no offline sysmsg: the store did not answer"),
+            }
+        }
+    }
+
+    async fn control_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Control>) {
+        while let Some(c) = rx.recv().await {
+            match c {
+                Control::Claim(id) => self.claim(id).await,
+                Control::Release(id) => self.release(id).await,
+                Control::UserJoined(user) => self.subscribe_user(user).await,
+                Control::UserMaybeGone(user) => {
+                    if self.local.user_sessions(&user) == 0 {
+                        if let Some((_, stop)) = self.users.remove(&user) {
+                            stop.cancel();
+                        }
+                    }
+                }
+                Control::Flush(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    /// Makes this node the device's holder: a new epoch in the store, the old holder told to let
+    /// go (its state comes back), then the device's subject.
+    async fn claim(self: &Arc<Self>, id: DeviceId) {
+        if !self.local.holds(&id) {
+            return;
+        }
+        let epoch = match self.store.hold_device(&self.settings.name, &id, self.node()).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(device = %id, error = %e, "claiming the device in the store failed; other nodes cannot reach it");
+                return;
+            }
+        };
+        let subject = self.subjects.device(&id);
+        if self.elsewhere.remove(&id).is_some() || self.held.contains_key(&id) {
+            let ask = ToDevice::Takeover { epoch, node: self.node().to_owned() };
+            let payload = serde_json::to_vec(&ask).unwrap_or_default();
+            if let Ok(Ok(msg)) = tokio::time::timeout(TAKEOVER_WAIT, self.client.request(subject.clone(), payload.into())).await {
+                if let Ok(Reply::State { state: Some(state) }) = serde_json::from_slice(&msg.payload) {
+                    tracing::info!(device = %id, "took the device over from another node, with its state");
+                    self.local.adopt_state(&id, DeviceState::from_json(&state));
+                }
+            }
+        }
+        let sub = match self.client.queue_subscribe(subject, "holder".to_owned()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(device = %id, error = %e, "subscribing to the device's subject failed");
+                return;
+            }
+        };
+        let stop = CancellationToken::new();
+        if let Some(old) = self.held.insert(id.clone(), Held { epoch, stop: stop.clone() }) {
+            old.stop.cancel();
+        }
+        self.announce_presence(&id, self.node());
+        tokio::spawn(self.clone().device_loop(id, sub, stop, epoch));
+    }
+
+    async fn release(&self, id: DeviceId) {
+        if self.local.holds(&id) {
+            return; // it came back: a newer claim follows
+        }
+        let Some((_, held)) = self.held.remove(&id) else { return };
+        held.stop.cancel();
+        match self.store.unhold_device(&self.settings.name, &id, self.node(), held.epoch).await {
+            Ok(true) => self.announce_presence(&id, ""),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(device = %id, error = %e, "releasing the device in the store failed"),
+        }
+    }
+
+    async fn subscribe_user(self: &Arc<Self>, user: UserKey) {
+        if self.users.contains_key(&user) || self.local.user_sessions(&user) == 0 {
+            return;
+        }
+        match self.client.subscribe(self.subjects.user(&user)).await {
+            Ok(sub) => {
+                let stop = CancellationToken::new();
+                self.users.insert(user.clone(), stop.clone());
+                tokio::spawn(self.clone().user_loop(user, sub, stop));
+            }
+            Err(e) => tracing::warn!(apikey = %user, error = %e, "subscribing to the user's subject failed"),
+        }
+    }
+
+    async fn device_loop(self: Arc<Self>, id: DeviceId, mut sub: async_nats::Subscriber, stop: CancellationToken, epoch: i64) {
+        loop {
+            let msg = tokio::select! {
+                _ = stop.cancelled() => return,
+                m = sub.next() => match m { Some(m) => m, None => return },
+            };
+            let Ok(ask) = serde_json::from_slice::<ToDevice>(&msg.payload) else {
+                tracing::debug!(device = %id, "unreadable message on the device's subject");
+                continue;
+            };
+            match ask {
+                ToDevice::Cmd { caller, kind, seq, params, ms } => {
+                    let Some(reply) = msg.reply else { continue };
+                    let (Ok(seq), Ok(params)) = (RawValue::from_string(seq), RawValue::from_string(params)) else { continue };
+                    self.serve_command(&id, reply.to_string(), UserKey::new(caller), kind.into(), &seq, &params, ms);
+                }
+                ToDevice::Takeover { epoch: theirs, node } if theirs > epoch => {
+                    let state = self.local.evict(&id);
+                    tracing::info!(device = %id, to = %node, "device taken over by another node");
+                    self.held.remove_if(&id, |_, h| h.epoch == epoch);
+                    self.elsewhere.insert(id.clone(), node);
+                    if let Some(reply) = msg.reply {
+                        let answer = Reply::State { state: state.map(|s| s.to_json()) };
+                        self.forwarder.publish(reply.to_string(), serde_json::to_vec(&answer).unwrap_or_default());
+                    }
+                    return;
+                }
+                ToDevice::Takeover { .. } => {}
+                ToDevice::Notify { frame } => {
+                    self.local.notify_device(&id, frame.into());
+                }
+            }
+        }
+    }
+
+    /// Another node's app command for a device held here: judged and queued like a local one;
+    /// the answers go to `reply`.
+    #[allow(clippy::too_many_arguments)]
+    fn serve_command(
+        self: &Arc<Self>,
+        id: &DeviceId,
+        reply: String,
+        caller: UserKey,
+        kind: crate::protocol::CommandKind,
+        seq: &RawValue,
+        params: &RawValue,
+        ms: u64,
+    ) {
+        let answer = |r: &Reply| serde_json::to_vec(r).unwrap_or_default();
+        match self.local.command_here(&caller, Command { kind, deviceid: id, sequence: seq, params }) {
+            Err(e) => {
+                self.forwarder.publish(reply, answer(&Reply::Refused { why: e.into() }));
+            }
+            Ok(pending) => {
+                let accepted = Reply::Accepted { audience: (&*pending.audience).into() };
+                self.forwarder.publish(reply.clone(), answer(&accepted));
+                let me = self.clone();
+                let deadline = Instant::now() + Duration::from_millis(ms);
+                tokio::spawn(async move {
+                    let done = match pending.wait(deadline).await {
+                        Outcome::Acked(ack) => Reply::Ack { error: ack.error, params: ack.params.map(|p| p.get().to_owned()) },
+                        Outcome::TimedOut | Outcome::Gone => Reply::Gone,
+                    };
+                    me.forwarder.publish(reply, answer(&done));
+                });
+            }
+        }
+    }
+
+    async fn user_loop(self: Arc<Self>, user: UserKey, mut sub: async_nats::Subscriber, stop: CancellationToken) {
+        loop {
+            let msg = tokio::select! {
+                _ = stop.cancelled() => return,
+                m = sub.next() => match m { Some(m) => m, None => return },
+            };
+            match msg.payload.first() {
+                Some(&wire::FRAME) => {
+                    if let Ok(frame) = Utf8Bytes::try_from(msg.payload.slice(1..)) {
+                        self.local.deliver_here(&user, &frame);
+                    }
+                }
+                Some(&wire::CLOSE) => {
+                    let Ok(close) = serde_json::from_slice::<wire::Close>(&msg.payload[1..]) else { continue };
+                    let Some(reason) = CloseReason::from_code(close.reason) else { continue };
+                    match close.credential {
+                        Some(c) => self.local.close_sessions(&user, c, reason),
+                        None => self.local.close_user_sessions(&user, close.keep, reason),
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Answers to this node's remote commands, by call id (the reply subject's last token).
+    async fn reply_loop(self: Arc<Self>, mut sub: async_nats::Subscriber) {
+        while let Some(msg) = sub.next().await {
+            let Some(id) = msg.subject.rsplit('.').next().and_then(|t| t.parse::<u64>().ok()) else { continue };
+            if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+                // Nobody holds the device.
+                if let Some((_, mut call)) = self.calls.remove(&id) {
+                    if let Some(tx) = call.accept.take() {
+                        let _ = tx.send(Err(RouteError::Offline));
+                    }
+                }
+                continue;
+            }
+            let Ok(reply) = serde_json::from_slice::<Reply>(&msg.payload) else { continue };
+            match reply {
+                Reply::Accepted { audience } => {
+                    if let Some(mut call) = self.calls.get_mut(&id) {
+                        if let Some(tx) = call.accept.take() {
+                            let _ = tx.send(Ok(Arc::new(audience.into())));
+                        }
+                    }
+                }
+                Reply::Refused { why } => {
+                    if let Some((_, mut call)) = self.calls.remove(&id) {
+                        if let Some(tx) = call.accept.take() {
+                            let _ = tx.send(Err(why.into()));
+                        }
+                    }
+                }
+                Reply::Ack { error, params } => {
+                    if let Some((_, mut call)) = self.calls.remove(&id) {
+                        if let Some(tx) = call.ack.take() {
+                            let params = params.and_then(|p| RawValue::from_string(p).ok());
+                            let _ = tx.send(Ack { error, params });
+                        }
+                    }
+                }
+                Reply::Gone | Reply::State { .. } => {
+                    self.calls.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Presence of devices on other nodes, and sharing changes made on other nodes.
+    async fn broadcast_loop(self: Arc<Self>, mut presence: async_nats::Subscriber, mut acl: async_nats::Subscriber) {
+        loop {
+            tokio::select! {
+                m = presence.next() => {
+                    let Some(m) = m else { return };
+                    let Ok(p) = serde_json::from_slice::<wire::Presence>(&m.payload) else { continue };
+                    let id = DeviceId::new(p.deviceid);
+                    if p.node.is_empty() {
+                        self.elsewhere.remove(&id);
+                    } else if p.node != self.node() {
+                        self.elsewhere.insert(id, p.node);
+                    }
+                }
+                m = acl.next() => {
+                    let Some(m) = m else { return };
+                    let Ok(change) = serde_json::from_slice::<wire::AclChange>(&m.payload) else { continue };
+                    let devices: Vec<DeviceId> = change.devices.into_iter().map(DeviceId::new).collect();
+                    if let Some(acl) = self.acl.get() {
+                        acl.apply(&devices).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A command for a device on another node (or on none).
+    fn command_away(&self, caller: &UserKey, cmd: Command<'_>) -> Routed {
+        let id = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let ask = ToDevice::Cmd {
+            caller: caller.as_str().to_owned(),
+            kind: cmd.kind.into(),
+            seq: cmd.sequence.get().to_owned(),
+            params: cmd.params.get().to_owned(),
+            ms: self.ack_timeout.as_millis() as u64,
+        };
+        let Ok(payload) = serde_json::to_vec(&ask) else { return Routed::Here(Err(RouteError::Busy)) };
+        let (accept_tx, accept_rx) = oneshot::channel();
+        let (ack_tx, ack_rx) = oneshot::channel();
+        self.calls.insert(id, Call { accept: Some(accept_tx), ack: Some(ack_tx) });
+        let guard = CallGuard { calls: self.calls.clone(), id };
+        let out = Out::Request { subject: self.subjects.device(cmd.deviceid), reply: self.subjects.reply(id), payload: payload.into() };
+        if !self.forwarder.send(out) {
+            return Routed::Here(Err(RouteError::Busy));
+        }
+        self.metrics.cluster_requests.fetch_add(1, Ordering::Relaxed);
+        let wait = self.ack_timeout;
+        Routed::Away(Box::pin(async move {
+            match tokio::time::timeout(wait, accept_rx).await {
+                Ok(Ok(Ok(audience))) => Ok(PendingAck::remote(ack_rx, Box::new(guard), audience)),
+                Ok(Ok(Err(e))) => Err(e),
+                // No answer at all: the holder died with the request in flight.
+                _ => Err(RouteError::Offline),
+            }
+        }))
+    }
+
+    fn publish_close(&self, user: &UserKey, close: wire::Close) {
+        let mut payload = vec![wire::CLOSE];
+        if serde_json::to_writer(&mut payload, &close).is_ok() {
+            self.forwarder.publish(self.subjects.user(user), payload);
+        }
+    }
+}
+
+impl Router for ClusterRouter {
+    fn attach_app(&self, user: &UserKey, session: SessionHandle) {
+        self.inner.local.attach_app(user, session);
+        if !self.inner.users.contains_key(user) {
+            let _ = self.inner.control.send(Control::UserJoined(user.clone()));
+        }
+    }
+
+    fn detach_app(&self, user: &UserKey, session: SessionId) {
+        self.inner.local.detach_app(user, session);
+        if self.inner.local.user_sessions(user) == 0 {
+            let (control, user) = (self.inner.control.clone(), user.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(USER_LINGER).await;
+                let _ = control.send(Control::UserMaybeGone(user));
+            });
+        }
+    }
+
+    fn attach_device(&self, device: DeviceAttach) {
+        let id = device.deviceid.clone();
+        self.inner.local.attach_device(device);
+        let _ = self.inner.control.send(Control::Claim(id));
+    }
+
+    fn detach_device(&self, deviceid: &DeviceId, session: SessionId) -> Option<String> {
+        let unsaved = self.inner.local.detach(deviceid, session)?;
+        let _ = self.inner.control.send(Control::Release(deviceid.clone()));
+        unsaved
+    }
+
+    fn command(&self, caller: &UserKey, cmd: Command<'_>) -> Routed {
+        if self.inner.local.holds(cmd.deviceid) {
+            return Routed::Here(self.inner.local.command_here(caller, cmd));
+        }
+        self.inner.command_away(caller, cmd)
+    }
+
+    fn ack(&self, deviceid: &DeviceId, sequence: &str, ack: Ack) -> bool {
+        self.inner.local.ack(deviceid, sequence, ack)
+    }
+
+    fn echo_command(&self, audience: &Audience, deviceid: &DeviceId, params: &RawValue, except: Option<SessionId>) {
+        self.inner.local.echo_command(audience, deviceid, params, except);
+    }
+
+    fn report(
+        &self,
+        deviceid: &DeviceId,
+        session: SessionId,
+        delta: BTreeMap<String, &RawValue>,
+        params: &RawValue,
+    ) -> Result<Option<Arc<Audience>>, StateTooLarge> {
+        self.inner.local.report(deviceid, session, delta, params)
+    }
+
+    fn fan_out_to_audience(&self, deviceid: &DeviceId, frame: Utf8Bytes) -> bool {
+        self.inner.local.fan_out_to_audience(deviceid, frame)
+    }
+
+    fn live_params(&self, deviceid: &DeviceId, keys: &[String]) -> Option<String> {
+        self.inner.local.live_params(deviceid, keys)
+    }
+
+    fn audience(&self, deviceid: &DeviceId) -> Option<Arc<Audience>> {
+        self.inner.local.audience(deviceid)
+    }
+
+    fn set_audience(&self, deviceid: &DeviceId, audience: Option<Audience>) -> bool {
+        self.inner.local.set_audience(deviceid, audience)
+    }
+
+    fn online_devices(&self) -> Vec<DeviceId> {
+        self.inner.local.online_devices()
+    }
+
+    fn online_elsewhere(&self, deviceid: &DeviceId) -> bool {
+        !self.inner.local.holds(deviceid) && self.inner.elsewhere.contains_key(deviceid)
+    }
+
+    fn sharing_changed(&self, devices: &[DeviceId]) {
+        let change = wire::AclChange { devices: devices.iter().map(|d| d.as_str().to_owned()).collect() };
+        if let Ok(payload) = serde_json::to_vec(&change) {
+            self.inner.forwarder.publish(self.inner.subjects.acl(), payload);
+        }
+    }
+
+    fn device_view(&self, deviceid: &DeviceId) -> Option<DeviceView> {
+        self.inner.local.device_view(deviceid)
+    }
+
+    fn notify_device(&self, deviceid: &DeviceId, frame: Utf8Bytes) -> bool {
+        if self.inner.local.holds(deviceid) {
+            return self.inner.local.notify_device(deviceid, frame);
+        }
+        if !self.inner.elsewhere.contains_key(deviceid) {
+            return false;
+        }
+        let msg = ToDevice::Notify { frame: frame.as_str().to_owned() };
+        let payload = serde_json::to_vec(&msg).unwrap_or_default();
+        self.inner.forwarder.publish(self.inner.subjects.device(deviceid), payload)
+    }
+
+    fn user_sessions(&self, user: &UserKey) -> usize {
+        self.inner.local.user_sessions(user)
+    }
+
+    fn close_sessions(&self, user: &UserKey, credential: u64, reason: CloseReason) -> usize {
+        self.inner.publish_close(user, wire::Close { credential: Some(credential), keep: 0, reason: reason as u8 });
+        self.inner.local.close_sessions(user, credential, reason)
+    }
+
+    fn close_user_sessions(&self, user: &UserKey, keep: u64, reason: CloseReason) -> usize {
+        self.inner.publish_close(user, wire::Close { credential: None, keep, reason: reason as u8 });
+        self.inner.local.close_user_sessions(user, keep, reason)
+    }
+}
