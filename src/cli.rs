@@ -457,10 +457,10 @@ fn parse_bin(spec: &str) -> anyhow::Result<crate::store::FirmwareBin> {
         Some((url, digest)) => (url, Some(digest.trim())),
         None => (rest, None),
     };
-    if let Some(d) = digest {
-        if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
-            bail!("--bin `{spec}`: the digest must be a SHA-256 of 64 hex digits");
-        }
+    if let Some(d) = digest
+        && (d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        bail!("--bin `{spec}`: the digest must be a SHA-256 of 64 hex digits");
     }
     let parsed = reqwest::Url::parse(url.trim()).map_err(|e| anyhow::anyhow!("--bin `{spec}`: bad URL: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {

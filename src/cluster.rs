@@ -319,10 +319,10 @@ impl Inner {
                 Control::Release(id) => self.release(id).await,
                 Control::UserJoined(user) => self.subscribe_user(user).await,
                 Control::UserMaybeGone(user) => {
-                    if self.local.user_sessions(&user) == 0 {
-                        if let Some((_, stop)) = self.users.remove(&user) {
-                            stop.cancel();
-                        }
+                    if self.local.user_sessions(&user) == 0
+                        && let Some((_, stop)) = self.users.remove(&user)
+                    {
+                        stop.cancel();
                     }
                 }
                 Control::Flush(done) => {
@@ -349,11 +349,11 @@ impl Inner {
         if self.elsewhere.remove(&id).is_some() || self.held.contains_key(&id) {
             let ask = ToDevice::Takeover { epoch, node: self.node().to_owned() };
             let payload = serde_json::to_vec(&ask).unwrap_or_default();
-            if let Ok(Ok(msg)) = tokio::time::timeout(TAKEOVER_WAIT, self.client.request(subject.clone(), payload.into())).await {
-                if let Ok(Reply::State { state: Some(state) }) = serde_json::from_slice(&msg.payload) {
-                    tracing::info!(device = %id, "took the device over from another node, with its state");
-                    self.local.adopt_state(&id, DeviceState::from_json(&state));
-                }
+            if let Ok(Ok(msg)) = tokio::time::timeout(TAKEOVER_WAIT, self.client.request(subject.clone(), payload.into())).await
+                && let Ok(Reply::State { state: Some(state) }) = serde_json::from_slice(&msg.payload)
+            {
+                tracing::info!(device = %id, "took the device over from another node, with its state");
+                self.local.adopt_state(&id, DeviceState::from_json(&state));
             }
         }
         let sub = match self.client.queue_subscribe(subject, "holder".to_owned()).await {
@@ -498,35 +498,35 @@ impl Inner {
             let Some(id) = msg.subject.rsplit('.').next().and_then(|t| t.parse::<u64>().ok()) else { continue };
             if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
                 // Nobody holds the device.
-                if let Some((_, mut call)) = self.calls.remove(&id) {
-                    if let Some(tx) = call.accept.take() {
-                        let _ = tx.send(Err(RouteError::Offline));
-                    }
+                if let Some((_, mut call)) = self.calls.remove(&id)
+                    && let Some(tx) = call.accept.take()
+                {
+                    let _ = tx.send(Err(RouteError::Offline));
                 }
                 continue;
             }
             let Ok(reply) = serde_json::from_slice::<Reply>(&msg.payload) else { continue };
             match reply {
                 Reply::Accepted { audience } => {
-                    if let Some(mut call) = self.calls.get_mut(&id) {
-                        if let Some(tx) = call.accept.take() {
-                            let _ = tx.send(Ok(Arc::new(audience.into())));
-                        }
+                    if let Some(mut call) = self.calls.get_mut(&id)
+                        && let Some(tx) = call.accept.take()
+                    {
+                        let _ = tx.send(Ok(Arc::new(audience.into())));
                     }
                 }
                 Reply::Refused { why } => {
-                    if let Some((_, mut call)) = self.calls.remove(&id) {
-                        if let Some(tx) = call.accept.take() {
-                            let _ = tx.send(Err(why.into()));
-                        }
+                    if let Some((_, mut call)) = self.calls.remove(&id)
+                        && let Some(tx) = call.accept.take()
+                    {
+                        let _ = tx.send(Err(why.into()));
                     }
                 }
                 Reply::Ack { error, params } => {
-                    if let Some((_, mut call)) = self.calls.remove(&id) {
-                        if let Some(tx) = call.ack.take() {
-                            let params = params.and_then(|p| RawValue::from_string(p).ok());
-                            let _ = tx.send(Ack { error, params });
-                        }
+                    if let Some((_, mut call)) = self.calls.remove(&id)
+                        && let Some(tx) = call.ack.take()
+                    {
+                        let params = params.and_then(|p| RawValue::from_string(p).ok());
+                        let _ = tx.send(Ack { error, params });
                     }
                 }
                 Reply::Gone | Reply::State { .. } => {

@@ -55,10 +55,10 @@ pub enum FrameError {
 impl<'a> Inbound<'a> {
     pub fn parse(text: &'a str) -> Result<Self, FrameError> {
         let frame: Inbound<'a> = serde_json::from_str(text).map_err(|e| FrameError::Malformed(e.to_string()))?;
-        if let Some(seq) = frame.sequence {
-            if !is_scalar_id(seq) {
-                return Err(FrameError::WrongType("sequence"));
-            }
+        if let Some(seq) = frame.sequence
+            && !is_scalar_id(seq)
+        {
+            return Err(FrameError::WrongType("sequence"));
         }
         Ok(frame)
     }

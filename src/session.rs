@@ -135,11 +135,10 @@ pub(crate) async fn drive<H: Handler>(hub: Arc<Hub>, mut ws: Ws, mailbox: Arc<Ma
                         }
                         Read::End => break,
                     };
-                    if let Some(reply) = reply {
-                        if !Box::pin(write_unless_closed(&hub, &mailbox, send(&mut ws, reply))).await {
+                    if let Some(reply) = reply
+                        && !Box::pin(write_unless_closed(&hub, &mailbox, send(&mut ws, reply))).await {
                             break;
                         }
-                    }
                 }
             }
         }

@@ -69,10 +69,10 @@ pub async fn run(store: &Store, cmd: ProductCommand) -> anyhow::Result<String> {
 pub async fn model_for(store: &Store, product: Option<&str>, mac: Option<&str>, model: String) -> anyhow::Result<String> {
     let Some(id) = product else { return Ok(model) };
     let product = store.product(id).await?.with_context(|| format!("no product {id} (see `admin product list`)"))?;
-    if let Some(mac) = mac {
-        if normalize_mac(mac).is_none() {
-            bail!("--mac `{mac}` is not a MAC address (12 hex digits, separators allowed)");
-        }
+    if let Some(mac) = mac
+        && normalize_mac(mac).is_none()
+    {
+        bail!("--mac `{mac}` is not a MAC address (12 hex digits, separators allowed)");
     }
     Ok(if model.is_empty() { product.model } else { model })
 }

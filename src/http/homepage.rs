@@ -107,15 +107,15 @@ pub struct HomepageData {
         that is not an object, getThing.num negative, getMessage.num not 1 to 30")))]
 pub async fn homepage(State(hub): State<Arc<Hub>>, caller: Caller, Body(req): Body<Homepage>) -> Result<Json<Value>, ApiError> {
     // Check every input before reading anything.
-    if let Some(t) = &req.get_thing {
-        if t.num.is_some_and(|n| n < 0) {
-            return Err(ApiError::bad_request("getThing.num must be 0 (all) or more"));
-        }
+    if let Some(t) = &req.get_thing
+        && t.num.is_some_and(|n| n < 0)
+    {
+        return Err(ApiError::bad_request("getThing.num must be 0 (all) or more"));
     }
-    if let Some(m) = &req.get_message {
-        if m.num.is_some_and(|n| !(1..=super::message::MAX_MESSAGES).contains(&n)) {
-            return Err(ApiError::bad_request(format!("getMessage.num must be 1 to {}", super::message::MAX_MESSAGES)));
-        }
+    if let Some(m) = &req.get_message
+        && m.num.is_some_and(|n| !(1..=super::message::MAX_MESSAGES).contains(&n))
+    {
+        return Err(ApiError::bad_request(format!("getMessage.num must be 1 to {}", super::message::MAX_MESSAGES)));
     }
     let user = &caller.user;
     let mut data = HomepageData { user_info: None, family_info: None, thing_info: None, scene_info: None, message_info: None };

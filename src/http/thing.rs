@@ -515,10 +515,10 @@ pub async fn batch_status(State(hub): State<Arc<Hub>>, caller: Caller, Body(req)
         let mut error = 0;
         if t.kind == 2 {
             // A group's answer is always 0; an unknown group is simply skipped.
-            if let Err(e) = update_group(&hub, &caller.user, &t.id, &t.params).await {
-                if e.code == 500 {
-                    return Err(e);
-                }
+            if let Err(e) = update_group(&hub, &caller.user, &t.id, &t.params).await
+                && e.code == 500
+            {
+                return Err(e);
             }
         } else {
             match hub.store.device_role(&caller.user, &t.id).await? {

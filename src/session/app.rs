@@ -173,10 +173,11 @@ async fn command(
         (CommandKind::Update, Some(p)) if p.get().trim_start().starts_with('[') => p,
         _ => frame.object_params().map_err(CommandRefused::Bad)?,
     };
-    if let Some(own) = frame.self_apikey.as_deref() {
-        if !own.is_empty() && own != user.as_str() {
-            return Err(CommandRefused::Code(406, "selfApikey is not this session's user"));
-        }
+    if let Some(own) = frame.self_apikey.as_deref()
+        && !own.is_empty()
+        && own != user.as_str()
+    {
+        return Err(CommandRefused::Code(406, "selfApikey is not this session's user"));
     }
     if waits.len() >= hub.config.max_inflight {
         return Err(CommandRefused::Code(429, "too many commands waiting for devices"));

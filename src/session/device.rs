@@ -68,10 +68,10 @@ impl Handler for Device {
         if let Some(state) = unsaved {
             hub.recorder.save_now(&self.deviceid, state).await;
         }
-        if let Some(at) = self.since {
-            if let Err(e) = hub.store.device_logged_in(self.deviceid.as_str(), at).await {
-                tracing::warn!(error = %e, "cannot record the device's login");
-            }
+        if let Some(at) = self.since
+            && let Err(e) = hub.store.device_logged_in(self.deviceid.as_str(), at).await
+        {
+            tracing::warn!(error = %e, "cannot record the device's login");
         }
         tracing::info!("device offline");
     }
@@ -85,11 +85,11 @@ fn on_text(hub: &Hub, device: &Device, text: &str) -> Option<String> {
         Ok(f) => f,
         Err(e) => return Some(reject(hub, &e, None)),
     };
-    if let Some(id) = frame.deviceid.as_deref() {
-        if id != device.deviceid.as_str() {
-            hub.metrics.frames_rejected.fetch_add(1, Ordering::Relaxed);
-            return Some(protocol::error_frame(406, "a device may only speak for its own deviceid", frame.sequence));
-        }
+    if let Some(id) = frame.deviceid.as_deref()
+        && id != device.deviceid.as_str()
+    {
+        hub.metrics.frames_rejected.fetch_add(1, Ordering::Relaxed);
+        return Some(protocol::error_frame(406, "a device may only speak for its own deviceid", frame.sequence));
     }
     let (deviceid, apikey) = (device.deviceid.as_str(), device.apikey.as_str());
     let ok = || Outbound {

@@ -124,10 +124,10 @@ impl Store {
             .bind(user.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        if let Some(row) = &stored {
-            if row.get::<String, _>(1) == digest {
-                return Ok(row.get(0));
-            }
+        if let Some(row) = &stored
+            && row.get::<String, _>(1) == digest
+        {
+            return Ok(row.get(0));
         }
         let mut tx = self.begin().await?;
         sqlx::query("INSERT INTO device_list_versions (apikey, version, fingerprint) VALUES ($1, 0, '') ON CONFLICT (apikey) DO NOTHING")

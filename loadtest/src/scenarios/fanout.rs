@@ -295,10 +295,10 @@ pub async fn slow_consumer(env: &Env, args: &RunArgs) -> Result<Report> {
         tokio::spawn(async move {
             let (Some(addr), Some(s0)) = (env_metrics, slow0) else { return None };
             loop {
-                if let Ok((200, body)) = crate::hub::http_get(addr, "/metrics").await {
-                    if crate::hub::parse_metrics(&body).get("switchyard_slow_consumers_total").copied().unwrap_or(0.0) > s0 {
-                        return Some(t_stall.elapsed());
-                    }
+                if let Ok((200, body)) = crate::hub::http_get(addr, "/metrics").await
+                    && crate::hub::parse_metrics(&body).get("switchyard_slow_consumers_total").copied().unwrap_or(0.0) > s0
+                {
+                    return Some(t_stall.elapsed());
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

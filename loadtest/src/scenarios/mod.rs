@@ -306,12 +306,11 @@ pub fn spawn_conn(
                     }
                     Ok(Inbound::Command { seq }) => {
                         st.commands.fetch_add(1, Ordering::Relaxed);
-                        if !mute {
-                            if let Err(e) = conn.send_ack(seq).await {
+                        if !mute
+                            && let Err(e) = conn.send_ack(seq).await {
                                 st.error(format!("ack failed: {e}"));
                                 return None;
                             }
-                        }
                     }
                     Ok(_) => {}
                     Err(e) => {

@@ -46,10 +46,10 @@ impl Address {
                 if !(6..=16).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(ApiError::bad_request("phoneNumber must be + and the country code and number, e.g. +8618023456789"));
                 }
-                if let Some(cc) = country_code {
-                    if !phone.starts_with(cc) || phone.len() <= cc.len() {
-                        return Err(ApiError::bad_request("phoneNumber must start with countryCode"));
-                    }
+                if let Some(cc) = country_code
+                    && (!phone.starts_with(cc) || phone.len() <= cc.len())
+                {
+                    return Err(ApiError::bad_request("phoneNumber must start with countryCode"));
                 }
                 Ok(Address::Phone(phone.to_owned()))
             }
