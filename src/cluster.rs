@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::acl::Acl;
 use crate::audience::Audience;
+use crate::auth::lockout::Lockout;
 use crate::device_state::{DeviceState, StateTooLarge};
 use crate::ids::{DeviceId, SessionId, UserKey};
 use crate::mailbox::{CloseReason, SessionHandle};
@@ -187,6 +188,19 @@ struct Inner {
     /// Devices online on other nodes, by node (from presence announcements).
     elsewhere: DashMap<DeviceId, String>,
     acl: OnceLock<Arc<Acl>>,
+    lockout: OnceLock<Arc<Lockout>>,
+}
+
+/// Publishes this node's secret checks for the other nodes' lockouts.
+struct LockoutPeers(Arc<Forwarder>);
+
+impl crate::auth::lockout::Peers for LockoutPeers {
+    fn tell(&self, account: &str, event: crate::auth::lockout::Event) {
+        let msg = wire::Check { account: account.to_owned(), event };
+        if let Ok(payload) = serde_json::to_vec(&msg) {
+            self.0.publish(self.0.subjects.checks(), payload);
+        }
+    }
 }
 
 /// The router of a cluster node: [`LocalRouter`] for what is here, NATS for the rest.
@@ -238,6 +252,7 @@ impl ClusterRouter {
         let replies = client.subscribe(subjects.replies()).await?;
         let presence = client.subscribe(subjects.presence()).await?;
         let acl = client.subscribe(subjects.acl()).await?;
+        let checks = client.subscribe(subjects.checks()).await?;
         let heartbeats = client.subscribe(subjects.heartbeat()).await?;
         let inner = Arc::new(Inner {
             local,
@@ -255,6 +270,7 @@ impl ClusterRouter {
             users: DashMap::new(),
             elsewhere: DashMap::new(),
             acl: OnceLock::new(),
+            lockout: OnceLock::new(),
         });
         // Devices this node held when it last stopped (a crash): offline now.
         let left = inner.store.reap_node(&inner.settings.name, &inner.settings.node).await?;
@@ -264,11 +280,18 @@ impl ClusterRouter {
         }
         tokio::spawn(inner.clone().control_loop(control_rx));
         tokio::spawn(inner.clone().reply_loop(replies));
-        tokio::spawn(inner.clone().broadcast_loop(presence, acl));
+        tokio::spawn(inner.clone().broadcast_loop(presence, acl, checks));
         let nodes = Arc::new(Nodes::new(inner.settings.node.clone(), advert));
         tokio::spawn(nodes::run(nodes.clone(), inner.clone(), heartbeats, shutdown));
         tracing::info!(node = %inner.settings.node, cluster = %inner.settings.name, "joined the cluster");
         Ok(Arc::new(ClusterRouter { inner, nodes }))
+    }
+
+    /// Counts every node's failed secret checks in `lockout`: this node's attempts are published,
+    /// the others' mirrored.
+    pub fn share_lockout(&self, lockout: Arc<Lockout>) {
+        lockout.share_with(Arc::new(LockoutPeers(self.inner.forwarder.clone())));
+        let _ = self.inner.lockout.set(lockout);
     }
 
     /// Lets sharing changes announced by other nodes reach this node's audiences.
@@ -536,8 +559,13 @@ impl Inner {
         }
     }
 
-    /// Presence of devices on other nodes, and sharing changes made on other nodes.
-    async fn broadcast_loop(self: Arc<Self>, mut presence: async_nats::Subscriber, mut acl: async_nats::Subscriber) {
+    /// Presence of devices on other nodes, sharing changes and failed secret checks on them.
+    async fn broadcast_loop(
+        self: Arc<Self>,
+        mut presence: async_nats::Subscriber,
+        mut acl: async_nats::Subscriber,
+        mut checks: async_nats::Subscriber,
+    ) {
         loop {
             tokio::select! {
                 m = presence.next() => {
@@ -548,6 +576,13 @@ impl Inner {
                         self.elsewhere.remove(&id);
                     } else if p.node != self.node() {
                         self.elsewhere.insert(id, p.node);
+                    }
+                }
+                m = checks.next() => {
+                    let Some(m) = m else { return };
+                    let Ok(check) = serde_json::from_slice::<wire::Check>(&m.payload) else { continue };
+                    if let Some(lockout) = self.lockout.get() {
+                        lockout.mirror(&check.account, check.event);
                     }
                 }
                 m = acl.next() => {

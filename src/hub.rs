@@ -34,7 +34,7 @@ pub struct Hub {
     /// poll after changes made by other processes.
     pub acl: Arc<Acl>,
     /// Failed password and code checks per account (see [`auth::lockout`]).
-    pub lockout: auth::lockout::Lockout,
+    pub lockout: Arc<auth::lockout::Lockout>,
     /// Delivers verification codes (by default: the log and a file under the data dir).
     pub codes: Arc<dyn verify::CodeSender>,
     /// The WeChat connector (seed 001): beside the sessions, never on the routing path.

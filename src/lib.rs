@@ -203,7 +203,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         _ => Arc::new(verify::OutboxSender::new(&config.data_dir)),
     };
     let wechat = wechat::WeChat::new(&config.wechat_api_base, wechat::Options::default())?;
-    let (config_failures, config_lockout_max) = (config.auth_failures, config.auth_lockout_max);
+    let lockout = Arc::new(auth::lockout::Lockout::new(auth::lockout::Policy::new(config.auth_failures, config.auth_lockout_max)));
+    if let Some(c) = &cluster {
+        c.share_lockout(lockout.clone());
+    }
     http::ratelimit::warn_if_exempt_behind_a_proxy(&config);
     let wechat_work = wechat::Work::new(store.clone(), wechat.clone(), tasks.clone(), shutdown.clone());
     let (alarms, alarm_queue) = alarm::Alarms::new();
@@ -227,7 +230,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown,
         tasks,
         acl: acl_sync,
-        lockout: auth::lockout::Lockout::new(auth::lockout::Policy::new(config_failures, config_lockout_max)),
+        lockout,
         codes,
         wechat,
         wechat_work,

@@ -402,3 +402,42 @@ fn a_cluster_refuses_the_sqlite_store() {
     assert!(!out.success(), "{out}");
     assert!(out.stderr.contains("database_url"), "{out}");
 }
+
+async fn login(http: &str, password: &str) -> (u16, Value) {
+    let body = json!({"email": "dave@example.com", "password": password, "countryCode": "+86"}).to_string();
+    let res = reqwest::Client::new()
+        .post(format!("http://{http}/v2/user/login"))
+        .header("X-CK-Appid", APPID)
+        .header("Content-Type", "application/json")
+        .header("Authorization", format!("Sign {}", switchyard::auth::sign(SECRET, body.as_bytes())))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_logins_spread_over_nodes_lock_the_account_on_every_node() {
+    let c = Cluster::start(3).await;
+    c.user("dave@example.com").await;
+    // Ten wrong passwords, spread over the three nodes: no node saw more than four itself.
+    for i in 0..10 {
+        let (status, body) = login(&c.nodes[i % 3].http, "wrong-pass-1").await;
+        assert_eq!(status, 200, "attempt {i}: {body}");
+        assert_ne!(body["error"], 0, "attempt {i}: {body}");
+    }
+    // Every node refuses the account now, even with the right password.
+    for (i, node) in c.nodes.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let (status, body) = login(&node.http, PASSWORD).await;
+            if status == 429 {
+                assert_eq!(body["error"], 429, "{body}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {i} let the locked account in: {body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -10,12 +10,16 @@
 //! from any address, without evaluating the secret. An account with no attempt for `idle` starts
 //! over. Other accounts are never affected.
 //!
+//! In a cluster every node counts every node's attempts: each attempt and success taken here is
+//! told to the other nodes ([`Peers`]), which count it as their own ([`Lockout::mirror`]), so
+//! spreading guesses over nodes gains nothing.
+//!
 //! Only accounts that exist get an entry (an unknown account has no secret to check), so the
 //! table is bounded by the number of accounts and devices; idle entries are swept as it grows.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 const SHARDS: usize = 16;
@@ -57,28 +61,73 @@ struct Entry {
     locked_until: Option<Instant>,
 }
 
+/// The other nodes of a cluster, told of every attempt and success taken here.
+pub trait Peers: Send + Sync {
+    fn tell(&self, account: &str, event: Event);
+}
+
+/// What happened to an account's secret check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Event {
+    Attempt,
+    Success,
+}
+
 /// Per-account failure counters, sharded by key.
 pub struct Lockout {
     policy: Policy,
     shards: Vec<Mutex<HashMap<String, Entry>>>,
     hasher: RandomState,
+    peers: OnceLock<Arc<dyn Peers>>,
 }
 
 impl Lockout {
     pub fn new(policy: Policy) -> Lockout {
-        Lockout { policy, shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), hasher: RandomState::new() }
+        Lockout {
+            policy,
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            peers: OnceLock::new(),
+        }
+    }
+
+    /// Tells `peers` of every later attempt and success (set once, by a cluster).
+    pub fn share_with(&self, peers: Arc<dyn Peers>) {
+        let _ = self.peers.set(peers);
     }
 
     /// Takes an attempt at `account`'s secret; `Err(retry after)` while the account is locked.
     pub fn attempt(&self, account: &str) -> Result<(), Duration> {
-        self.attempt_at(account, Instant::now())
+        let taken = self.attempt_at(account, Instant::now());
+        if let (Ok(()), Some(peers)) = (&taken, self.peers.get()) {
+            peers.tell(account, Event::Attempt);
+        }
+        taken
     }
 
     /// The check succeeded: the account's failures are forgotten.
     pub fn succeeded(&self, account: &str) {
         if self.policy.failures > 0 {
-            self.shard(account).lock().unwrap_or_else(|p| p.into_inner()).remove(account);
+            self.forget(account);
+            if let Some(peers) = self.peers.get() {
+                peers.tell(account, Event::Success);
+            }
         }
+    }
+
+    /// Counts what another node of the cluster saw, as if it happened here.
+    pub fn mirror(&self, account: &str, event: Event) {
+        match event {
+            Event::Attempt => {
+                let _ = self.attempt_at(account, Instant::now());
+            }
+            Event::Success => self.forget(account),
+        }
+    }
+
+    fn forget(&self, account: &str) {
+        self.shard(account).lock().unwrap_or_else(|p| p.into_inner()).remove(account);
     }
 
     fn shard(&self, account: &str) -> &Mutex<HashMap<String, Entry>> {
@@ -157,6 +206,17 @@ mod tests {
         for _ in 0..9 {
             assert_eq!(l.attempt_at("a", later), Ok(()));
         }
+    }
+
+    #[test]
+    fn attempts_mirrored_from_other_nodes_count_here() {
+        let l = lockout();
+        for _ in 0..10 {
+            l.mirror("a", Event::Attempt);
+        }
+        assert!(l.attempt("a").is_err(), "ten attempts on other nodes lock the account here");
+        l.mirror("a", Event::Success);
+        assert_eq!(l.attempt("a"), Ok(()));
     }
 
     #[test]

@@ -49,6 +49,11 @@ impl Subjects {
         format!("{}.presence", self.prefix)
     }
 
+    /// A secret check of an account on some node: every node's lockout counts it.
+    pub fn checks(&self) -> String {
+        format!("{}.checks", self.prefix)
+    }
+
     /// Sharing changed for some devices: every node reloads their audiences.
     pub fn acl(&self) -> String {
         format!("{}.acl", self.prefix)
@@ -223,6 +228,13 @@ pub struct Heartbeat {
 pub struct Presence {
     pub deviceid: String,
     pub node: String,
+}
+
+/// A failed-or-not secret check taken on one node, for every node's lockout.
+#[derive(Serialize, Deserialize)]
+pub struct Check {
+    pub account: String,
+    pub event: crate::auth::lockout::Event,
 }
 
 #[derive(Serialize, Deserialize)]
