@@ -181,7 +181,9 @@ impl Offline {
     pub async fn queue(&self, store: &Store, order: Order<'_>) -> Result<Kept, QueueError> {
         let (device, audience) = store.device_with_audience(order.deviceid.as_str()).await?.ok_or(QueueError::Denied)?;
         let audience = audience.ok_or(QueueError::Denied)?;
-        if !audience.contains(order.user) || (&audience.owner != order.user && !sharee_may(&audience, order.user, &device.params, order.params)) {
+        if !audience.contains(order.user)
+            || (&audience.owner != order.user && !sharee_may(&audience, order.user, &device.params, order.params))
+        {
             return Err(QueueError::Denied);
         }
         let now = now_millis();
@@ -397,3 +399,6 @@ fn sharee_may(audience: &Audience, user: &UserKey, stored: &str, params: &RawVal
     let current = serde_json::from_str::<Value>(stored).unwrap_or(Value::Null);
     permit::allowed(permit, &current, &requested)
 }
+
+#[cfg(test)]
+mod tests;

@@ -17,7 +17,8 @@ use switchyard::ids::DeviceId;
 const DEV: &str = "1000000077";
 
 fn update(user: &TestUser, seq: &str, params: Value, ttl: Option<Value>) -> Value {
-    let mut f = json!({"action":"update","deviceid":DEV,"apikey":user.apikey.as_str(),"userAgent":"app","sequence":seq,"ts":0,"params":params});
+    let mut f =
+        json!({"action":"update","deviceid":DEV,"apikey":user.apikey.as_str(),"userAgent":"app","sequence":seq,"ts":0,"params":params});
     if let Some(ttl) = ttl {
         f["ttl"] = ttl;
     }
@@ -33,11 +34,7 @@ async fn keep(app: &mut Client, user: &TestUser, seq: &str, params: Value, ttl: 
 async fn keep_for(app: &mut Client, user: &TestUser, owner: &TestUser, seq: &str, params: Value, ttl: u64) {
     app.send(update(user, seq, params, Some(json!(ttl)))).await;
     let reply = next(app).await;
-    assert_eq!(
-        reply,
-        json!({"error":0,"queued":true,"deviceid":DEV,"apikey":owner.apikey.as_str(),"sequence":seq}),
-        "kept {seq}"
-    );
+    assert_eq!(reply, json!({"error":0,"queued":true,"deviceid":DEV,"apikey":owner.apikey.as_str(),"sequence":seq}), "kept {seq}");
 }
 
 /// The next frame that is not a `sysmsg` (devices coming and going).
@@ -178,7 +175,9 @@ async fn a_reconnect_or_a_replacing_connection_gets_each_pending_command_once_an
     second.recv_close().await;
     let cmd = command(&mut third, "d1", json!({"switch":"on"})).await;
     // Registering again on the same socket is answered, and delivers nothing.
-    third.send(json!({"userAgent":"device","apikey":"key-1000000077","deviceid":DEV,"action":"register","version":2,"model":"EMU","ts":1})).await;
+    third
+        .send(json!({"userAgent":"device","apikey":"key-1000000077","deviceid":DEV,"action":"register","version":2,"model":"EMU","ts":1}))
+        .await;
     assert_eq!(third.recv().await["error"], 0);
     third.silent_for(200).await;
     ack(&mut third, &cmd).await;
@@ -226,6 +225,25 @@ async fn expired_commands_are_dropped_recorded_and_told_to_their_sender() {
     history_with(&hub, "the second expiry in history", |r| r["dropped"] == "expired" && r["params"] == json!({"switch":"off"})).await;
     let mut dev = hub.device(DEV).await;
     dev.silent_for(300).await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_command_delivered_before_it_expires_is_settled_by_its_ack_not_its_ttl() {
+    let hub = TestHub::start().await; // the ack timeout (3 s) outlasts the 1 s ttl
+    let alice = hub.user("alice@example.com").await;
+    hub.device_record(DEV, Some(&alice)).await;
+    let mut app = hub.app(&alice).await;
+    keep(&mut app, &alice, "x1", json!({"switch":"on"}), 1).await;
+    let mut dev = hub.device(DEV).await;
+    let cmd = command(&mut dev, "x1", json!({"switch":"on"})).await;
+    // The ttl passes while the delivery waits for the ack; the expiry leaves it alone.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    ack(&mut dev, &cmd).await;
+    assert_eq!(next(&mut app).await, json!({"error":0,"deviceid":DEV,"apikey":alice.apikey.as_str(),"sequence":"x1"}));
+    quiet(&mut app, 500).await;
+    let history = history_with(&hub, "the delivered command in history", |r| r["params"] == json!({"switch":"on"})).await;
+    assert!(history.iter().all(|r| r.get("dropped").is_none()), "{history:?}");
     hub.stop().await;
 }
 

@@ -188,7 +188,9 @@ async fn command(
         Some(_) if !params.get().trim_start().starts_with('{') => {
             return Err(CommandRefused::Code(400, "an update with ttl needs params as an object"));
         }
-        Some(raw) => hub.offline.ttl_raw(raw).map_err(|_| CommandRefused::Code(400, "ttl must be whole seconds from 0 to the hub's maximum"))?,
+        Some(raw) => {
+            hub.offline.ttl_raw(raw).map_err(|_| CommandRefused::Code(400, "ttl must be whole seconds from 0 to the hub's maximum"))?
+        }
     };
     if waits.len() >= hub.config.max_inflight {
         return Err(CommandRefused::Code(429, "too many commands waiting for devices"));

@@ -81,11 +81,7 @@ impl Store {
         // Serialises queueing per device on PostgreSQL (SQLite's BEGIN IMMEDIATE already did).
         sqlx::query("UPDATE devices SET owner = owner WHERE deviceid = $1").bind(cmd.deviceid.as_str()).execute(&mut *tx).await?;
         let sql = format!("SELECT {COLUMNS} FROM offline_commands WHERE deviceid = $1 AND expires_at > $2 ORDER BY id");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(cmd.deviceid.as_str())
-            .bind(cmd.queued_at)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(cmd.deviceid.as_str()).bind(cmd.queued_at).fetch_all(&mut *tx).await?;
         let mut kept = 0;
         let mut changes: Vec<(i64, Option<String>)> = Vec::new();
         for row in rows.into_iter().map(queued_from) {
