@@ -339,3 +339,25 @@ async fn rest_keeps_an_update_with_ttl_for_an_offline_device() {
     dev.silent_for(300).await;
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn releasing_a_device_or_leaving_a_share_drops_what_was_kept_for_it() {
+    let hub = TestHub::start().await;
+    let alice = hub.user("alice@example.com").await;
+    let carol = hub.user("carol@example.com").await;
+    hub.device_record(DEV, Some(&alice)).await;
+    hub.share(DEV, &carol).await;
+    let mut owner = hub.app(&alice).await;
+    let mut sharee = hub.app(&carol).await;
+    keep(&mut owner, &alice, "o1", json!({"switch":"on"}), 60).await;
+    keep_for(&mut sharee, &carol, &alice, "s1", json!({"color":"red"}), 60).await;
+    let queued = || async { hub.hub.store.queued_commands(&DeviceId::new(DEV), 0).await.unwrap() };
+    assert_eq!(queued().await.len(), 2);
+
+    api(&hub, &carol).delete("/v2/device", &format!("deviceid={DEV}")).await.ok();
+    let left = queued().await;
+    assert_eq!((left.len(), left[0].user.as_str()), (1, alice.apikey.as_str()), "{left:?}");
+    api(&hub, &alice).delete("/v2/device", &format!("deviceid={DEV}")).await.ok();
+    assert!(queued().await.is_empty());
+    hub.stop().await;
+}
