@@ -6,8 +6,9 @@
 //! taken out of earlier ones, and an earlier one left without keys is gone. At most
 //! `--offline-queue-per-device` commands wait per device.
 //!
-//! Delivery is the command service's ([`crate::command::deliver_queued`], started by the device
-//! session after a successful register): this module keeps what it needs in memory — which
+//! Delivery is the command service's (`command::run_deliveries`): after a successful register the
+//! device session calls [`Offline::deliver`], which hands the device to that task without
+//! waiting. This module keeps what delivery needs in memory — which
 //! devices may have commands queued (so a register of a device with none costs no store query),
 //! which device has a delivery running (one at a time per device; a register during it asks for
 //! another pass), and which commands are out waiting for an ack (the expiry task leaves those
@@ -62,7 +63,7 @@ pub struct Offline {
 }
 
 /// The receiving end of [`Offline`]'s delivery requests, for
-/// [`crate::command::run_deliveries`].
+/// the command service's `run_deliveries` (this module sits below it and does not import it).
 pub type DeliveryRequests = mpsc::UnboundedReceiver<DeviceId>;
 
 #[derive(Default)]
