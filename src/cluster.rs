@@ -369,7 +369,10 @@ impl Inner {
             }
         };
         let subject = self.subjects.device(&id);
-        if self.elsewhere.remove(&id).is_some() || self.held.contains_key(&id) {
+        // Someone claimed it before (epoch 1 is the first claim ever): ask whoever holds it to let
+        // go. Nobody holding it answers "no responders" at once.
+        self.elsewhere.remove(&id);
+        if epoch > 1 {
             let ask = ToDevice::Takeover { epoch, node: self.node().to_owned() };
             let payload = serde_json::to_vec(&ask).unwrap_or_default();
             if let Ok(Ok(msg)) = tokio::time::timeout(TAKEOVER_WAIT, self.client.request(subject.clone(), payload.into())).await
@@ -737,6 +740,12 @@ impl Router for ClusterRouter {
         let msg = ToDevice::Notify { frame: frame.as_str().to_owned() };
         let payload = serde_json::to_vec(&msg).unwrap_or_default();
         self.inner.forwarder.publish(self.inner.subjects.device(deviceid), payload)
+    }
+
+    /// Session ids are a node's own: a session on another node is not reached (the user's other
+    /// sessions still hear the echo).
+    fn tell_session(&self, user: &UserKey, session: SessionId, frame: Utf8Bytes) -> bool {
+        self.inner.local.tell_session(user, session, frame)
     }
 
     fn user_sessions(&self, user: &UserKey) -> usize {

@@ -8,9 +8,15 @@
 //! owner's operation notice. An acked update's params become the device's state in the router
 //! itself, before the ack is handed over. [`finish_detached`] lets a command finish in a task
 //! the node tracks, for callers that do not wait for the answer.
+//!
+//! [`send_or_keep`] is [`send`] for an `update` that carries a `ttl`: when the router finds the
+//! device offline, the command is kept for it ([`crate::offline`]) instead of refused. Kept
+//! commands come back here when the device registers: [`run_deliveries`] sends them through this same
+//! path, one at a time in the order they were queued, and settles each as a live command.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use serde_json::value::RawValue;
 use tokio::time::Instant;
@@ -18,8 +24,13 @@ use tokio::time::Instant;
 use crate::audience::Audience;
 use crate::hub::Hub;
 use crate::ids::{DeviceId, SessionId, UserKey};
+use crate::offline::{Kept, Order, QueueError};
 use crate::protocol::CommandKind;
 use crate::router::{Command, Outcome, PendingAck, RouteError};
+
+mod deliver;
+
+pub use deliver::run_deliveries;
 
 /// What a command was, kept while it waits, for settling it.
 pub struct Sent {
@@ -59,6 +70,51 @@ pub async fn send(hub: &Hub, user: &UserKey, cmd: Command<'_>, from: Option<Sess
         audience: pending.audience.clone(),
     };
     Ok(Sent { pending, meta })
+}
+
+/// What became of a command sent with [`send_or_keep`].
+pub enum Routed {
+    /// Routed to the online device: wait for its ack as for [`send`].
+    Sent(Sent),
+    /// Kept for the offline device until it registers or the ttl passes.
+    Kept(Kept),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Route(RouteError),
+    #[error(transparent)]
+    Queue(QueueError),
+}
+
+/// [`send`], except that an `update` with a `ttl` for a device that is offline is kept for it
+/// rather than refused ([`crate::offline::Offline::queue`]: the sender's right is checked
+/// against the store, later commands replace earlier ones key by key, the queue is bounded).
+/// Without a ttl, or for an online device, it is [`send`].
+pub async fn send_or_keep(
+    hub: &Hub,
+    user: &UserKey,
+    cmd: Command<'_>,
+    from: Option<SessionId>,
+    ttl: Option<Duration>,
+) -> Result<Routed, SendError> {
+    let (deviceid, sequence, params) = (cmd.deviceid, cmd.sequence, cmd.params);
+    let ttl = ttl.filter(|_| cmd.kind == CommandKind::Update);
+    match send(hub, user, cmd, from).await {
+        Ok(sent) => Ok(Routed::Sent(sent)),
+        Err(RouteError::Offline) => {
+            let Some(ttl) = ttl else { return Err(SendError::Route(RouteError::Offline)) };
+            let order = Order { deviceid, user, session: from, sequence, params, ttl };
+            let kept = hub.offline.queue(&hub.store, order).await.map_err(SendError::Queue)?;
+            // The device may have registered while this was being queued, and found nothing.
+            if hub.router.device_view(deviceid).is_some() {
+                hub.offline.deliver(deviceid);
+            }
+            Ok(Routed::Kept(kept))
+        }
+        Err(e) => Err(SendError::Route(e)),
+    }
 }
 
 impl Sent {

@@ -132,6 +132,10 @@ settings! {
     max_inflight: usize { key: "max_inflight", value: "N", default: "128", read: size(1, 1 << 16) },
     /// Commands one user may have waiting at one device, across all their sessions; a device's sharees together get twice that [default: 24]
     max_device_queue_per_user: usize { key: "max_device_queue_per_user", value: "N", default: "24", read: size(1, 1024) },
+    /// Commands an offline device may have queued (updates sent with `ttl`) [default: 16]
+    offline_queue_per_device: usize { key: "offline_queue_per_device", value: "N", default: "16", read: size(1, 1024) },
+    /// Longest `ttl` an update for an offline device may ask for, in seconds [default: 604800 (7 days)]
+    offline_ttl_max: Duration { key: "offline_ttl_max_secs", value: "N", default: "604800", read: secs(1, 31_536_000) },
     /// Open connections per node [default: 19000]
     max_connections: usize { key: "max_connections", value: "N", default: "19000", read: size(1, 10_000_000) },
     /// App sessions one user may have open at once [default: 100]

@@ -12,6 +12,7 @@ use crate::alarm::Alarms;
 use crate::auth;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::offline::Offline;
 use crate::recorder::Recorder;
 use crate::router::Router;
 use crate::store::Store;
@@ -43,6 +44,8 @@ pub struct Hub {
     pub wechat_work: wechat::Work,
     /// Threshold alarm rules and the evaluator's queue.
     pub alarms: Arc<Alarms>,
+    /// Commands kept for devices that were offline when they were sent.
+    pub offline: Arc<Offline>,
     /// Where `/dispatch` sends clients: domain and port, and the IP for firmware that uses it.
     pub(crate) public_ws: (String, u16),
     pub(crate) public_ip: String,

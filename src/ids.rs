@@ -60,6 +60,12 @@ impl SessionId {
     pub fn get(self) -> u64 {
         self.0
     }
+
+    /// An id this process handed out earlier and wrote down ([`SessionId::get`]); it names a
+    /// session only in the process that made it.
+    pub fn from_stored(n: u64) -> Self {
+        Self(n)
+    }
 }
 
 impl fmt::Display for SessionId {

@@ -18,6 +18,8 @@
 //! - [`permit`]: what a sharee's share permit lets them change.
 //! - [`wechat`]: the WeChat connector (seed 001) and its background work, beside the sessions.
 //! - [`alarm`]: threshold alarm rules and their evaluator, fed by device reports without blocking.
+//! - [`offline`]: commands kept (in the store) for devices that are offline, with a `ttl`;
+//!   [`command`] delivers them when the device registers.
 //! - [`auth`]: Sign, password hashing, per-account lockout; [`metrics`]: counters, served at
 //!   `/metrics` by the [`operator`] listener.
 //! - [`verify`]: verification codes and the [`verify::CodeSender`] seam; [`mail`] sends them (and
@@ -52,6 +54,7 @@ pub mod ids;
 pub mod mail;
 pub mod mailbox;
 pub mod metrics;
+pub mod offline;
 pub mod operator;
 pub mod permit;
 pub mod protocol;
@@ -220,6 +223,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown: shutdown.clone(),
         wechat_work: wechat_work.clone(),
     });
+    let (offline, delivery_requests) = offline::Offline::new(config.offline_queue_per_device, config.offline_ttl_max);
+    offline.load(&store).await?;
+    let offline = Arc::new(offline);
     let hub = Arc::new(Hub {
         config,
         store,
@@ -235,11 +241,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         wechat,
         wechat_work,
         alarms,
+        offline,
         public_ws,
         public_ip,
         cluster,
     });
     hub.tasks.spawn(alarm::run(evaluator, alarm_queue));
+    hub.tasks.spawn(command::run_deliveries(hub.clone(), delivery_requests));
+    hub.tasks.spawn(hub.offline.clone().expire(hub.store.clone(), hub.router.clone(), hub.recorder.clone(), hub.shutdown.clone()));
     let limit = Arc::new(Semaphore::new(hub.config.max_connections));
     let app = http::app(hub.clone());
     if let Some(l) = http {

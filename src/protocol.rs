@@ -35,6 +35,9 @@ pub struct Inbound<'a> {
     pub params: Option<&'a RawValue>,
     #[serde(default)]
     pub error: Option<i64>,
+    /// An app's `update` may ask to be kept this many seconds for a device that is offline.
+    #[serde(borrow, default)]
+    pub ttl: Option<&'a RawValue>,
 }
 
 /// Why an inbound frame could not be used.
@@ -124,6 +127,9 @@ pub struct Outbound<'a> {
     pub cmd: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<i64>,
+    /// `true` in the answer to a command kept for a device that is offline (see `crate::offline`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -13,7 +13,10 @@
 //!   every device state report (`userAgent` "device", `opsAccount` ""). `request` is the JSON text
 //!   `{"action":…,"userAgent":…,"params":…}` with the params exactly as sent; `opsSwitchs` lists
 //!   the channels the params set, comma-separated: `switch` for a single-channel `switch` and
-//!   `outlet<N>` for each entry of `switches` (e.g. `outlet0,outlet2`), "" when none.
+//!   `outlet<N>` for each entry of `switches` (e.g. `outlet0,outlet2`), "" when none. A command
+//!   queued for an offline device is filed when it is delivered, like any other; one dropped
+//!   undelivered (expired, or its sender lost the right to send it) is filed with
+//!   `"dropped":"expired"` or `"dropped":"denied"` added to `request`.
 //! - `opsNotify` on (default off): an `opsNotify_v2` message for the owner (sharees are not told:
 //!   the setting is the owner's) for each app `update`/`upgrade` the device acked with error 0 and
 //!   each device report. Body: `deviceid`, `deviceName`, `userAgent`, `params`, `opsTime`, and
@@ -72,6 +75,8 @@ pub struct Event {
     at: i64,
     history: bool,
     ops_notice: bool,
+    /// Why a queued command was dropped without reaching the device, for its history row.
+    dropped: Option<&'static str>,
 }
 
 enum Source {
@@ -106,6 +111,25 @@ impl Recorder {
                 at: now_millis(),
                 history: true,
                 ops_notice: false,
+                dropped: None,
+            });
+        }
+    }
+
+    /// A command queued for an offline device ([`crate::offline`]) was dropped before the device
+    /// acked it (`why`: `expired`, or `denied` when its sender lost the right to send it): files
+    /// a history row when the device keeps history.
+    pub fn command_dropped(&self, deviceid: &DeviceId, audience: &Arc<Audience>, user: &UserKey, params: &RawValue, why: &'static str) {
+        if audience.settings.ops_history {
+            self.push(Event {
+                deviceid: deviceid.clone(),
+                audience: audience.clone(),
+                source: Source::App { user: user.clone(), kind: CommandKind::Update },
+                params: params.to_owned(),
+                at: now_millis(),
+                history: true,
+                ops_notice: false,
+                dropped: Some(why),
             });
         }
     }
@@ -122,6 +146,7 @@ impl Recorder {
                 at: now_millis(),
                 history: false,
                 ops_notice: true,
+                dropped: None,
             });
         }
     }
@@ -140,6 +165,7 @@ impl Recorder {
                 at: now_millis(),
                 history: s.ops_history,
                 ops_notice: s.ops_notify,
+                dropped: None,
             });
         }
     }
@@ -279,7 +305,10 @@ fn compose(op: Event) -> Option<Operation> {
     if !op.history && notices.is_empty() {
         return None;
     }
-    let request = format!(r#"{{"action":"{action}","userAgent":"{user_agent}","params":{}}}"#, op.params.get());
+    let request = match op.dropped {
+        None => format!(r#"{{"action":"{action}","userAgent":"{user_agent}","params":{}}}"#, op.params.get()),
+        Some(why) => format!(r#"{{"action":"{action}","userAgent":"{user_agent}","params":{},"dropped":"{why}"}}"#, op.params.get()),
+    };
     Some(Operation {
         deviceid: op.deviceid,
         user_agent,

@@ -162,6 +162,9 @@ pub trait Router: Send + Sync + 'static {
     /// Queues a frame the hub itself sends a device (e.g. `notify`/`deleteNotify`); false when
     /// the device is offline or its queue is full.
     fn notify_device(&self, deviceid: &DeviceId, frame: Utf8Bytes) -> bool;
+    /// Queues a frame to one app session of `user` (e.g. the late answer to a command that was
+    /// queued while its device was offline); false when that session is not connected here.
+    fn tell_session(&self, user: &UserKey, session: SessionId, frame: Utf8Bytes) -> bool;
     /// How many app sessions `user` has open.
     fn user_sessions(&self, user: &UserKey) -> usize;
     /// Closes `user`'s app sessions that logged in with the credential tagged `credential`.
@@ -480,6 +483,16 @@ impl Router for LocalRouter {
 
     fn notify_device(&self, deviceid: &DeviceId, frame: Utf8Bytes) -> bool {
         self.registry.device(deviceid).is_some_and(|link| link.session.offer(frame).is_ok())
+    }
+
+    fn tell_session(&self, user: &UserKey, session: SessionId, frame: Utf8Bytes) -> bool {
+        let mut told = false;
+        self.registry.for_each_session(user, |s| {
+            if s.id == session {
+                told = s.deliver(frame.clone(), &self.metrics);
+            }
+        });
+        told
     }
 
     fn user_sessions(&self, user: &UserKey) -> usize {

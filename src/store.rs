@@ -1,4 +1,5 @@
-//! The persistent store: app ids, users, tokens, products, devices, shares, invites and device state.
+//! The persistent store: app ids, users, tokens, products, devices, shares, invites, device state
+//! and commands queued for offline devices.
 //!
 //! One [`Store`] over sqlx's `Any` pool, so the same SQL runs on both backends: an embedded SQLite
 //! file under the data directory (the default; WAL mode, so `switchyard admin` can write while a
@@ -34,6 +35,7 @@ mod group;
 mod history;
 mod invite;
 mod message;
+mod offline;
 mod product;
 mod property;
 mod share;
@@ -49,6 +51,7 @@ pub use group::{Group, GroupError, MAX_GROUPS, NewGroup};
 pub use history::{HistoryEntry, Notice, Operation};
 pub use invite::{Answer, Invite, InviteError, InviteMode, InviteState, Invitee};
 pub use message::Message;
+pub use offline::{NewQueued, Queued, QueuedCommand};
 pub use product::{DeviceDetails, NewProduct, Product, RegisterError, RegisteredDevice, normalize_mac, valid_product_id};
 pub use property::{MAX_PROPERTIES, MAX_PROPERTY_KEY_BYTES, MAX_PROPERTY_VALUE_BYTES, PropertyError};
 pub use share::{MAX_PERMIT, ShareError, Shared};

@@ -288,6 +288,11 @@ async fn a_device_moving_to_another_node_takes_its_state_and_sends_no_offline_sy
     old.send(json!({"action":"update","deviceid":"1000000c02","apikey":alice.apikey.as_str(),"userAgent":"device","params":{"switch":"on","power":"12"},"sequence":"r1"})).await;
     assert_eq!(old.recv().await["error"], 0);
     until_frame(&mut a0, "the report", |v| v["params"]["power"] == "12").await;
+    // Node 0's claim is done once a command from node 1 reaches the device (claims are ordered
+    // by epoch, not by register time: a claim still in flight could win over a newer one).
+    let mut a1 = c.app(1, &alice).await;
+    until_routed(&mut a1, &mut old, &alice, "1000000c02").await;
+    until_frame(&mut a0, "the probe's echo", |v| v["params"]["probe"].is_number()).await;
 
     // The device registers on node 1 while its connection to node 0 is still open.
     let mut new = c.device(&c.nodes[1].http, "1000000c02").await;

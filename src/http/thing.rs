@@ -7,7 +7,8 @@
 //! a list), so other users' ids are never revealed.
 //!
 //! Commands go to the device through the same router as the WebSocket's: the REST call waits
-//! for the device's ack (up to `--ack-timeout-ms`). An `update` the device acks with error 0
+//! for the device's ack (up to `--ack-timeout-ms`); with `ttl`, an update for an offline device is
+//! kept for it ([`crate::offline`]). An `update` the device acks with error 0
 //! becomes its state, as on the socket; a report that follows wins.
 
 use std::collections::{HashMap, HashSet};
@@ -27,9 +28,10 @@ use super::api::{Body, Empty, Envelope, Query, ok_data};
 use super::auth::Caller;
 use super::error::ApiError;
 use crate::clock::now_millis;
-use crate::command::{self, Sent};
+use crate::command::{self, Routed, SendError, Sent};
 use crate::hub::Hub;
 use crate::ids::{DeviceId, UserKey};
+use crate::offline::QueueError;
 use crate::protocol::CommandKind;
 use crate::router::{Command, Outcome, RouteError};
 use crate::store::device::{DeviceRecord, GroupRecord, Person, ShareEntry};
@@ -419,15 +421,34 @@ pub struct StatusChange {
     /// The params to send, a non-empty object.
     #[schema(value_type = Object)]
     pub params: Value,
+    /// Seconds to keep the update for the device if it is offline (0 or absent: refuse at once as
+    /// offline); at most `--offline-ttl-max-secs`. A device only (`type` 1), and not in
+    /// batch-status.
+    #[serde(default)]
+    pub ttl: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct QueuedData {
+    /// Always true: the device was offline and the update is kept for it.
+    pub queued: bool,
 }
 
 /// Sends `params` to a device (and waits for its ack) or to every online device of a group
 /// (without waiting). An update the device acks with error 0 becomes its state (a later report wins).
+/// With `ttl`, an update for a device that is offline is kept for it (answered `{"queued":true}`)
+/// and delivered when it registers.
 #[utoipa::path(post, path = "/v2/device/thing/status", tag = "device", security(("bearer" = [])), request_body = StatusChange,
-    responses((status = 200, body = Envelope<Empty>, description = "errors: 400 bad type or params, 405 unknown device or group \
-        or not the caller's, 406 a sharee changing timers without the permission, 4002 device offline, busy or answering \
-        with an error (the device's code in msg), 504 no ack within the ack timeout")))]
+    responses((status = 200, body = Envelope<Empty>, description = "With `ttl` and the device offline: `data` is `{\"queued\":true}`. \
+        errors: 400 bad type, params or ttl (ttl with a group), 405 unknown device or group \
+        or not the caller's, 406 a sharee changing timers without the permission, 4002 device offline (without ttl), busy, \
+        its offline queue full or answering with an error (the device's code in msg), 504 no ack within the ack timeout")))]
 pub async fn post_status(State(hub): State<Arc<Hub>>, caller: Caller, Body(req): Body<StatusChange>) -> Result<Json<Value>, ApiError> {
+    let ttl = match (req.ttl, req.kind) {
+        (None, _) => None,
+        (Some(_), 2) => return Err(ApiError::bad_request("ttl applies to a device (type 1)")),
+        (Some(secs), _) => hub.offline.ttl(secs).map_err(|e| ApiError::bad_request(e.to_string()))?,
+    };
     match req.kind {
         1 => {
             let raw = params_of(&req.params)?;
@@ -435,11 +456,20 @@ pub async fn post_status(State(hub): State<Arc<Hub>>, caller: Caller, Body(req):
                 return Err(ApiError::new(405, "device not found"));
             }
             let deviceid = DeviceId::new(req.id.as_str());
-            let sent = match send_update(&hub, &caller.user, &deviceid, &raw).await {
-                Ok(sent) => sent,
-                Err(RouteError::Offline) => return Err(ApiError::new(CONTROL_FAILED, "device is offline")),
-                Err(RouteError::Busy) => return Err(ApiError::new(CONTROL_FAILED, "device is busy")),
-                Err(RouteError::Denied) => return Err(ApiError::new(406, "no permission to change these params")),
+            let sequence = next_sequence();
+            let cmd = Command { kind: CommandKind::Update, deviceid: &deviceid, sequence: &sequence, params: &raw };
+            let sent = match command::send_or_keep(&hub, &caller.user, cmd, None, ttl).await {
+                Ok(Routed::Sent(sent)) => sent,
+                Ok(Routed::Kept(_)) => return Ok(ok_data(QueuedData { queued: true })),
+                Err(SendError::Route(RouteError::Offline)) => return Err(ApiError::new(CONTROL_FAILED, "device is offline")),
+                Err(SendError::Route(RouteError::Busy)) => return Err(ApiError::new(CONTROL_FAILED, "device is busy")),
+                Err(SendError::Route(RouteError::Denied) | SendError::Queue(QueueError::Denied)) => {
+                    return Err(ApiError::new(406, "no permission to change these params"));
+                }
+                Err(SendError::Queue(QueueError::Full)) => {
+                    return Err(ApiError::new(CONTROL_FAILED, "the device's queue of offline commands is full"));
+                }
+                Err(SendError::Queue(QueueError::Store(e))) => return Err(e.into()),
             };
             let deadline = Instant::now() + hub.config.ack_timeout;
             match command::finish(&hub, sent, deadline).await {
@@ -497,6 +527,9 @@ pub async fn batch_status(State(hub): State<Arc<Hub>>, caller: Caller, Body(req)
     let timeout = req.timeout.unwrap_or(0);
     if !(0..=MAX_BATCH_TIMEOUT_MS).contains(&timeout) {
         return Err(ApiError::bad_request("timeout must be 0 to 8000"));
+    }
+    if list.iter().any(|t| t.ttl.is_some()) {
+        return Err(ApiError::bad_request("ttl is for POST /v2/device/thing/status, not batch-status"));
     }
     let mut raws = Vec::with_capacity(list.len());
     for (i, t) in list.iter().enumerate() {

@@ -1,4 +1,5 @@
 //! An app session after `userOnline`: commands go through the command service ([`crate::command`]),
+//! an `update` with `ttl` for an offline device is kept for it and answered `queued` at once,
 //! each waits for its device's ack in this task (so ending the session drops every wait and its
 //! waiter entry), and whatever the router queues for this user is written out in order.
 
@@ -15,10 +16,11 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::{Handler, reject};
-use crate::command::{self, Meta};
+use crate::command::{self, Meta, Routed, SendError};
 use crate::hub::Hub;
 use crate::ids::{AppId, DeviceId, SessionId, UserKey};
 use crate::mailbox::SessionHandle;
+use crate::offline::QueueError;
 use crate::protocol::{self, CommandKind, FrameError, Inbound, Outbound};
 use crate::router::{Command, Outcome, RouteError};
 
@@ -120,7 +122,7 @@ async fn on_text(
         None => return Some(reject(hub, &FrameError::Missing("action"), Some(&frame))),
     };
     match command(hub, user, session, kind, &frame, waits, reachable).await {
-        Ok(()) => None,
+        Ok(reply) => reply,
         Err(CommandRefused::Bad(e)) => Some(reject(hub, &e, Some(&frame))),
         Err(CommandRefused::Code(code, reason)) => {
             if code == 504 {
@@ -151,6 +153,8 @@ enum CommandRefused {
     Code(i64, &'static str),
 }
 
+/// Sends one command; returns the immediate answer when there is one (a command kept for an
+/// offline device), else the answer comes when its wait ends.
 async fn command(
     hub: &Hub,
     user: &UserKey,
@@ -159,7 +163,7 @@ async fn command(
     frame: &Inbound<'_>,
     waits: &mut FuturesUnordered<Wait>,
     reachable: &mut Option<Reachable>,
-) -> Result<(), CommandRefused> {
+) -> Result<Option<String>, CommandRefused> {
     let deviceid = DeviceId::new(frame.require_deviceid().map_err(CommandRefused::Bad)?);
     let sequence = frame.sequence.ok_or(CommandRefused::Bad(FrameError::Missing("sequence")))?;
     let empty_list;
@@ -179,14 +183,42 @@ async fn command(
     {
         return Err(CommandRefused::Code(406, "selfApikey is not this session's user"));
     }
+    let ttl = match frame.ttl {
+        None => None,
+        Some(_) if kind != CommandKind::Update => return Err(CommandRefused::Code(400, "ttl applies to update only")),
+        Some(_) if !params.get().trim_start().starts_with('{') => {
+            return Err(CommandRefused::Code(400, "an update with ttl needs params as an object"));
+        }
+        Some(raw) => {
+            hub.offline.ttl_raw(raw).map_err(|_| CommandRefused::Code(400, "ttl must be whole seconds from 0 to the hub's maximum"))?
+        }
+    };
     if waits.len() >= hub.config.max_inflight {
         return Err(CommandRefused::Code(429, "too many commands waiting for devices"));
     }
-    let sent = match command::send(hub, user, Command { kind, deviceid: &deviceid, sequence, params }, Some(session)).await {
-        Ok(p) => p,
-        Err(RouteError::Denied) => return Err(CommandRefused::Code(406, "no permission for this device")),
-        Err(RouteError::Busy) => return Err(CommandRefused::Code(504, "device is busy")),
-        Err(RouteError::Offline) => {
+    let routed = command::send_or_keep(hub, user, Command { kind, deviceid: &deviceid, sequence, params }, Some(session), ttl).await;
+    let sent = match routed {
+        Ok(Routed::Sent(sent)) => sent,
+        Ok(Routed::Kept(kept)) => {
+            let reply = Outbound {
+                error: Some(0),
+                queued: Some(true),
+                deviceid: Some(deviceid.as_str()),
+                apikey: Some(kept.owner.as_str()),
+                sequence: Some(sequence),
+                ..Default::default()
+            };
+            return Ok(Some(reply.to_text()));
+        }
+        Err(SendError::Queue(QueueError::Denied)) => return Err(CommandRefused::Code(406, "no permission for this device")),
+        Err(SendError::Queue(QueueError::Full)) => return Err(CommandRefused::Code(429, "the device's queue of offline commands is full")),
+        Err(SendError::Queue(QueueError::Store(e))) => {
+            tracing::warn!(error = %e, "store unavailable");
+            return Err(CommandRefused::Code(500, "internal error"));
+        }
+        Err(SendError::Route(RouteError::Denied)) => return Err(CommandRefused::Code(406, "no permission for this device")),
+        Err(SendError::Route(RouteError::Busy)) => return Err(CommandRefused::Code(504, "device is busy")),
+        Err(SendError::Route(RouteError::Offline)) => {
             // Offline: tell a member 504 as the seed says, and anyone else no more than a denial.
             // Membership comes from this session's cached list, loaded once per sharing change,
             // so commands for unknown ids cost no store query each.
@@ -214,7 +246,7 @@ async fn command(
         let (meta, outcome) = sent.wait(deadline).await;
         Done { sequence, meta, outcome }
     }));
-    Ok(())
+    Ok(None)
 }
 
 /// The reply to the app for a finished wait, once the command service settled it (a successful

@@ -1,6 +1,8 @@
 //! A device session after `register`: state reports are stored in memory (and saved in batches
 //! by the recorder) and fanned out; acks complete the waiting app command; `date` and
 //! `query` are answered here; commands the router queues are written to the device in order.
+//! After a register, the commands kept for the device while it was offline are delivered
+//! ([`crate::offline`], by the command service's delivery task).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -32,6 +34,8 @@ pub(super) fn run(hub: Arc<Hub>, ws: Ws, device: Registered, reply: String) -> i
         tracing::Span::current().record("session", tracing::field::display(session)).record("deviceid", tracing::field::display(&deviceid));
         tracing::info!(bound = audience.is_some(), "device online");
         hub.router.attach_device(DeviceAttach { deviceid: deviceid.clone(), session: handle, audience, state });
+        // Commands kept while it was offline follow the register answer (they wait in the outbox).
+        hub.offline.deliver(&deviceid);
         hub.metrics.device_sessions.fetch_add(1, Ordering::Relaxed);
         let since = record_login.then(crate::clock::now_millis);
         super::drive(hub, ws, mailbox, outbox, reply, Device { deviceid, session, apikey, since }).await;

@@ -421,8 +421,8 @@ impl Store {
     }
 
     /// The owner gives a device up: it has no owner, name, settings or tags any more, its shares,
-    /// everyone's placements of it, groups built on it and its history are gone, and it leaves
-    /// every group. `false` when `user` does not own it.
+    /// everyone's placements of it, groups built on it, its history and the commands kept for it
+    /// while offline are gone, and it leaves every group. `false` when `user` does not own it.
     pub async fn release_device(&self, user: &UserKey, deviceid: &str) -> Result<bool> {
         let mut tx = self.begin().await?;
         let released = sqlx::query(
@@ -441,14 +441,15 @@ impl Store {
         Self::drop_from_groups_in(&mut tx, deviceid, None).await?;
         sqlx::query("DELETE FROM things WHERE thingid = $1 AND kind IN (1, 2)").bind(deviceid).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM history WHERE deviceid = $1").bind(deviceid).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM offline_commands WHERE deviceid = $1").bind(deviceid).execute(&mut *tx).await?;
         Self::bump_acl_in(&mut tx).await?;
         tx.commit().await?;
         Ok(true)
     }
 
-    /// A sharee gives a shared device up: their share, their placement of it and their groups
-    /// built on it are gone, and it leaves their other groups. `false` when it is not shared
-    /// with `user`.
+    /// A sharee gives a shared device up: their share, their placement of it, their groups built
+    /// on it and the commands they kept for it while offline are gone, and it leaves their other
+    /// groups. `false` when it is not shared with `user`.
     pub async fn leave_shared_device(&self, user: &UserKey, deviceid: &str) -> Result<bool> {
         let mut tx = self.begin().await?;
         let left = sqlx::query("DELETE FROM shares WHERE deviceid = $1 AND apikey = $2")
@@ -461,6 +462,11 @@ impl Store {
         }
         Self::drop_from_groups_in(&mut tx, deviceid, Some(user.as_str())).await?;
         Self::unplace_thing_in(&mut tx, user.as_str(), deviceid).await?;
+        sqlx::query("DELETE FROM offline_commands WHERE deviceid = $1 AND apikey = $2")
+            .bind(deviceid)
+            .bind(user.as_str())
+            .execute(&mut *tx)
+            .await?;
         Self::bump_acl_in(&mut tx).await?;
         tx.commit().await?;
         Ok(true)
