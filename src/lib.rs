@@ -43,6 +43,7 @@ pub mod clock;
 pub mod command;
 pub mod config;
 pub mod conn;
+pub mod dashboard;
 pub mod device_state;
 pub mod emulate;
 pub mod http;
