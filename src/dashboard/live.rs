@@ -299,7 +299,8 @@ pub async fn device(State(dashboard): State<Arc<Dashboard>>, _operator: Operator
                 "userAgent": h.user_agent,
                 "opsAccount": h.ops_account,
                 "opsSwitchs": h.ops_switchs,
-                "request": serde_json::from_str::<Value>(&h.request).unwrap_or(Value::String(h.request)),
+                // As filed: the params exactly as they were sent.
+                "request": h.request,
                 "opsTime": h.ops_time,
             })
         })

@@ -73,6 +73,8 @@ function draw(canvas, values) {
   const g = canvas.getContext("2d");
   g.setTransform(ratio, 0, 0, ratio, 0, 0);
   g.clearRect(0, 0, w, h);
+  g.strokeStyle = "#e2e6ec";
+  g.beginPath(); g.moveTo(0, h - 1.5); g.lineTo(w, h - 1.5); g.stroke();
   if (values.length < 2) return;
   const max = Math.max(1, ...values);
   const step = w / (KEPT - 1);
@@ -147,7 +149,7 @@ function renderHistory(entries) {
       el("td", { title: String(h.opsTime) }, clock(h.opsTime)),
       el("td", {}, h.userAgent),
       el("td", {}, h.opsAccount),
-      el("td", { class: "request" }, JSON.stringify(h.request)))));
+      el("td", { class: "request" }, h.request))));
 }
 
 async function loadDevice(id) {
