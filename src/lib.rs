@@ -19,7 +19,8 @@
 //! - [`wechat`]: the WeChat connector (seed 001) and its background work, beside the sessions.
 //! - [`alarm`]: threshold alarm rules and their evaluator, fed by device reports without blocking.
 //! - [`auth`]: Sign, password hashing, per-account lockout; [`metrics`]: counters, served at
-//!   `/metrics` by the [`operator`] listener.
+//!   `/metrics` by the [`operator`] listener, beside the operator [`dashboard`] (login, live
+//!   counters and devices over Server-Sent Events, operators' commands).
 //! - [`verify`]: verification codes and the [`verify::CodeSender`] seam; [`mail`] sends them (and
 //!   share invites) by SMTP with retries, in the background.
 //! - [`cli`], [`emulate`]: the `switchyard` command line and the device/app emulators.

@@ -60,7 +60,8 @@ async fn an_operator_watches_a_device_come_online_and_switches_it() {
     page.wait_for("a search for something else hides it", "document.querySelectorAll('#device-list tbody tr').length === 0").await;
     page.type_into("#search", "").await;
     page.wait_for("cleared, it is back", &format!("!!document.querySelector('#device-list tr[data-id=\"{DEVICE}\"]')")).await;
-    page.wait_for("the charts have samples", "document.querySelector('.tile[data-key=\"devicesOnline\"] .value').textContent === '1'").await;
+    page.wait_for("the charts have samples", "document.querySelector('.tile[data-key=\"devicesOnline\"] .value').textContent === '1'")
+        .await;
     page.screenshot(&shot("dashboard-overview.png")).await;
 
     // Its page, opened from the list.

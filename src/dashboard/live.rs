@@ -272,16 +272,14 @@ pub async fn events(State(dashboard): State<Arc<Dashboard>>, operator: Operator,
     answer
 }
 
-fn device_id(id: &str) -> Result<DeviceId, Response> {
-    if crate::ids::valid_device_id(id) { Ok(DeviceId::new(id)) } else { Err(api_error(StatusCode::NOT_FOUND, "no such device")) }
+/// A device id from a path, if it can be one.
+fn device_id(id: &str) -> Option<DeviceId> {
+    crate::ids::valid_device_id(id).then(|| DeviceId::new(id))
 }
 
 /// `GET /dashboard/api/devices/{id}`: the device's stored label, live part and recent history.
 pub async fn device(State(dashboard): State<Arc<Dashboard>>, _operator: Operator, Path(id): Path<String>) -> Response {
-    let id = match device_id(&id) {
-        Ok(id) => id,
-        Err(e) => return e,
-    };
+    let Some(id) = device_id(&id) else { return api_error(StatusCode::NOT_FOUND, "no such device") };
     let store = &dashboard.hub.store;
     let (label, history) =
         match (store.device_labels(&[id.as_str()]).await, store.history(id.as_str(), now_millis() + 1, HISTORY_SHOWN).await) {
@@ -346,10 +344,7 @@ pub async fn command(
             return api_error(StatusCode::FORBIDDEN, "cross-origin request refused");
         }
     }
-    let id = match device_id(&id) {
-        Ok(id) => id,
-        Err(e) => return e,
-    };
+    let Some(id) = device_id(&id) else { return api_error(StatusCode::NOT_FOUND, "no such device") };
     let Ok(req) = serde_json::from_slice::<CommandBody>(&body) else {
         return api_error(StatusCode::BAD_REQUEST, "body must be {\"action\",\"params\"}");
     };

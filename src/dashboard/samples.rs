@@ -122,7 +122,7 @@ pub(super) async fn run(dashboard: Arc<Dashboard>) {
         });
         last = now;
         n += 1;
-        if n.is_multiple_of(PRUNE_EVERY) {
+        if n % PRUNE_EVERY == 0 {
             dashboard.prune_labels();
         }
     }

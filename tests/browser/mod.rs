@@ -220,7 +220,8 @@ fn page_error(v: &Value) -> Option<String> {
     let p = &v["params"];
     match v["method"].as_str()? {
         "Runtime.consoleAPICalled" if matches!(p["type"].as_str(), Some("error" | "assert")) => {
-            let args: Vec<String> = p["args"].as_array()?.iter().map(|a| a["value"].as_str().map_or_else(|| a.to_string(), str::to_owned)).collect();
+            let args: Vec<String> =
+                p["args"].as_array()?.iter().map(|a| a["value"].as_str().map_or_else(|| a.to_string(), str::to_owned)).collect();
             Some(format!("console.{}: {}", p["type"].as_str()?, args.join(" ")))
         }
         "Runtime.exceptionThrown" => {
