@@ -29,6 +29,9 @@ mod samples;
 
 pub use samples::{Sample, Samples};
 
+/// Event streams open at once (one per open dashboard page); beyond them a page gets 503.
+pub const MAX_STREAMS: usize = 8;
+
 /// Largest request body the dashboard reads (a login form, a command).
 const MAX_BODY: usize = 16 * 1024;
 
@@ -39,13 +42,20 @@ pub struct Dashboard {
     pub samples: Samples,
     /// Name, model and owner per online device, keyed with the time its session attached: a
     /// device that reconnects is read again (its owner or name may have changed meanwhile).
-    labels: Mutex<HashMap<DeviceId, (i64, DeviceLabel)>>,
+    labels: Mutex<HashMap<DeviceId, Labeled>>,
+    /// Open event streams: each lists the online devices four times a second, so they are few.
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl Dashboard {
     /// Starts sampling the hub's counters (until shutdown) and returns the dashboard.
     pub fn start(hub: Arc<Hub>) -> Arc<Dashboard> {
-        let dashboard = Arc::new(Dashboard { hub: hub.clone(), samples: Samples::default(), labels: Mutex::default() });
+        let dashboard = Arc::new(Dashboard {
+            hub: hub.clone(),
+            samples: Samples::default(),
+            labels: Mutex::default(),
+            streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
+        });
         tokio::spawn(samples::run(dashboard.clone()));
         dashboard
     }
@@ -54,6 +64,23 @@ impl Dashboard {
     fn prune_labels(&self) {
         let online: std::collections::HashSet<DeviceId> = self.hub.router.online_devices().into_iter().collect();
         lock(&self.labels).retain(|id, _| online.contains(id));
+    }
+}
+
+/// A device's stored label as the dashboard keeps it.
+struct Labeled {
+    /// When the session it was read for attached.
+    since: i64,
+    label: DeviceLabel,
+    /// Id, name, models and owner in lower case, for searching.
+    haystack: String,
+}
+
+impl Labeled {
+    fn new(since: i64, label: DeviceLabel) -> Labeled {
+        let haystack =
+            [&label.deviceid, &label.name, &label.model, &label.product_model, &label.owner].map(|f| f.to_lowercase()).join("\n");
+        Labeled { since, label, haystack }
     }
 }
 

@@ -295,3 +295,31 @@ async fn operator_cli_refuses_weak_passwords_and_duplicates() {
     assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$") && !hash.contains(OPERATOR_PASSWORD));
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn event_streams_are_capped() {
+    let hub = hub_with_operator().await;
+    let pair = cookie(&hub).await;
+    let open = || client().get(url(&hub, "/dashboard/api/events")).header(COOKIE, &pair).send();
+    let mut streams = Vec::new();
+    for _ in 0..switchyard::dashboard::MAX_STREAMS {
+        let r = open().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        streams.push(r);
+    }
+    assert_eq!(open().await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    // A page that goes away gives its place back (noticed at the stream's next write: samples
+    // come every second).
+    streams.pop();
+    let mut tries = 0;
+    loop {
+        let r = open().await.unwrap();
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        tries += 1;
+        assert!(tries < 100, "the closed stream's place never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    hub.stop().await;
+}

@@ -8,7 +8,7 @@
 //! gets `logout` and the stream ends. Nothing here waits on a peer: the router answers from
 //! memory and the store is read only for names, owners and history.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,13 +25,13 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
-use super::Dashboard;
 use super::login::{Operator, api_error};
+use super::{Dashboard, Labeled};
 use crate::clock::now_millis;
 use crate::command;
 use crate::ids::DeviceId;
 use crate::protocol::CommandKind;
-use crate::router::{Command, Outcome, RouteError};
+use crate::router::{Command, DeviceView, Outcome, RouteError};
 use crate::store::DeviceLabel;
 use crate::sync::lock;
 
@@ -91,66 +91,67 @@ fn cut(text: String, max: usize) -> String {
 }
 
 impl Dashboard {
-    /// Stored labels of the online devices, read from the store for devices not seen since
-    /// they attached.
-    async fn labels_for(&self, online: &[(DeviceId, i64)]) -> Vec<DeviceLabel> {
-        let missing: Vec<&str> = {
+    /// Reads from the store the labels of online devices not seen since they attached.
+    async fn refresh_labels(&self, online: &[DeviceView]) {
+        let missing: Vec<(&str, i64)> = {
             let labels = lock(&self.labels);
-            online.iter().filter(|(id, since)| labels.get(id).is_none_or(|(s, _)| s != since)).map(|(id, _)| id.as_str()).collect()
+            online
+                .iter()
+                .filter(|v| labels.get(&v.deviceid).is_none_or(|l| l.since != v.since))
+                .map(|v| (v.deviceid.as_str(), v.since))
+                .collect()
         };
-        if !missing.is_empty() {
-            match self.hub.store.device_labels(&missing).await {
-                Ok(found) => {
-                    let mut labels = lock(&self.labels);
-                    let since_of: std::collections::HashMap<&str, i64> = online.iter().map(|(id, s)| (id.as_str(), *s)).collect();
-                    for id in &missing {
-                        let label = found
-                            .iter()
-                            .find(|l| l.deviceid == *id)
-                            .cloned()
-                            .unwrap_or_else(|| DeviceLabel { deviceid: (*id).to_owned(), ..Default::default() });
-                        labels.insert(DeviceId::new(*id), (since_of[id], label));
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "reading device labels failed"),
-            }
+        if missing.is_empty() {
+            return;
         }
-        let labels = lock(&self.labels);
-        online
-            .iter()
-            .map(|(id, _)| {
-                labels.get(id).map(|(_, l)| l.clone()).unwrap_or_else(|| DeviceLabel { deviceid: id.to_string(), ..Default::default() })
-            })
-            .collect()
+        let ids: Vec<&str> = missing.iter().map(|(id, _)| *id).collect();
+        match self.hub.store.device_labels(&ids).await {
+            Ok(found) => {
+                let mut found: HashMap<String, DeviceLabel> = found.into_iter().map(|l| (l.deviceid.clone(), l)).collect();
+                let mut labels = lock(&self.labels);
+                for (id, since) in missing {
+                    // A device without a stored record (a `tmpReg` one) is shown by its id alone.
+                    let label = found.remove(id).unwrap_or_else(|| DeviceLabel { deviceid: id.to_owned(), ..Default::default() });
+                    labels.insert(DeviceId::new(id), Labeled::new(since, label));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading device labels failed"),
+        }
     }
 
     /// The online devices matching `q` (case-insensitive, in id, name, model or owner), by id.
     async fn listing(&self, q: &str) -> Listing {
         let router = &self.hub.router;
-        let views: Vec<_> = router.online_devices().iter().filter_map(|id| router.device_view(id)).collect();
-        let online: Vec<(DeviceId, i64)> = views.iter().map(|v| (v.deviceid.clone(), v.since)).collect();
-        let labels = self.labels_for(&online).await;
+        let views: Vec<DeviceView> = router.online_devices().iter().filter_map(|id| router.device_view(id)).collect();
+        self.refresh_labels(&views).await;
         let q = q.trim().to_lowercase();
-        let mut matched: Vec<(usize, &DeviceLabel)> = labels
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| {
-                q.is_empty() || [&l.deviceid, &l.name, &l.model, &l.product_model, &l.owner].iter().any(|f| f.to_lowercase().contains(&q))
-            })
-            .collect();
-        matched.sort_by(|a, b| a.1.deviceid.cmp(&b.1.deviceid));
-        let count = matched.len();
-        let rows = matched
+        let (matched, shown): (usize, Vec<(usize, DeviceLabel)>) = {
+            let labels = lock(&self.labels);
+            let mut matched: Vec<usize> = (0..views.len())
+                .filter(|&i| q.is_empty() || labels.get(&views[i].deviceid).is_some_and(|l| l.haystack.contains(&q)))
+                .collect();
+            matched.sort_unstable_by(|&a, &b| views[a].deviceid.cmp(&views[b].deviceid));
+            let count = matched.len();
+            matched.truncate(MAX_LISTED);
+            let shown = matched
+                .into_iter()
+                .map(|i| {
+                    let id = &views[i].deviceid;
+                    (i, labels.get(id).map_or_else(|| DeviceLabel { deviceid: id.to_string(), ..Default::default() }, |l| l.label.clone()))
+                })
+                .collect();
+            (count, shown)
+        };
+        let rows = shown
             .into_iter()
-            .take(MAX_LISTED)
             .map(|(i, l)| {
                 let v = &views[i];
                 Row {
-                    id: l.deviceid.clone(),
-                    name: l.name.clone(),
-                    model: l.model.clone(),
-                    product_model: l.product_model.clone(),
-                    owner: l.owner.clone(),
+                    id: l.deviceid,
+                    name: l.name,
+                    model: l.model,
+                    product_model: l.product_model,
+                    owner: l.owner,
                     state: cut(router.live_params(&v.deviceid, &[]).unwrap_or_default(), LIST_STATE_CHARS),
                     since: v.since,
                     last_seen: v.last_seen,
@@ -158,7 +159,7 @@ impl Dashboard {
                 }
             })
             .collect();
-        Listing { online: views.len(), matched: count, rows }
+        Listing { online: views.len(), matched, rows }
     }
 
     /// One device's live part: online or not, its view and full state.
@@ -186,6 +187,8 @@ fn event(name: &str, data: &impl Serialize) -> Event {
 
 /// What one stream remembers between looks.
 struct Feed {
+    /// The stream's place under [`super::MAX_STREAMS`], given back when it ends.
+    _permit: tokio::sync::OwnedSemaphorePermit,
     dashboard: Arc<Dashboard>,
     operator: Operator,
     q: String,
@@ -231,9 +234,13 @@ impl Feed {
 
 /// `GET /dashboard/api/events?q=&device=`: the live stream.
 pub async fn events(State(dashboard): State<Arc<Dashboard>>, operator: Operator, Query(watch): Query<Watch>) -> Response {
+    let Ok(permit) = dashboard.streams.clone().try_acquire_owned() else {
+        return api_error(StatusCode::SERVICE_UNAVAILABLE, "too many dashboard pages are open");
+    };
     let device = watch.device.filter(|d| crate::ids::valid_device_id(d)).map(DeviceId::new);
     let shutdown = dashboard.hub.shutdown.clone();
     let mut feed = Feed {
+        _permit: permit,
         queued: VecDeque::from([event("history", &dashboard.samples.all())]),
         last_sample: dashboard.samples.latest().map_or(0, |s| s.t),
         dashboard,

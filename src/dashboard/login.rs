@@ -113,6 +113,11 @@ pub async fn submit(State(dashboard): State<Arc<Dashboard>>, body: Bytes) -> Res
         }
     };
     let Some(hash) = stored else {
+        // Checked against a stand-in hash all the same, so the answer takes as long as for an
+        // operator that exists: timing does not tell which emails are operators.
+        static STAND_IN: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+        let stand_in = STAND_IN.get_or_init(|| hub.hasher.hash("not an operator's password".to_owned())).await;
+        hub.hasher.verify(password, stand_in.clone()).await;
         tracing::info!(%email, "dashboard login for an unknown operator");
         return login_page("Wrong email or password.", &email);
     };
