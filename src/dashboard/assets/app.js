@@ -217,7 +217,12 @@ function connect() {
   stream = new EventSource("/dashboard/api/events?" + params);
   const badge = $("#stream");
   stream.onopen = () => { badge.textContent = "live"; badge.className = "badge"; };
-  stream.onerror = () => { badge.textContent = "reconnecting…"; badge.className = "badge off"; };
+  stream.onerror = () => {
+    // A refused stream (503: too many pages open, 401: logged out) is not retried by the browser.
+    const closed = stream.readyState === EventSource.CLOSED;
+    badge.textContent = closed ? "not live: reload to retry" : "reconnecting…";
+    badge.className = "badge off";
+  };
   stream.addEventListener("history", (e) => { samples = JSON.parse(e.data); renderTiles(); });
   stream.addEventListener("sample", (e) => {
     samples.push(JSON.parse(e.data));
