@@ -150,12 +150,34 @@ pub enum AdminCommand {
         #[arg(long, value_name = "URL")]
         to: String,
     },
+    /// Operators: who may log in to the dashboard on the operator listener
+    #[command(subcommand)]
+    Operator(OperatorCommand),
     /// WeChat applications the platform calls WeChat as (appid and secret)
     #[command(subcommand, name = "wechat-app")]
     WeChatApp(WeChatAppCommand),
     /// Calls to the WeChat hardware backend: products, public keys, mini-programs, pushes
     #[command(subcommand, name = "wechat")]
     WeChat(WeChatCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OperatorCommand {
+    /// Create an operator (there are none until one is made here)
+    Add {
+        #[arg(long)]
+        email: String,
+        /// 8 or more characters from at least two of: digits, letters, symbols
+        #[arg(long)]
+        password: String,
+    },
+    /// List operators
+    List,
+    /// Remove an operator, ending their dashboard logins
+    Remove {
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -373,6 +395,7 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<String> {
             store.share_device(&DeviceId::new(deviceid.as_str()), &user.apikey, 15).await?;
             format!("device {deviceid} shared with {with} ({})", user.apikey)
         }
+        AdminCommand::Operator(cmd) => operator(&store, cmd).await?,
         AdminCommand::Firmware(cmd) => firmware(&store, cmd).await?,
         AdminCommand::Product(cmd) => product::run(&store, cmd).await?,
         AdminCommand::WeChatApp(cmd) => wechat::apps(&store, cmd).await?,
@@ -401,6 +424,40 @@ pub async fn admin(args: AdminArgs) -> anyhow::Result<String> {
     };
     store.close().await;
     Ok(out)
+}
+
+/// `admin operator add|list|remove`.
+async fn operator(store: &crate::store::Store, cmd: OperatorCommand) -> anyhow::Result<String> {
+    use anyhow::bail;
+
+    match cmd {
+        OperatorCommand::Add { email, password } => {
+            let email = email.trim().to_ascii_lowercase();
+            if !email.contains('@') {
+                bail!("--email `{email}` is not an email address");
+            }
+            if !crate::auth::password_ok(&password) {
+                bail!("--password needs 8 or more characters from at least two of: digits, letters, symbols");
+            }
+            // The hasher app accounts use: argon2id with the same parameters.
+            let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&password)).await?;
+            store.add_operator(&email, &hash).await?;
+            Ok(format!("operator {email} added"))
+        }
+        OperatorCommand::List => {
+            let mut out = format!("{:<40} {}", "EMAIL", "CREATED (ms since the epoch)");
+            for o in store.operators().await? {
+                out.push_str(&format!("\n{:<40} {}", o.email, o.created_at));
+            }
+            Ok(out)
+        }
+        OperatorCommand::Remove { email } => {
+            if !store.remove_operator(&email).await? {
+                bail!("no operator with email {email}");
+            }
+            Ok(format!("operator {} removed", email.trim().to_ascii_lowercase()))
+        }
+    }
 }
 
 /// `admin firmware add|list`.

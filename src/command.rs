@@ -1,4 +1,5 @@
-//! The one command path: every app command (a WebSocket session's, a REST call's) is sent,
+//! The one command path: every app command (a WebSocket session's, a REST call's, WeChat's, an
+//! operator's on the dashboard) is sent,
 //! recorded, waited for and settled here, so each way in gives the same guarantees.
 //!
 //! [`send`] routes the command ([`crate::router::Router::command`]: audience, sharee permit,
@@ -15,7 +16,7 @@
 //! path, one at a time in the order they were queued, and settles each as a live command.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -27,6 +28,7 @@ use crate::ids::{DeviceId, SessionId, UserKey};
 use crate::offline::{Kept, Order, QueueError};
 use crate::protocol::CommandKind;
 use crate::router::{Command, Outcome, PendingAck, RouteError};
+use crate::store::Actor;
 
 mod deliver;
 
@@ -42,7 +44,8 @@ pub struct Meta {
     pub deviceid: DeviceId,
     /// The device owner's apikey, which answers to apps carry.
     pub owner: UserKey,
-    pub user: UserKey,
+    /// Who sent it: an app user, or an operator on the dashboard.
+    pub actor: Actor,
     pub kind: CommandKind,
     /// An `update`'s or `upgrade`'s params: echoed and filed once the device acks.
     pub params: Option<Box<RawValue>>,
@@ -51,19 +54,49 @@ pub struct Meta {
     audience: Arc<Audience>,
 }
 
+/// A fresh command sequence: the current time in milliseconds, never repeated by this process.
+pub fn next_sequence() -> Box<RawValue> {
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = crate::clock::now_millis();
+    let mut prev = LAST.load(Ordering::Relaxed);
+    let seq = loop {
+        let next = now.max(prev + 1);
+        match LAST.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => break next,
+            Err(p) => prev = p,
+        }
+    };
+    crate::protocol::raw(format!("\"{seq}\""))
+}
+
 /// Routes `cmd` for `user` and records it in the device's history. `from` is the sending app
 /// session, if it came over a socket.
 /// A device on another node of a cluster is asked first ([`crate::router::Routed::Away`]).
 pub async fn send(hub: &Hub, user: &UserKey, cmd: Command<'_>, from: Option<SessionId>) -> Result<Sent, RouteError> {
+    route(hub, user, Actor::User(user.clone()), cmd, from).await
+}
+
+/// Routes `cmd` for an operator of the dashboard (by email): with the owner's rights, since an
+/// operator runs the node, and recorded in history as the operator's, not the owner's. A device
+/// without an owner has nobody to act for: [`RouteError::Denied`].
+pub async fn send_as_operator(hub: &Hub, operator: &str, cmd: Command<'_>) -> Result<Sent, RouteError> {
+    let audience = hub.router.audience(cmd.deviceid);
+    let Some(owner) = audience.map(|a| a.owner.clone()) else {
+        return Err(if hub.router.device_view(cmd.deviceid).is_some() { RouteError::Denied } else { RouteError::Offline });
+    };
+    route(hub, &owner, Actor::Operator(operator.to_owned()), cmd, None).await
+}
+
+async fn route(hub: &Hub, caller: &UserKey, actor: Actor, cmd: Command<'_>, from: Option<SessionId>) -> Result<Sent, RouteError> {
     let (kind, params) = (cmd.kind, cmd.params);
     let deviceid = cmd.deviceid.clone();
-    let pending = hub.router.command(user, cmd).accepted().await?;
+    let pending = hub.router.command(caller, cmd).accepted().await?;
     // Recorded off the routing path: a queue push, written in batches by the recorder.
-    hub.recorder.command_routed(&deviceid, &pending.audience, user, kind, params);
+    hub.recorder.command_routed(&deviceid, &pending.audience, &actor, kind, params);
     let meta = Meta {
         deviceid,
         owner: pending.owner.clone(),
-        user: user.clone(),
+        actor,
         kind,
         params: (kind != CommandKind::Query).then(|| params.to_owned()),
         except: from,
@@ -135,7 +168,7 @@ pub fn settle(hub: &Hub, meta: &Meta, outcome: &Outcome) {
                 if meta.kind == CommandKind::Update {
                     hub.router.echo_command(&meta.audience, &meta.deviceid, params, meta.except);
                 }
-                hub.recorder.command_done(&meta.deviceid, &meta.audience, &meta.user, meta.kind, params);
+                hub.recorder.command_done(&meta.deviceid, &meta.audience, &meta.actor, meta.kind, params);
             }
         }
         Outcome::TimedOut | Outcome::Gone => {

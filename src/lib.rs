@@ -21,7 +21,8 @@
 //! - [`offline`]: commands kept (in the store) for devices that are offline, with a `ttl`;
 //!   [`command`] delivers them when the device registers.
 //! - [`auth`]: Sign, password hashing, per-account lockout; [`metrics`]: counters, served at
-//!   `/metrics` by the [`operator`] listener.
+//!   `/metrics` by the [`operator`] listener, beside the operator [`dashboard`] (login, live
+//!   counters and devices over Server-Sent Events, operators' commands).
 //! - [`verify`]: verification codes and the [`verify::CodeSender`] seam; [`mail`] sends them (and
 //!   share invites) by SMTP with retries, in the background.
 //! - [`cli`], [`emulate`]: the `switchyard` command line and the device/app emulators.
@@ -46,6 +47,7 @@ pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod conn;
+pub mod dashboard;
 pub mod device_state;
 pub mod emulate;
 pub mod http;

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -51,6 +51,9 @@ pub struct Mailbox {
     /// A tag of the credential an app session logged in with (0 for devices), so revoking it
     /// can close the sessions it opened.
     credential: AtomicU64,
+    /// When the peer was last heard from (any frame), in milliseconds since the epoch; set by
+    /// the session task, read by operators.
+    heard: AtomicI64,
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +72,7 @@ impl Mailbox {
             ready: Notify::new(),
             capacity,
             credential: AtomicU64::new(0),
+            heard: AtomicI64::new(crate::clock::now_millis()),
         }
     }
 
@@ -84,6 +88,11 @@ impl Mailbox {
 
     pub fn reason(&self) -> Option<CloseReason> {
         CloseReason::from_code(self.reason.load(Ordering::Acquire))
+    }
+
+    /// The session task heard from its peer now.
+    pub fn heard_now(&self) {
+        self.heard.store(crate::clock::now_millis(), Ordering::Relaxed);
     }
 
     fn request(&self, reason: CloseReason) {
@@ -212,6 +221,11 @@ impl SessionHandle {
 
     pub fn credential(&self) -> u64 {
         self.mailbox.credential.load(Ordering::Relaxed)
+    }
+
+    /// When the peer was last heard from (any frame), in milliseconds since the epoch.
+    pub fn last_heard(&self) -> i64 {
+        self.mailbox.heard.load(Ordering::Relaxed)
     }
 }
 

@@ -14,6 +14,7 @@ pub struct Metrics {
     pub acks_late: AtomicU64,
     pub timeouts_504: AtomicU64,
     pub reports_fanned_out: AtomicU64,
+    pub reports_received: AtomicU64,
     pub deliveries: AtomicU64,
     pub slow_consumers: AtomicU64,
     pub frames_rejected: AtomicU64,
@@ -35,13 +36,14 @@ impl Metrics {
             ("switchyard_app_sessions", &self.app_sessions, "app WebSocket sessions online"),
             ("switchyard_device_sessions", &self.device_sessions, "device WebSocket sessions online"),
         ];
-        let counters: [(&str, &AtomicU64, &str); 18] = [
+        let counters: [(&str, &AtomicU64, &str); 19] = [
             ("switchyard_connections_refused_total", &self.connections_refused, "connections refused at the connection cap"),
             ("switchyard_commands_routed_total", &self.commands_routed, "app commands forwarded to a device"),
             ("switchyard_acks_delivered_total", &self.acks_delivered, "device acks returned to the waiting app"),
             ("switchyard_acks_late_total", &self.acks_late, "device acks nobody waited for any more"),
             ("switchyard_timeouts_504_total", &self.timeouts_504, "commands answered 504"),
             ("switchyard_reports_fanned_out_total", &self.reports_fanned_out, "device reports and notices fanned out"),
+            ("switchyard_reports_received_total", &self.reports_received, "device state reports accepted"),
             ("switchyard_deliveries_total", &self.deliveries, "frames queued to sessions by fan-out"),
             ("switchyard_slow_consumers_total", &self.slow_consumers, "sessions closed because their queue stayed full"),
             ("switchyard_frames_rejected_total", &self.frames_rejected, "inbound frames answered with an error"),

@@ -10,7 +10,8 @@
 //!
 //! - `opsHistory` on (default): every app command routed to the device (`update`, `query`,
 //!   `upgrade`; `userAgent` "app", `opsAccount` the user's email, else phone, else apikey) and
-//!   every device state report (`userAgent` "device", `opsAccount` ""). `request` is the JSON text
+//!   and every command an operator sent from the dashboard (`userAgent` "operator", `opsAccount`
+//!   `operator:<email>`), and every device state report (`userAgent` "device", `opsAccount` ""). `request` is the JSON text
 //!   `{"action":…,"userAgent":…,"params":…}` with the params exactly as sent; `opsSwitchs` lists
 //!   the channels the params set, comma-separated: `switch` for a single-channel `switch` and
 //!   `outlet<N>` for each entry of `switches` (e.g. `outlet0,outlet2`), "" when none. A command
@@ -44,7 +45,7 @@ use crate::device_state::{DirtyQueue, LiveState};
 use crate::ids::{DeviceId, UserKey};
 use crate::metrics::Metrics;
 use crate::protocol::CommandKind;
-use crate::store::{Notice, Operation, Store};
+use crate::store::{Actor, Notice, OPERATOR_AGENT, Operation, Store};
 
 /// How long reports are gathered before one transaction saves them.
 const BATCH_WINDOW: Duration = Duration::from_millis(250);
@@ -80,7 +81,7 @@ pub struct Event {
 }
 
 enum Source {
-    App { user: UserKey, kind: CommandKind },
+    App { actor: Actor, kind: CommandKind },
     Device,
 }
 
@@ -101,12 +102,12 @@ impl Recorder {
     }
 
     /// An app command was routed to a device: records it when the device keeps history.
-    pub fn command_routed(&self, deviceid: &DeviceId, audience: &Arc<Audience>, user: &UserKey, kind: CommandKind, params: &RawValue) {
+    pub fn command_routed(&self, deviceid: &DeviceId, audience: &Arc<Audience>, actor: &Actor, kind: CommandKind, params: &RawValue) {
         if audience.settings.ops_history {
             self.push(Event {
                 deviceid: deviceid.clone(),
                 audience: audience.clone(),
-                source: Source::App { user: user.clone(), kind },
+                source: Source::App { actor: actor.clone(), kind },
                 params: params.to_owned(),
                 at: now_millis(),
                 history: true,
@@ -124,7 +125,7 @@ impl Recorder {
             self.push(Event {
                 deviceid: deviceid.clone(),
                 audience: audience.clone(),
-                source: Source::App { user: user.clone(), kind: CommandKind::Update },
+                source: Source::App { actor: Actor::User(user.clone()), kind: CommandKind::Update },
                 params: params.to_owned(),
                 at: now_millis(),
                 history: true,
@@ -136,12 +137,12 @@ impl Recorder {
 
     /// The device acked an app command with error 0: files the owner's operation notice when
     /// the device has `opsNotify` on (for `update` and `upgrade`; a query changes nothing).
-    pub fn command_done(&self, deviceid: &DeviceId, audience: &Arc<Audience>, user: &UserKey, kind: CommandKind, params: &RawValue) {
+    pub fn command_done(&self, deviceid: &DeviceId, audience: &Arc<Audience>, actor: &Actor, kind: CommandKind, params: &RawValue) {
         if audience.settings.ops_notify && kind != CommandKind::Query {
             self.push(Event {
                 deviceid: deviceid.clone(),
                 audience: audience.clone(),
-                source: Source::App { user: user.clone(), kind },
+                source: Source::App { actor: actor.clone(), kind },
                 params: params.to_owned(),
                 at: now_millis(),
                 history: false,
@@ -282,7 +283,8 @@ async fn write_ops(store: &Store, metrics: &Metrics, batch: Vec<Event>) {
 fn compose(op: Event) -> Option<Operation> {
     let params: Value = serde_json::from_str(op.params.get()).unwrap_or(Value::Null);
     let (user_agent, action, actor) = match &op.source {
-        Source::App { user, kind } => ("app", kind.action(), Some(user.clone())),
+        Source::App { actor: actor @ Actor::User(_), kind } => ("app", kind.action(), Some(actor.clone())),
+        Source::App { actor: actor @ Actor::Operator(_), kind } => (OPERATOR_AGENT, kind.action(), Some(actor.clone())),
         Source::Device => ("device", "update", None),
     };
     let mut notices = Vec::new();

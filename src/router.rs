@@ -103,6 +103,9 @@ pub struct DeviceView {
     pub state_bytes: usize,
     /// When its session attached, in milliseconds since the epoch.
     pub since: i64,
+    /// When the device last sent anything (a report, an ack, a ping), in milliseconds since the
+    /// epoch.
+    pub last_seen: i64,
 }
 
 /// The seam between sessions (and the command service, REST and the access-control reloads) and
@@ -478,6 +481,7 @@ impl Router for LocalRouter {
             pending: link.pending.len(),
             state_bytes: link.live.bytes(),
             since: link.since,
+            last_seen: link.session.last_heard(),
         })
     }
 

@@ -125,6 +125,7 @@ pub(crate) async fn drive<H: Handler>(hub: Arc<Hub>, mut ws: Ws, mailbox: Arc<Ma
                 }
                 r = read(&mut ws) => {
                     silence.last_seen = Instant::now();
+                    mailbox.heard_now();
                     let reply = match r {
                         Read::Text(text) => Box::pin(handler.on_text(&hub, text)).await,
                         Read::Binary => Some(reject(&hub, &FrameError::Malformed("binary frame".into()), None)),

@@ -38,7 +38,7 @@ pub struct ReadHistory {
 #[serde(rename_all = "camelCase")]
 pub struct HistoryItem {
     pub deviceid: String,
-    /// `app` or `device`.
+    /// `app` or `device`, or `operator` for a command sent from the operator dashboard.
     pub user_agent: String,
     /// The switch channels the operation set, comma-separated: `switch` for a single-channel
     /// device, `outlet<N>` per channel of a multi-channel one; "" when none.
@@ -46,7 +46,7 @@ pub struct HistoryItem {
     /// The operation as JSON text: `{"action","userAgent","params"}`, params as sent.
     pub request: String,
     /// For app operations the operating user's email, else phone, else apikey (a sharee's too);
-    /// "" for device reports.
+    /// `operator:<email>` for an operator's; "" for device reports.
     pub ops_account: String,
     /// Milliseconds since the epoch.
     pub ops_time: i64,

@@ -13,7 +13,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use axum::Json;
 use axum::extract::State;
@@ -27,7 +26,6 @@ use utoipa_axum::router::OpenApiRouter;
 use super::api::{Body, Empty, Envelope, Query, ok_data};
 use super::auth::Caller;
 use super::error::ApiError;
-use crate::clock::now_millis;
 use crate::command::{self, Routed, SendError, Sent};
 use crate::hub::Hub;
 use crate::ids::{DeviceId, UserKey};
@@ -229,24 +227,9 @@ fn group_item(_hub: &Hub, g: &GroupRecord, p: &Placement) -> Value {
 
 // --- commands ------------------------------------------------------------------------------
 
-/// A fresh command sequence: the current time in milliseconds, never repeated by this process.
-pub(crate) fn next_sequence() -> Box<RawValue> {
-    static LAST: AtomicI64 = AtomicI64::new(0);
-    let now = now_millis();
-    let mut prev = LAST.load(Ordering::Relaxed);
-    let seq = loop {
-        let next = now.max(prev + 1);
-        match LAST.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => break next,
-            Err(p) => prev = p,
-        }
-    };
-    crate::protocol::raw(format!("\"{seq}\""))
-}
-
 /// Sends an `update` to a device for `user` through the command service.
 async fn send_update(hub: &Hub, user: &UserKey, deviceid: &DeviceId, params: &RawValue) -> Result<Sent, RouteError> {
-    let sequence = next_sequence();
+    let sequence = command::next_sequence();
     command::send(hub, user, Command { kind: CommandKind::Update, deviceid, sequence: &sequence, params }, None).await
 }
 
@@ -456,7 +439,7 @@ pub async fn post_status(State(hub): State<Arc<Hub>>, caller: Caller, Body(req):
                 return Err(ApiError::new(405, "device not found"));
             }
             let deviceid = DeviceId::new(req.id.as_str());
-            let sequence = next_sequence();
+            let sequence = command::next_sequence();
             let cmd = Command { kind: CommandKind::Update, deviceid: &deviceid, sequence: &sequence, params: &raw };
             let sent = match command::send_or_keep(&hub, &caller.user, cmd, None, ttl).await {
                 Ok(Routed::Sent(sent)) => sent,

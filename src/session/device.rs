@@ -117,7 +117,11 @@ fn on_text(hub: &Hub, device: &Device, text: &str) -> Option<String> {
             let Ok(delta) = serde_json::from_str::<BTreeMap<String, &RawValue>>(params.get()) else {
                 return Some(reject(hub, &FrameError::WrongType("params"), Some(&frame)));
             };
-            match hub.router.report(&device.deviceid, device.session, delta, params) {
+            let reported = hub.router.report(&device.deviceid, device.session, delta, params);
+            if reported.is_ok() {
+                hub.metrics.reports_received.fetch_add(1, Ordering::Relaxed);
+            }
+            match reported {
                 Ok(Some(audience)) => {
                     // Both hand the report over without waiting.
                     hub.alarms.offer(&device.deviceid, &audience, params);

@@ -14,13 +14,14 @@ use crate::ids::{DeviceId, UserKey};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryEntry {
     pub deviceid: String,
-    /// `app` or `device`.
+    /// `app`, `device` or `operator` (a command sent from the dashboard).
     pub user_agent: String,
     /// The switch channels the operation touched (see [`crate::recorder`] for the format).
     pub ops_switchs: String,
     /// The operation as a JSON text: `{"action","userAgent","params"}`.
     pub request: String,
-    /// The operating app user's email, phone or apikey; empty for device reports.
+    /// The operating app user's email, phone or apikey, or `operator:<email>`; empty for device
+    /// reports.
     pub ops_account: String,
     /// Milliseconds since the epoch.
     pub ops_time: i64,
@@ -33,13 +34,26 @@ pub struct Operation {
     pub user_agent: &'static str,
     pub ops_switchs: String,
     pub request: String,
-    /// The app user who sent the command (their account is looked up when the batch is written).
-    pub actor: Option<UserKey>,
+    /// Who sent the command (an app user's account is looked up when the batch is written).
+    pub actor: Option<Actor>,
     pub ops_time: i64,
     /// Whether to write a history row.
     pub history: bool,
     pub notices: Vec<Notice>,
 }
+
+/// Who sent a command that history files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// An app user (over a socket, REST or WeChat): filed as their email, else phone, else apikey.
+    User(UserKey),
+    /// An operator on the dashboard, by email: filed as `operator:<email>` with the user agent
+    /// [`OPERATOR_AGENT`], so it cannot pass for an app user.
+    Operator(String),
+}
+
+/// The `userAgent` of history rows of commands an operator sent from the dashboard.
+pub const OPERATOR_AGENT: &str = "operator";
 
 /// A message-centre entry an operation files for one recipient. The writer adds `deviceName`
 /// and, for app operations, `opsAccount` to the body (a JSON object).
@@ -70,7 +84,8 @@ impl Store {
         let mut rows: Vec<(&Operation, Option<String>)> = Vec::new();
         for op in ops {
             let account = match &op.actor {
-                Some(user) => Some(Self::account_label_in(&mut tx, &mut cache, user).await?),
+                Some(Actor::User(user)) => Some(Self::account_label_in(&mut tx, &mut cache, user).await?),
+                Some(Actor::Operator(email)) => Some(format!("operator:{email}")),
                 None => None,
             };
             if !op.notices.is_empty() {

@@ -106,6 +106,25 @@ impl TestHub {
         KeptStore { dir: std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()), database: self.database.take() }
     }
 
+    /// Runs `switchyard admin ARGS…` (the real binary) on this hub's store while the hub runs;
+    /// returns its stdout, failing the test when it fails.
+    pub fn admin(&self, args: &[&str]) -> String {
+        let out = self.admin_run(args);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "switchyard admin {args:?} failed:\n{stdout}\n{stderr}");
+        stdout.into_owned()
+    }
+
+    /// [`TestHub::admin`] that may fail.
+    pub fn admin_run(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.arg("admin").arg("--data-dir").arg(self.dir.path().join("data"));
+        if let Some(db) = &self.database {
+            cmd.arg("--database-url").arg(&db.url);
+        }
+        cmd.args(args).env_remove("SWITCHYARD_DATABASE_URL").env_remove("SWITCHYARD_DATA_DIR").output().unwrap()
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://{}/api/ws", self.http)
     }

@@ -185,7 +185,7 @@ pub async fn control(State(hub): State<Arc<Hub>>, req: Signed<UserControl>) -> R
         .ok_or_else(|| XlinkError::new(Fault::Forbidden, "the device has no owner"))?;
     let deviceid = DeviceId::new(body.deviceid.as_str());
     let params = crate::protocol::raw(body.params.to_string());
-    let sequence = crate::http::thing::next_sequence();
+    let sequence = crate::command::next_sequence();
     let cmd = Command { kind: CommandKind::Update, deviceid: &deviceid, sequence: &sequence, params: &params };
     let sent = match command::send(&hub, &UserKey::new(owner), cmd, None).await {
         Ok(sent) => sent,
