@@ -22,6 +22,8 @@ pub struct Metrics {
     pub rate_limited: AtomicU64,
     pub history_recorded: AtomicU64,
     pub history_dropped: AtomicU64,
+    pub history_trimmed: AtomicU64,
+    pub history_truncated: AtomicU64,
 }
 
 impl Metrics {
@@ -31,7 +33,7 @@ impl Metrics {
             ("switchyard_app_sessions", &self.app_sessions, "app WebSocket sessions online"),
             ("switchyard_device_sessions", &self.device_sessions, "device WebSocket sessions online"),
         ];
-        let counters: [(&str, &AtomicU64, &str); 14] = [
+        let counters: [(&str, &AtomicU64, &str); 16] = [
             ("switchyard_connections_refused_total", &self.connections_refused, "connections refused at the connection cap"),
             ("switchyard_commands_routed_total", &self.commands_routed, "app commands forwarded to a device"),
             ("switchyard_acks_delivered_total", &self.acks_delivered, "device acks returned to the waiting app"),
@@ -46,6 +48,16 @@ impl Metrics {
             ("switchyard_rate_limited_total", &self.rate_limited, "REST calls refused by the rate limit"),
             ("switchyard_history_recorded_total", &self.history_recorded, "operation history entries written"),
             ("switchyard_history_dropped_total", &self.history_dropped, "operation history entries dropped (queue full or write failed)"),
+            (
+                "switchyard_history_trimmed_total",
+                &self.history_trimmed,
+                "history entries removed to keep a device or all history within its bound",
+            ),
+            (
+                "switchyard_history_truncated_total",
+                &self.history_truncated,
+                "operations recorded with their params replaced by a size marker",
+            ),
         ];
         let mut out = String::new();
         for (name, v, help) in gauges {

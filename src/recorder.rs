@@ -25,6 +25,12 @@
 //!
 //! Messages are filed under the family where each recipient keeps the device. A clean shutdown
 //! writes everything queued before the store closes.
+//!
+//! # Bounds
+//!
+//! Params longer than [`HistoryBounds::params_max`] are recorded as a marker
+//! `{"_truncated":{"bytes":N,"keys":[…]}}` (their size and top-level keys) rather than in full, and
+//! [`bounds`] keeps each device's history, and all of it, within its rows and bytes, oldest first.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -42,6 +48,10 @@ use crate::ids::{DeviceId, UserKey};
 use crate::metrics::Metrics;
 use crate::protocol::CommandKind;
 use crate::store::{Notice, Operation, Store};
+
+mod bounds;
+
+pub use bounds::HistoryBounds;
 
 /// How long reports are gathered before one transaction saves them.
 const BATCH_WINDOW: Duration = Duration::from_millis(250);
@@ -83,11 +93,16 @@ impl Recorder {
     /// Starts the writers; the router marks changed states on the returned [`DirtyQueue`]. Once
     /// `stop` fires they save everything still queued and end; stop them only after the sessions
     /// that mark devices and record operations have ended.
-    pub fn start(store: Store, metrics: Arc<Metrics>, stop: CancellationToken) -> (Recorder, DirtyQueue, tokio::task::JoinHandle<()>) {
+    pub fn start(
+        store: Store,
+        metrics: Arc<Metrics>,
+        bounds: HistoryBounds,
+        stop: CancellationToken,
+    ) -> (Recorder, DirtyQueue, tokio::task::JoinHandle<()>) {
         let (dirty, rx) = DirtyQueue::new();
         let (ops, ops_rx) = mpsc::channel(HISTORY_QUEUE);
         let state = tokio::spawn(run(store.clone(), rx, stop.clone()));
-        let history = tokio::spawn(run_ops(store.clone(), ops_rx, metrics.clone(), stop));
+        let history = tokio::spawn(run_ops(store.clone(), ops_rx, metrics.clone(), bounds, stop));
         let both = tokio::spawn(async move {
             let _ = state.await;
             let _ = history.await;
@@ -187,7 +202,9 @@ async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Arc<LiveState>>, stop
 
 /// Files operations in batches until `stop`, then everything still queued; prunes old history
 /// hourly.
-async fn run_ops(store: Store, mut rx: mpsc::Receiver<Event>, metrics: Arc<Metrics>, stop: CancellationToken) {
+async fn run_ops(store: Store, mut rx: mpsc::Receiver<Event>, metrics: Arc<Metrics>, bounds: HistoryBounds, stop: CancellationToken) {
+    let mut tallies = bounds::Tallies::new(bounds, metrics.clone());
+    let w = Writer { store: &store, metrics: &metrics, bounds };
     let mut prune = tokio::time::interval(Duration::from_secs(3600));
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(HISTORY_BATCH);
@@ -206,15 +223,16 @@ async fn run_ops(store: Store, mut rx: mpsc::Receiver<Event>, metrics: Arc<Metri
                 while let Ok(op) = rx.try_recv() {
                     batch.push(op);
                     if batch.len() == HISTORY_BATCH {
-                        write_ops(&store, &metrics, std::mem::replace(&mut batch, Vec::with_capacity(HISTORY_BATCH))).await;
+                        w.write(&mut tallies, std::mem::replace(&mut batch, Vec::with_capacity(HISTORY_BATCH))).await;
                     }
                 }
-                write_ops(&store, &metrics, std::mem::replace(&mut batch, Vec::with_capacity(HISTORY_BATCH))).await;
+                w.write(&mut tallies, std::mem::replace(&mut batch, Vec::with_capacity(HISTORY_BATCH))).await;
             }
             _ = prune.tick() => {
                 let before = now_millis() - HISTORY_RETENTION.as_millis() as i64;
-                if let Err(e) = store.prune_history(before).await {
-                    tracing::warn!(error = %e, "pruning old history failed");
+                match store.prune_history(before).await {
+                    Ok(gone) => tallies.pruned(gone),
+                    Err(e) => tracing::warn!(error = %e, "pruning old history failed"),
                 }
             }
             _ = stop.cancelled() => break,
@@ -229,31 +247,43 @@ async fn run_ops(store: Store, mut rx: mpsc::Receiver<Event>, metrics: Arc<Metri
         tracing::info!(operations = rest.len(), "recording operations before exit");
         while !rest.is_empty() {
             let chunk: Vec<Event> = rest.drain(..rest.len().min(HISTORY_BATCH)).collect();
-            write_ops(&store, &metrics, chunk).await;
+            w.write(&mut tallies, chunk).await;
         }
     }
 }
 
-async fn write_ops(store: &Store, metrics: &Metrics, batch: Vec<Event>) {
-    let ops: Vec<Operation> = batch.into_iter().filter_map(compose).collect();
-    if ops.is_empty() {
-        return;
-    }
-    match store.record_operations(&ops).await {
-        Ok(rows) => {
-            metrics.history_recorded.fetch_add(rows, Ordering::Relaxed);
+/// Files batches of operations.
+struct Writer<'a> {
+    store: &'a Store,
+    metrics: &'a Metrics,
+    bounds: HistoryBounds,
+}
+
+impl Writer<'_> {
+    async fn write(&self, tallies: &mut bounds::Tallies, batch: Vec<Event>) {
+        let ops: Vec<Operation> = batch.into_iter().filter_map(|op| compose(op, self.bounds.params_max, self.metrics)).collect();
+        if ops.is_empty() {
+            return;
         }
-        Err(e) => {
-            let rows = ops.iter().filter(|o| o.history).count() as u64;
-            metrics.history_dropped.fetch_add(rows, Ordering::Relaxed);
-            tracing::error!(error = %e, operations = ops.len(), "recording operations failed");
+        match self.store.record_operations(&ops).await {
+            Ok(added) => {
+                let rows: u64 = added.values().map(|u| u.rows).sum();
+                self.metrics.history_recorded.fetch_add(rows, Ordering::Relaxed);
+                tallies.committed(self.store, added).await;
+            }
+            Err(e) => {
+                let rows = ops.iter().filter(|o| o.history).count() as u64;
+                self.metrics.history_dropped.fetch_add(rows, Ordering::Relaxed);
+                tracing::error!(error = %e, operations = ops.len(), "recording operations failed");
+            }
         }
     }
 }
 
 /// What one operation files; `None` when nothing (e.g. a report that turned out not to be an alarm
-/// on a device without history).
-fn compose(op: Event) -> Option<Operation> {
+/// on a device without history). Params longer than `params_max` bytes go into the history row
+/// as a marker (see [`truncated_params`]).
+fn compose(op: Event, params_max: usize, metrics: &Metrics) -> Option<Operation> {
     let params: Value = serde_json::from_str(op.params.get()).unwrap_or(Value::Null);
     let (user_agent, action, actor) = match &op.source {
         Source::App { user, kind } => ("app", kind.action(), Some(user.clone())),
@@ -279,7 +309,12 @@ fn compose(op: Event) -> Option<Operation> {
     if !op.history && notices.is_empty() {
         return None;
     }
-    let request = format!(r#"{{"action":"{action}","userAgent":"{user_agent}","params":{}}}"#, op.params.get());
+    let marker = (op.history && op.params.get().len() > params_max).then(|| {
+        metrics.history_truncated.fetch_add(1, Ordering::Relaxed);
+        truncated_params(&params, op.params.get().len())
+    });
+    let recorded = marker.as_deref().unwrap_or(op.params.get());
+    let request = format!(r#"{{"action":"{action}","userAgent":"{user_agent}","params":{recorded}}}"#);
     Some(Operation {
         deviceid: op.deviceid,
         user_agent,
@@ -290,6 +325,31 @@ fn compose(op: Event) -> Option<Operation> {
         history: op.history,
         notices,
     })
+}
+
+/// Most bytes of key names a truncation marker lists.
+const MARKER_KEYS_BYTES: usize = 256;
+
+/// What history records instead of params too long to keep every time:
+/// `{"_truncated":{"bytes":N,"keys":[…]}}`, the params' size as sent and their top-level keys (as
+/// many as fit in [`MARKER_KEYS_BYTES`]; `"more":true` when some were left out).
+pub fn truncated_params(params: &Value, bytes: usize) -> String {
+    let mut keys = Vec::new();
+    let mut room = MARKER_KEYS_BYTES;
+    let mut more = false;
+    for k in params.as_object().into_iter().flat_map(|o| o.keys()) {
+        if k.len() > room {
+            more = true;
+            break;
+        }
+        room -= k.len();
+        keys.push(k.as_str());
+    }
+    let mut marker = serde_json::json!({ "bytes": bytes, "keys": keys });
+    if more {
+        marker["more"] = Value::Bool(true);
+    }
+    serde_json::json!({ "_truncated": marker }).to_string()
 }
 
 /// The channels params set: `switch` for a single-channel switch, `outlet<N>` per `switches` entry.

@@ -45,7 +45,7 @@ pub use copy::{Copied, CopyError};
 pub use family::{FIRST_FAMILY_NAME, Family, FamilyError, MAX_FAMILIES, MAX_ROOMS, Placement, Room, Sort, ThingKind, ThingRef};
 pub use firmware::{Firmware, FirmwareBin, compare_versions, valid_version};
 pub use group::{Group, GroupError, MAX_GROUPS, NewGroup};
-pub use history::{HistoryEntry, Notice, Operation};
+pub use history::{HistoryEntry, Notice, Operation, Usage};
 pub use invite::{Answer, Invite, InviteError, InviteMode, InviteState, Invitee};
 pub use message::Message;
 pub use product::{DeviceDetails, NewProduct, Product, RegisterError, RegisteredDevice, normalize_mac, valid_product_id};
