@@ -537,14 +537,20 @@ impl Store {
     /// Writes the latest state of several devices in one transaction.
     pub async fn save_params(&self, batch: &[(DeviceId, String)]) -> Result<()> {
         let mut tx = self.begin().await?;
+        Self::save_params_in(&mut tx, batch).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The same inside a caller's transaction.
+    pub(crate) async fn save_params_in(conn: &mut sqlx::AnyConnection, batch: &[(DeviceId, String)]) -> Result<()> {
         for (deviceid, params) in batch {
             sqlx::query("UPDATE devices SET params = $1 WHERE deviceid = $2")
                 .bind(params)
                 .bind(deviceid.as_str())
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 

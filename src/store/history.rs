@@ -89,6 +89,16 @@ impl Store {
         Ok(added)
     }
 
+    /// Saves devices' latest states and writes operations in one transaction (the recorder's
+    /// group commit); returns what it added to each device's history.
+    pub async fn commit_group(&self, states: &[(DeviceId, String)], ops: &[Operation]) -> Result<HashMap<DeviceId, Usage>> {
+        let mut tx = self.begin().await?;
+        Self::save_params_in(&mut tx, states).await?;
+        let added = Self::record_operations_in(&mut tx, ops).await?;
+        tx.commit().await?;
+        Ok(added)
+    }
+
     /// The same inside a caller's transaction.
     pub(crate) async fn record_operations_in(tx: &mut AnyConnection, ops: &[Operation]) -> Result<HashMap<DeviceId, Usage>> {
         let mut cache = BatchCache::default();

@@ -106,6 +106,14 @@ impl TestHub {
         KeptStore { dir: std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()), database: self.database.take() }
     }
 
+    /// The store's URL, for a test that changes the database behind the hub's back.
+    pub fn store_url(&self) -> String {
+        match &self.database {
+            Some(db) => db.url.clone(),
+            None => format!("sqlite://{}", self.dir.path().join("data").join("switchyard.db").display()),
+        }
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://{}/api/ws", self.http)
     }
