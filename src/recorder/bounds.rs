@@ -64,19 +64,29 @@ impl Tallies {
             },
         }
         let b = self.bounds;
+        // Devices seen for the first time: read together, and the store's counts already hold
+        // this commit's rows.
+        let unknown: Vec<DeviceId> = added.keys().filter(|d| !self.devices.contains_key(*d)).cloned().collect();
+        let mut first = if unknown.is_empty() {
+            HashMap::new()
+        } else {
+            match store.history_usage_of(&unknown).await {
+                Ok(first) => first,
+                Err(e) => {
+                    tracing::warn!(error = %e, devices = unknown.len(), "cannot read the size of devices' history");
+                    HashMap::new()
+                }
+            }
+        };
         for (deviceid, u) in added {
             let usage = match self.devices.get_mut(&deviceid) {
                 Some(t) => {
                     t.add(u);
                     *t
                 }
-                // The first time: the store's count already holds this commit's rows.
-                None => match store.history_usage(&deviceid).await {
-                    Ok(t) => *self.devices.entry(deviceid.clone()).or_insert(t),
-                    Err(e) => {
-                        tracing::warn!(error = %e, device = %deviceid, "cannot read the size of a device's history");
-                        continue;
-                    }
+                None => match first.remove(&deviceid) {
+                    Some(t) => *self.devices.entry(deviceid.clone()).or_insert(t),
+                    None => continue,
                 },
             };
             if usage.rows > b.rows_per_device || usage.bytes > b.bytes_per_device {

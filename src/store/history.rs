@@ -234,6 +234,29 @@ impl Store {
         Ok(usage(sqlx::query(USAGE_OF_DEVICE).bind(deviceid.as_str()).fetch_one(&self.pool).await?))
     }
 
+    /// How much history each of `devices` holds (one query per 500 devices); a device without
+    /// history is left out.
+    pub async fn history_usage_of(&self, devices: &[DeviceId]) -> Result<HashMap<DeviceId, Usage>> {
+        let mut usage = HashMap::with_capacity(devices.len());
+        for chunk in devices.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT deviceid, CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM history \
+                 WHERE deviceid IN ({}) GROUP BY deviceid",
+                marks.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for d in chunk {
+                query = query.bind(d.as_str());
+            }
+            for r in query.fetch_all(&self.pool).await? {
+                let id: String = r.get(0);
+                usage.insert(DeviceId::new(id), Usage { rows: r.get::<i64, _>(1) as u64, bytes: r.get::<i64, _>(2) as u64 });
+            }
+        }
+        Ok(usage)
+    }
+
     /// How much history all devices hold together (reads every row's size: once at start).
     pub async fn history_total(&self) -> Result<Usage> {
         Ok(usage(sqlx::query(USAGE_ALL).fetch_one(&self.pool).await?))
