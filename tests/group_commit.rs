@@ -9,8 +9,8 @@ use common::{TestHub, WAIT};
 use serde_json::json;
 use sqlx::AssertSqlSafe;
 
-/// Makes history unwritable (or writable again) behind the hub's back.
-async fn rename_history(hub: &TestHub, from: &str, to: &str) {
+/// Makes a table unwritable (or writable again) behind the hub's back.
+async fn rename_table(hub: &TestHub, from: &str, to: &str) {
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&hub.store_url()).await.unwrap();
     sqlx::query(AssertSqlSafe(format!("ALTER TABLE {from} RENAME TO {to}"))).execute(&pool).await.unwrap();
@@ -34,9 +34,10 @@ async fn a_report_the_store_cannot_take_is_answered_with_an_error() {
     assert!(stored.contains("\"n\":1"), "{stored}");
     let _ = app.recv().await; // the report's fan-out
 
-    // The store fails: three reports and a date in a row are all answered, in order, and no
-    // report is acked.
-    rename_history(&hub, "history", "history_away").await;
+    // The store fails (neither history rows nor device states can be written): three reports and
+    // a date in a row are all answered, in order, and no report is acked.
+    rename_table(&hub, "history", "history_away").await;
+    rename_table(&hub, "devices", "devices_away").await;
     for n in 2..=4 {
         device.send(report(n)).await;
     }
@@ -70,7 +71,8 @@ async fn a_report_the_store_cannot_take_is_answered_with_an_error() {
 
     // The store recovers: reports are acked again, and the state the failed groups could not
     // save is saved with them.
-    rename_history(&hub, "history_away", "history").await;
+    rename_table(&hub, "devices_away", "devices").await;
+    rename_table(&hub, "history_away", "history").await;
     device.send(report(5)).await;
     let ack = tokio::time::timeout(WAIT, device.recv()).await.unwrap();
     assert_eq!((ack["error"].as_i64(), ack["sequence"].as_str()), (Some(0), Some("r5")), "{ack}");
