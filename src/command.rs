@@ -7,7 +7,8 @@
 //! ack until a deadline; [`settle`] counts the outcome, echoes a successful update's params to
 //! the device's other listeners (all of them, or all but the sending session) and files the
 //! owner's operation notice. An acked update's params become the device's state in the router
-//! itself, before the ack is handed over. [`finish_detached`] lets a command finish in a task
+//! itself, before the ack is handed over, and [`Sent::wait`] returns only once the recorder has
+//! committed that state (a failed commit turns the answer into error 500). [`finish_detached`] lets a command finish in a task
 //! the node tracks, for callers that do not wait for the answer.
 //!
 //! [`send_or_keep`] is [`send`] for an `update` that carries a `ttl`: when the router finds the
@@ -27,6 +28,7 @@ use crate::hub::Hub;
 use crate::ids::{DeviceId, SessionId, UserKey};
 use crate::offline::{Kept, Order, QueueError};
 use crate::protocol::CommandKind;
+use crate::recorder::Recorder;
 use crate::router::{Command, Outcome, PendingAck, RouteError};
 use crate::store::Actor;
 
@@ -38,6 +40,7 @@ pub use deliver::run_deliveries;
 pub struct Sent {
     pending: PendingAck,
     pub meta: Meta,
+    recorder: Recorder,
 }
 
 pub struct Meta {
@@ -102,7 +105,7 @@ async fn route(hub: &Hub, caller: &UserKey, actor: Actor, cmd: Command<'_>, from
         except: from,
         audience: pending.audience.clone(),
     };
-    Ok(Sent { pending, meta })
+    Ok(Sent { pending, meta, recorder: hub.recorder.clone() })
 }
 
 /// What became of a command sent with [`send_or_keep`].
@@ -152,9 +155,20 @@ pub async fn send_or_keep(
 
 impl Sent {
     /// Waits for the ack until `deadline`; the waiter is gone when this returns or is dropped.
+    /// An `update` acked with error 0 changed the device's state: this then also waits until the
+    /// recorder has committed it, and answers error 500 if that failed.
     pub async fn wait(self, deadline: Instant) -> (Meta, Outcome) {
-        let Sent { pending, meta } = self;
-        (meta, pending.wait(deadline).await)
+        let Sent { pending, meta, recorder } = self;
+        let mut outcome = pending.wait(deadline).await;
+        if let Outcome::Acked(ack) = &mut outcome
+            && ack.error == 0
+            && meta.kind == CommandKind::Update
+            && !recorder.commit().committed().await
+        {
+            ack.error = 500;
+            ack.params = None;
+        }
+        (meta, outcome)
     }
 }
 

@@ -154,6 +154,16 @@ settings! {
     trusted_proxies: Vec<IpAddr> { key: "trusted_proxies", value: "IPS", default: "", read: ips },
     /// Operator listener for /metrics (keep it private), or `off` [default: 127.0.0.1:9090]
     metrics: Option<SocketAddr> { key: "metrics", value: "ADDR", default: "127.0.0.1:9090", read: listener },
+    /// How long the recorder gathers reports before one transaction commits them; a device's report is acked after that commit [default: 1]
+    commit_window: Duration { key: "commit_window_ms", value: "N", default: "1", read: millis(0, 250) },
+    /// History rows kept per device; the oldest go first [default: 1000]
+    history_rows_per_device: u64 { key: "history_rows_per_device", value: "N", default: "1000", read: number(1, 100_000_000) },
+    /// History bytes kept per device (a row counts as its text plus 80 bytes) [default: 1048576]
+    history_bytes_per_device: u64 { key: "history_bytes_per_device", value: "N", default: "1048576", read: number(16_384, 1 << 40) },
+    /// History bytes kept for all devices together; the oldest rows of any device go first [default: 4294967296]
+    history_bytes_total: u64 { key: "history_bytes_total", value: "N", default: "4294967296", read: number(1 << 20, 1 << 50) },
+    /// Params larger than this are recorded in history as a marker with their size and keys [default: 2048]
+    history_params_max_bytes: usize { key: "history_params_max_bytes", value: "N", default: "2048", read: size(256, 1 << 20) },
     /// Failed password or code checks in a row that lock an account, 0 = no lockout [default: 10]
     auth_failures: u32 { key: "auth_failures", value: "N", default: "10", read: count(0, 1_000_000) },
     /// Longest lock of an account; locks start at 30 s and double [default: 300]

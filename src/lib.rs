@@ -80,6 +80,17 @@ use crate::store::Store;
 
 /// The IP `/dispatch` gives alongside the domain: the host itself when it is an IP, else what it
 /// resolves to now. Warns when clients could not use the answer.
+/// How the recorder writes, from the settings.
+fn recorder_options(config: &Config) -> recorder::Options {
+    let bounds = recorder::HistoryBounds {
+        rows_per_device: config.history_rows_per_device,
+        bytes_per_device: config.history_bytes_per_device,
+        bytes_total: config.history_bytes_total,
+        params_max: config.history_params_max_bytes,
+    };
+    recorder::Options { bounds, commit_window: config.commit_window }
+}
+
 async fn advertised_ip((host, port): &(String, u16)) -> String {
     let ip = match host.parse::<std::net::IpAddr>() {
         Ok(ip) => Some(ip),
@@ -173,7 +184,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let metrics = Arc::new(Metrics::default());
     let writer_stop = CancellationToken::new();
-    let (recorder, dirty, writer) = Recorder::start(store.clone(), metrics.clone(), writer_stop.clone());
+    let (recorder, dirty, writer) = Recorder::start(store.clone(), metrics.clone(), recorder_options(&config), writer_stop.clone());
     let local = LocalRouter::new(metrics.clone(), dirty, config.max_frame_bytes, Quota { per_user: config.max_device_queue_per_user });
     let (router, cluster): (Arc<dyn Router>, _) = match &config.cluster {
         Some(url) => {

@@ -27,6 +27,10 @@ pub struct Metrics {
     pub cluster_dropped: AtomicU64,
     pub cluster_slow_consumers: AtomicU64,
     pub cluster_devices_reaped: AtomicU64,
+    pub history_trimmed: AtomicU64,
+    pub history_truncated: AtomicU64,
+    pub commit_groups: AtomicU64,
+    pub commit_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -36,7 +40,7 @@ impl Metrics {
             ("switchyard_app_sessions", &self.app_sessions, "app WebSocket sessions online"),
             ("switchyard_device_sessions", &self.device_sessions, "device WebSocket sessions online"),
         ];
-        let counters: [(&str, &AtomicU64, &str); 19] = [
+        let counters: [(&str, &AtomicU64, &str); 23] = [
             ("switchyard_connections_refused_total", &self.connections_refused, "connections refused at the connection cap"),
             ("switchyard_commands_routed_total", &self.commands_routed, "app commands forwarded to a device"),
             ("switchyard_acks_delivered_total", &self.acks_delivered, "device acks returned to the waiting app"),
@@ -64,6 +68,26 @@ impl Metrics {
                 "NATS subscriptions that fell behind and lost messages",
             ),
             ("switchyard_cluster_devices_reaped_total", &self.cluster_devices_reaped, "devices marked offline because their node died"),
+            (
+                "switchyard_history_trimmed_total",
+                &self.history_trimmed,
+                "history entries removed to keep a device or all history within its bound",
+            ),
+            (
+                "switchyard_history_truncated_total",
+                &self.history_truncated,
+                "operations recorded with their params replaced by a size marker",
+            ),
+            (
+                "switchyard_commit_groups_total",
+                &self.commit_groups,
+                "recorder transactions committed (states, history and notices of one group)",
+            ),
+            (
+                "switchyard_commit_failures_total",
+                &self.commit_failures,
+                "recorder transactions that failed; their reports were answered with an error",
+            ),
         ];
         let mut out = String::new();
         for (name, v, help) in gauges {

@@ -1,6 +1,16 @@
 //! The recorder: what the live hub writes to the store, off the routing path. [`Recorder`] saves
-//! the device states the router marked changed in batches, and files events (history rows,
-//! `opsNotify_v2` and `alarmNotify_v2` notices) in batches.
+//! the device states the router marked changed and files events (history rows, `opsNotify_v2` and
+//! `alarmNotify_v2` notices), both in one transaction per gathered group ([`commit`]).
+//!
+//! # Group commit
+//!
+//! A device's report is acknowledged only once the transaction holding its state (and its history
+//! row) is committed: the session takes a [`Commit`] with the report and writes `{"error":0}` when
+//! it resolves, `{"error":500}` when the store failed. The recorder gathers what arrives for
+//! `--commit-window-ms` (1 ms) after the first entry, and whatever queues while a transaction is
+//! under way joins the next one, so one transaction serves every report of those milliseconds.
+//! An app's command that the device acked and that changed its state is answered the same way,
+//! after the commit that holds the new state.
 //!
 //! # Events
 //!
@@ -29,6 +39,12 @@
 //!
 //! Messages are filed under the family where each recipient keeps the device. A clean shutdown
 //! writes everything queued before the store closes.
+//!
+//! # Bounds
+//!
+//! Params longer than [`HistoryBounds::params_max`] are recorded as a marker
+//! `{"_truncated":{"bytes":N,"keys":[…]}}` (their size and top-level keys) rather than in full, and
+//! [`bounds`] keeps each device's history, and all of it, within its rows and bytes, oldest first.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -36,35 +52,69 @@ use std::time::Duration;
 
 use serde_json::Value;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::audience::Audience;
 use crate::clock::now_millis;
-use crate::device_state::{DirtyQueue, LiveState};
+use crate::device_state::DirtyQueue;
 use crate::ids::{DeviceId, UserKey};
 use crate::metrics::Metrics;
 use crate::protocol::CommandKind;
 use crate::store::{Actor, Notice, OPERATOR_AGENT, Operation, Store};
 
-/// How long reports are gathered before one transaction saves them.
-const BATCH_WINDOW: Duration = Duration::from_millis(250);
+mod bounds;
+mod commit;
 
-/// Operations that may wait for the writer; beyond this they are dropped and counted.
+pub use bounds::HistoryBounds;
+
+/// Entries (events and commit requests) that may wait for the writer; beyond this an event is
+/// dropped and counted, and a commit request fails at once.
 pub const HISTORY_QUEUE: usize = 16_384;
-/// Most operations written in one transaction.
-const HISTORY_BATCH: usize = 512;
 /// How long history is kept; older entries are removed hourly.
 pub const HISTORY_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 
 /// Receives the states the router marked changed (through a [`DirtyQueue`], each at most once
-/// while it is dirty, so that queue is bounded by the number of online devices) and operations to
+/// while it is dirty, so that queue is bounded by the number of online devices) and entries to
 /// file (bounded by [`HISTORY_QUEUE`]).
 #[derive(Clone)]
 pub struct Recorder {
-    ops: mpsc::Sender<Event>,
+    entries: mpsc::Sender<Entry>,
     store: Store,
     metrics: Arc<Metrics>,
+}
+
+/// How the recorder writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub bounds: HistoryBounds,
+    /// How long a group gathers after its first entry before its transaction starts.
+    pub commit_window: Duration,
+}
+
+/// What the sessions queue: an event to file, a request to be told when everything queued before
+/// it (and the states marked before it) is committed, or both.
+struct Entry {
+    event: Option<Event>,
+    done: Option<oneshot::Sender<bool>>,
+}
+
+/// Resolves once the transaction holding what was queued before it is committed: `true`, or
+/// `false` when it failed (the store failed, the queue was full or the recorder stopped).
+pub struct Commit(Option<oneshot::Receiver<bool>>);
+
+impl Commit {
+    fn failed() -> Commit {
+        Commit(None)
+    }
+
+    /// Waits for the commit; cancel-safe (awaits by reference).
+    pub async fn committed(&mut self) -> bool {
+        match &mut self.0 {
+            Some(rx) => rx.await.unwrap_or(false),
+            None => false,
+        }
+    }
 }
 
 /// An operation as a session hands it over: raw parts only, composed off the routing path.
@@ -86,19 +136,20 @@ enum Source {
 }
 
 impl Recorder {
-    /// Starts the writers; the router marks changed states on the returned [`DirtyQueue`]. Once
-    /// `stop` fires they save everything still queued and end; stop them only after the sessions
+    /// Starts the writer; the router marks changed states on the returned [`DirtyQueue`]. Once
+    /// `stop` fires it commits everything still queued and ends; stop it only after the sessions
     /// that mark devices and record operations have ended.
-    pub fn start(store: Store, metrics: Arc<Metrics>, stop: CancellationToken) -> (Recorder, DirtyQueue, tokio::task::JoinHandle<()>) {
-        let (dirty, rx) = DirtyQueue::new();
-        let (ops, ops_rx) = mpsc::channel(HISTORY_QUEUE);
-        let state = tokio::spawn(run(store.clone(), rx, stop.clone()));
-        let history = tokio::spawn(run_ops(store.clone(), ops_rx, metrics.clone(), stop));
-        let both = tokio::spawn(async move {
-            let _ = state.await;
-            let _ = history.await;
-        });
-        (Recorder { ops, store, metrics }, dirty, both)
+    pub fn start(
+        store: Store,
+        metrics: Arc<Metrics>,
+        options: Options,
+        stop: CancellationToken,
+    ) -> (Recorder, DirtyQueue, tokio::task::JoinHandle<()>) {
+        let (dirty, dirty_rx) = DirtyQueue::new();
+        let (entries, rx) = mpsc::channel(HISTORY_QUEUE);
+        let writer = commit::Writer::new(store.clone(), metrics.clone(), options, dirty.clone());
+        let task = tokio::spawn(writer.run(rx, dirty_rx, stop));
+        (Recorder { entries, store, metrics }, dirty, task)
     }
 
     /// An app command was routed to a device: records it when the device keeps history.
@@ -152,13 +203,15 @@ impl Recorder {
         }
     }
 
-    /// A device reported state: records it and files notices as its settings ask.
-    pub fn reported(&self, deviceid: &DeviceId, audience: Arc<Audience>, params: &RawValue) {
-        let s = audience.settings;
-        // The alarm check proper runs in the writer; this only spares it reports that cannot be one.
-        let maybe_alarm = s.alarm_notify && params.get().contains("\"alarm");
-        if s.ops_history || s.ops_notify || maybe_alarm {
-            self.push(Event {
+    /// A device reported state (already merged into its live state, which the router marked for
+    /// saving): records it and files notices as its settings ask, when it has an audience. The
+    /// returned [`Commit`] resolves once the state and the history row are committed.
+    pub fn reported(&self, deviceid: &DeviceId, audience: Option<Arc<Audience>>, params: &RawValue) -> Commit {
+        let event = audience.and_then(|audience| {
+            let s = audience.settings;
+            // The alarm check proper runs in the writer; this only spares it reports that cannot be one.
+            let maybe_alarm = s.alarm_notify && params.get().contains("\"alarm");
+            (s.ops_history || s.ops_notify || maybe_alarm).then(|| Event {
                 deviceid: deviceid.clone(),
                 audience,
                 source: Source::Device,
@@ -167,12 +220,32 @@ impl Recorder {
                 history: s.ops_history,
                 ops_notice: s.ops_notify,
                 dropped: None,
-            });
+            })
+        });
+        self.commit_with(event)
+    }
+
+    /// A commit point: resolves once everything queued and every state marked before this call
+    /// is committed.
+    pub fn commit(&self) -> Commit {
+        self.commit_with(None)
+    }
+
+    fn commit_with(&self, event: Option<Event>) -> Commit {
+        let (tx, rx) = oneshot::channel();
+        match self.entries.try_send(Entry { event, done: Some(tx) }) {
+            Ok(()) => Commit(Some(rx)),
+            Err(e) => {
+                if e.into_inner().event.is_some_and(|e| e.history) {
+                    self.metrics.history_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Commit::failed()
+            }
         }
     }
 
-    fn push(&self, op: Event) {
-        if self.ops.try_send(op).is_err() {
+    fn push(&self, event: Event) {
+        if self.entries.try_send(Entry { event: Some(event), done: None }).is_err() {
             self.metrics.history_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -185,102 +258,10 @@ impl Recorder {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Arc<LiveState>>, stop: CancellationToken) {
-    loop {
-        let first = tokio::select! {
-            first = rx.recv() => first,
-            _ = stop.cancelled() => None,
-        };
-        let Some(first) = first else { break };
-        tokio::select! {
-            _ = tokio::time::sleep(BATCH_WINDOW) => {}
-            _ = stop.cancelled() => {}
-        }
-        let mut links = vec![first];
-        while let Ok(l) = rx.try_recv() {
-            links.push(l);
-        }
-        save(&store, links).await;
-    }
-    let mut rest = Vec::new();
-    while let Ok(l) = rx.try_recv() {
-        rest.push(l);
-    }
-    if !rest.is_empty() {
-        tracing::info!(devices = rest.len(), "saving device state before exit");
-        save(&store, rest).await;
-    }
-}
-
-/// Files operations in batches until `stop`, then everything still queued; prunes old history
-/// hourly.
-async fn run_ops(store: Store, mut rx: mpsc::Receiver<Event>, metrics: Arc<Metrics>, stop: CancellationToken) {
-    let mut prune = tokio::time::interval(Duration::from_secs(3600));
-    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut batch = Vec::with_capacity(HISTORY_BATCH);
-    loop {
-        tokio::select! {
-            n = rx.recv_many(&mut batch, HISTORY_BATCH) => {
-                if n == 0 {
-                    break;
-                }
-                // Gather for a moment, as the state saves do: one transaction per operation
-                // would cost more CPU than routing the command did.
-                tokio::select! {
-                    _ = tokio::time::sleep(BATCH_WINDOW) => {}
-                    _ = stop.cancelled() => {}
-                }
-                while let Ok(op) = rx.try_recv() {
-                    batch.push(op);
-                    if batch.len() == HISTORY_BATCH {
-                        write_ops(&store, &metrics, std::mem::replace(&mut batch, Vec::with_capacity(HISTORY_BATCH))).await;
-                    }
-                }
-                write_ops(&store, &metrics, std::mem::replace(&mut batch, Vec::with_capacity(HISTORY_BATCH))).await;
-            }
-            _ = prune.tick() => {
-                let before = now_millis() - HISTORY_RETENTION.as_millis() as i64;
-                if let Err(e) = store.prune_history(before).await {
-                    tracing::warn!(error = %e, "pruning old history failed");
-                }
-            }
-            _ = stop.cancelled() => break,
-        }
-    }
-    rx.close();
-    let mut rest = Vec::new();
-    while let Ok(op) = rx.try_recv() {
-        rest.push(op);
-    }
-    if !rest.is_empty() {
-        tracing::info!(operations = rest.len(), "recording operations before exit");
-        while !rest.is_empty() {
-            let chunk: Vec<Event> = rest.drain(..rest.len().min(HISTORY_BATCH)).collect();
-            write_ops(&store, &metrics, chunk).await;
-        }
-    }
-}
-
-async fn write_ops(store: &Store, metrics: &Metrics, batch: Vec<Event>) {
-    let ops: Vec<Operation> = batch.into_iter().filter_map(compose).collect();
-    if ops.is_empty() {
-        return;
-    }
-    match store.record_operations(&ops).await {
-        Ok(rows) => {
-            metrics.history_recorded.fetch_add(rows, Ordering::Relaxed);
-        }
-        Err(e) => {
-            let rows = ops.iter().filter(|o| o.history).count() as u64;
-            metrics.history_dropped.fetch_add(rows, Ordering::Relaxed);
-            tracing::error!(error = %e, operations = ops.len(), "recording operations failed");
-        }
-    }
-}
-
 /// What one operation files; `None` when nothing (e.g. a report that turned out not to be an alarm
-/// on a device without history).
-fn compose(op: Event) -> Option<Operation> {
+/// on a device without history). Params longer than `params_max` bytes go into the history row
+/// as a marker (see [`truncated_params`]).
+fn compose(op: Event, params_max: usize, metrics: &Metrics) -> Option<Operation> {
     let params: Value = serde_json::from_str(op.params.get()).unwrap_or(Value::Null);
     let (user_agent, action, actor) = match &op.source {
         Source::App { actor: actor @ Actor::User(_), kind } => ("app", kind.action(), Some(actor.clone())),
@@ -307,9 +288,14 @@ fn compose(op: Event) -> Option<Operation> {
     if !op.history && notices.is_empty() {
         return None;
     }
+    let marker = (op.history && op.params.get().len() > params_max).then(|| {
+        metrics.history_truncated.fetch_add(1, Ordering::Relaxed);
+        truncated_params(&params, op.params.get().len())
+    });
+    let recorded = marker.as_deref().unwrap_or(op.params.get());
     let request = match op.dropped {
-        None => format!(r#"{{"action":"{action}","userAgent":"{user_agent}","params":{}}}"#, op.params.get()),
-        Some(why) => format!(r#"{{"action":"{action}","userAgent":"{user_agent}","params":{},"dropped":"{why}"}}"#, op.params.get()),
+        None => format!(r#"{{"action":"{action}","userAgent":"{user_agent}","params":{recorded}}}"#),
+        Some(why) => format!(r#"{{"action":"{action}","userAgent":"{user_agent}","params":{recorded},"dropped":"{why}"}}"#),
     };
     Some(Operation {
         deviceid: op.deviceid,
@@ -321,6 +307,31 @@ fn compose(op: Event) -> Option<Operation> {
         history: op.history,
         notices,
     })
+}
+
+/// Most bytes of key names a truncation marker lists.
+const MARKER_KEYS_BYTES: usize = 256;
+
+/// What history records instead of params too long to keep every time:
+/// `{"_truncated":{"bytes":N,"keys":[…]}}`, the params' size as sent and their top-level keys (as
+/// many as fit in [`MARKER_KEYS_BYTES`]; `"more":true` when some were left out).
+pub fn truncated_params(params: &Value, bytes: usize) -> String {
+    let mut keys = Vec::new();
+    let mut room = MARKER_KEYS_BYTES;
+    let mut more = false;
+    for k in params.as_object().into_iter().flat_map(|o| o.keys()) {
+        if k.len() > room {
+            more = true;
+            break;
+        }
+        room -= k.len();
+        keys.push(k.as_str());
+    }
+    let mut marker = serde_json::json!({ "bytes": bytes, "keys": keys });
+    if more {
+        marker["more"] = Value::Bool(true);
+    }
+    serde_json::json!({ "_truncated": marker }).to_string()
 }
 
 /// The channels params set: `switch` for a single-channel switch, `outlet<N>` per `switches` entry.
@@ -349,12 +360,5 @@ pub fn is_alarm(params: &Value) -> bool {
         Some(Value::Number(n)) => n.as_f64() != Some(0.0),
         Some(Value::String(s)) => !matches!(s.as_str(), "" | "off" | "0"),
         Some(_) => true,
-    }
-}
-
-async fn save(store: &Store, states: Vec<Arc<LiveState>>) {
-    let batch: Vec<_> = states.iter().map(|l| (l.deviceid.clone(), l.take_for_save())).collect();
-    if let Err(e) = store.save_params(&batch).await {
-        tracing::error!(error = %e, devices = batch.len(), "saving device state failed");
     }
 }

@@ -76,6 +76,10 @@ pub(crate) trait Handler: Send {
     fn on_text(&mut self, hub: &Hub, text: Utf8Bytes) -> impl std::future::Future<Output = Option<String>> + Send;
     /// Whether [`Handler::next_answer`] has anything to wait for.
     fn has_pending(&self) -> bool;
+    /// Whether the loop should read the next frame now; while false the socket pushes back.
+    fn reads(&self) -> bool {
+        true
+    }
     /// The next answer that became ready on its own; only polled while [`Handler::has_pending`].
     fn next_answer(&mut self, hub: &Hub) -> impl std::future::Future<Output = Option<String>> + Send;
     /// Called once the session is over (the socket is done with).
@@ -123,7 +127,7 @@ pub(crate) async fn drive<H: Handler>(hub: Arc<Hub>, mut ws: Ws, mailbox: Arc<Ma
                     }
                     heartbeat.as_mut().reset(silence.deadline());
                 }
-                r = read(&mut ws) => {
+                r = read(&mut ws), if handler.reads() => {
                     silence.last_seen = Instant::now();
                     mailbox.heard_now();
                     let reply = match r {

@@ -49,7 +49,7 @@ pub use copy::{Copied, CopyError};
 pub use family::{FIRST_FAMILY_NAME, Family, FamilyError, MAX_FAMILIES, MAX_ROOMS, Placement, Room, Sort, ThingKind, ThingRef};
 pub use firmware::{Firmware, FirmwareBin, compare_versions, valid_version};
 pub use group::{Group, GroupError, MAX_GROUPS, NewGroup};
-pub use history::{Actor, HistoryEntry, Notice, OPERATOR_AGENT, Operation};
+pub use history::{Actor, HistoryEntry, Notice, OPERATOR_AGENT, Operation, Usage};
 pub use invite::{Answer, Invite, InviteError, InviteMode, InviteState, Invitee};
 pub use message::Message;
 pub use offline::{NewQueued, Queued, QueuedCommand};
@@ -543,14 +543,20 @@ impl Store {
     /// Writes the latest state of several devices in one transaction.
     pub async fn save_params(&self, batch: &[(DeviceId, String)]) -> Result<()> {
         let mut tx = self.begin().await?;
+        Self::save_params_in(&mut tx, batch).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The same inside a caller's transaction.
+    pub(crate) async fn save_params_in(conn: &mut sqlx::AnyConnection, batch: &[(DeviceId, String)]) -> Result<()> {
         for (deviceid, params) in batch {
             sqlx::query("UPDATE devices SET params = $1 WHERE deviceid = $2")
                 .bind(params)
                 .bind(deviceid.as_str())
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 

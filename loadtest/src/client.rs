@@ -71,7 +71,8 @@ pub enum Login {
 /// What one inbound frame meant.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Inbound {
-    /// The answer to a command this connection sent (app side).
+    /// The answer to a command this connection sent (app side), or to a report with a
+    /// sequence (device side).
     Reply {
         seq: u64,
         error: i64,
@@ -346,6 +347,8 @@ impl Conn {
             _ if self.device => {
                 if text.contains("\"action\":\"update\"") {
                     Inbound::Command { seq: field_num(text, "sequence").unwrap_or(-1) as u64 }
+                } else if !text.contains("\"action\":") && text.contains("\"sequence\":") {
+                    Inbound::Reply { seq: field_num(text, "sequence").unwrap_or(-1) as u64, error: field_num(text, "error").unwrap_or(-1) }
                 } else {
                     Inbound::Other
                 }
@@ -429,6 +432,17 @@ impl Conn {
             }
             _ => self.text(body).await,
         }
+    }
+
+    /// A state report with sequence `seq`, whose answer the hub sends once it is stored
+    /// (Switchyard only).
+    pub async fn send_report_seq(&mut self, seq: u64, pad: &str) -> anyhow::Result<()> {
+        let owner = if self.owner.is_empty() { &self.me } else { &self.owner };
+        let body = format!(
+            r#"{{"userAgent":"device","apikey":"{owner}","deviceid":"{}","action":"update","sequence":"{seq}","params":{{"switch":"on","power":{seq},"pad":"{pad}"}}}}"#,
+            self.me
+        );
+        self.text(body).await
     }
 
     /// Application heartbeat: text `ping` or MQTT PINGREQ.

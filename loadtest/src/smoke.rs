@@ -42,6 +42,7 @@ fn tiny(scenario: Scenario, hub: &HubOpts) -> RunArgs {
         }
         Scenario::Fanout => (a.n, a.users, a.rate, a.duration) = (Some(10), Some(3), Some(50.0), Some(1.0)),
         Scenario::SlowConsumer => (a.n, a.rate, a.duration, a.pad) = (Some(5), Some(300.0), Some(2.0), Some(1024)),
+        Scenario::Report => (a.n, a.rate, a.duration) = (Some(5), Some(200.0), Some(1.0)),
     }
     a
 }

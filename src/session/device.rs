@@ -1,10 +1,15 @@
-//! A device session after `register`: state reports are stored in memory (and saved in batches
-//! by the recorder) and fanned out; acks complete the waiting app command; `date` and
-//! `query` are answered here; commands the router queues are written to the device in order.
+//! A device session after `register`: state reports are merged into the live state and fanned
+//! out at once, and acknowledged once the recorder committed them (group commit); acks complete
+//! the waiting app command; `date` and `query` are answered here; commands the router queues are
+//! written to the device in order.
+//!
+//! Answers leave in the order their frames came: while a report's answer waits for its commit,
+//! later answers queue behind it ([`Device::answers`]), and the session keeps reading frames until
+//! [`MAX_UNANSWERED`] wait.
 //! After a register, the commands kept for the device while it was offline are delivered
 //! ([`crate::offline`], by the command service's delivery task).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,6 +23,7 @@ use crate::hub::Hub;
 use crate::ids::{DeviceId, SessionId};
 use crate::mailbox::SessionHandle;
 use crate::protocol::{self, FrameError, Inbound, Outbound};
+use crate::recorder::Commit;
 use crate::router::{Ack, DeviceAttach};
 
 /// Attaches the device to the router first, so a command sent right after the reply already
@@ -38,7 +44,7 @@ pub(super) fn run(hub: Arc<Hub>, ws: Ws, device: Registered, reply: String) -> i
         hub.offline.deliver(&deviceid);
         hub.metrics.device_sessions.fetch_add(1, Ordering::Relaxed);
         let since = record_login.then(crate::clock::now_millis);
-        super::drive(hub, ws, mailbox, outbox, reply, Device { deviceid, session, apikey, since }).await;
+        super::drive(hub, ws, mailbox, outbox, reply, Device { deviceid, session, apikey, since, answers: VecDeque::new() }).await;
     }
 }
 
@@ -50,19 +56,64 @@ struct Device {
     apikey: String,
     /// When it logged in (milliseconds), for a registered device: stored when the session ends.
     since: Option<i64>,
+    /// Answers not written yet, in the order of the frames they answer: the first waits for its
+    /// commit, the others wait behind it.
+    answers: VecDeque<Answer>,
+}
+
+/// Most answers waiting for a commit before the session stops reading the device's frames (the
+/// socket then pushes back on the device).
+const MAX_UNANSWERED: usize = 64;
+
+/// An answer to one of the device's frames.
+enum Answer {
+    Now(String),
+    /// A report's: `ok` once its commit is done, `failed` if the store failed.
+    AfterCommit {
+        commit: Commit,
+        ok: String,
+        failed: String,
+    },
 }
 
 impl Handler for Device {
     fn on_text(&mut self, hub: &Hub, text: Utf8Bytes) -> impl Future<Output = Option<String>> + Send {
-        std::future::ready(on_text(hub, self, text.as_str()))
+        let reply = match on_text(hub, self, text.as_str()) {
+            Some(Answer::Now(now)) if self.answers.is_empty() => Some(now),
+            Some(answer) => {
+                self.answers.push_back(answer);
+                None
+            }
+            None => None,
+        };
+        std::future::ready(reply)
     }
 
     fn has_pending(&self) -> bool {
-        false
+        !self.answers.is_empty()
     }
 
-    fn next_answer(&mut self, _hub: &Hub) -> impl Future<Output = Option<String>> + Send {
-        std::future::pending()
+    fn reads(&self) -> bool {
+        self.answers.len() < MAX_UNANSWERED
+    }
+
+    /// The first answer, once its commit is done. Cancel-safe: the commit is awaited in place and
+    /// the answer leaves the queue only when it is ready.
+    async fn next_answer(&mut self, _hub: &Hub) -> Option<String> {
+        let committed = match self.answers.front_mut()? {
+            Answer::Now(_) => true,
+            Answer::AfterCommit { commit, .. } => commit.committed().await,
+        };
+        Some(match self.answers.pop_front()? {
+            Answer::Now(text) => text,
+            Answer::AfterCommit { ok, failed, .. } => {
+                if committed {
+                    ok
+                } else {
+                    failed
+                }
+            }
+        })
     }
 
     async fn end(self, hub: &Hub) {
@@ -81,19 +132,25 @@ impl Handler for Device {
     }
 }
 
-fn on_text(hub: &Hub, device: &Device, text: &str) -> Option<String> {
+impl From<String> for Answer {
+    fn from(text: String) -> Self {
+        Answer::Now(text)
+    }
+}
+
+fn on_text(hub: &Hub, device: &Device, text: &str) -> Option<Answer> {
     if text == "ping" {
-        return Some("pong".to_owned());
+        return Some("pong".to_owned().into());
     }
     let frame = match Inbound::parse(text) {
         Ok(f) => f,
-        Err(e) => return Some(reject(hub, &e, None)),
+        Err(e) => return Some(reject(hub, &e, None).into()),
     };
     if let Some(id) = frame.deviceid.as_deref()
         && id != device.deviceid.as_str()
     {
         hub.metrics.frames_rejected.fetch_add(1, Ordering::Relaxed);
-        return Some(protocol::error_frame(406, "a device may only speak for its own deviceid", frame.sequence));
+        return Some(protocol::error_frame(406, "a device may only speak for its own deviceid", frame.sequence).into());
     }
     let (deviceid, apikey) = (device.deviceid.as_str(), device.apikey.as_str());
     let ok = || Outbound {
@@ -112,38 +169,40 @@ fn on_text(hub: &Hub, device: &Device, text: &str) -> Option<String> {
         Some("update") => {
             let params = match frame.object_params() {
                 Ok(p) => p,
-                Err(e) => return Some(reject(hub, &e, Some(&frame))),
+                Err(e) => return Some(reject(hub, &e, Some(&frame)).into()),
             };
             let Ok(delta) = serde_json::from_str::<BTreeMap<String, &RawValue>>(params.get()) else {
-                return Some(reject(hub, &FrameError::WrongType("params"), Some(&frame)));
+                return Some(reject(hub, &FrameError::WrongType("params"), Some(&frame)).into());
             };
             let reported = hub.router.report(&device.deviceid, device.session, delta, params);
             if reported.is_ok() {
                 hub.metrics.reports_received.fetch_add(1, Ordering::Relaxed);
             }
-            match reported {
-                Ok(Some(audience)) => {
-                    // Both hand the report over without waiting.
-                    hub.alarms.offer(&device.deviceid, &audience, params);
-                    hub.recorder.reported(&device.deviceid, audience, params);
-                }
-                Ok(None) => {}
+            let audience = match reported {
+                Ok(audience) => audience,
                 Err(e) => {
                     hub.metrics.frames_rejected.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(limit = e.limit, "state report refused: stored state would be too large");
-                    return Some(protocol::error_frame(400, "device state would exceed the size limit", frame.sequence));
+                    return Some(protocol::error_frame(400, "device state would exceed the size limit", frame.sequence).into());
                 }
+            };
+            // Neither waits: the alarm check is a queue push, and the commit is awaited by the
+            // session loop while it goes on reading.
+            if let Some(audience) = &audience {
+                hub.alarms.offer(&device.deviceid, audience, params);
             }
-            Some(ok().to_text())
+            let commit = hub.recorder.reported(&device.deviceid, audience, params);
+            let failed = protocol::error_frame(500, "state not stored, report again", frame.sequence);
+            Some(Answer::AfterCommit { commit, ok: ok().to_text(), failed })
         }
-        Some("query") => Some(query(hub, &device.deviceid, &frame, ok())),
+        Some("query") => Some(query(hub, &device.deviceid, &frame, ok()).into()),
         Some("date") => {
             let date = protocol_date();
-            Some(Outbound { date: Some(&date), ..ok() }.to_text())
+            Some(Outbound { date: Some(&date), ..ok() }.to_text().into())
         }
-        Some("register" | "tmpReg") => Some(Outbound { config: Some(super::hb_config(hub)), ..ok() }.to_text()),
-        Some(other) => Some(reject(hub, &FrameError::UnknownAction(other.to_owned()), Some(&frame))),
-        None => Some(reject(hub, &FrameError::Missing("action"), Some(&frame))),
+        Some("register" | "tmpReg") => Some(Outbound { config: Some(super::hb_config(hub)), ..ok() }.to_text().into()),
+        Some(other) => Some(reject(hub, &FrameError::UnknownAction(other.to_owned()), Some(&frame)).into()),
+        None => Some(reject(hub, &FrameError::Missing("action"), Some(&frame)).into()),
     }
 }
 

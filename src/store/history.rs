@@ -64,8 +64,26 @@ pub struct Notice {
     pub message: Value,
 }
 
-/// History rows per `INSERT` statement (6 parameters each, well under both backends' limits).
+/// History rows per `INSERT` statement (7 parameters each, well under both backends' limits).
 const HISTORY_ROWS_PER_INSERT: usize = 100;
+
+/// What a history row is counted as beyond its text fields: the id, the time, the row header and
+/// the index entries (measured: see README, "Limits and guarantees"). Migration 0006 uses the same.
+const ROW_OVERHEAD: usize = 80;
+
+/// How much history a device (or the whole table) holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: Usage) {
+        self.rows += other.rows;
+        self.bytes += other.bytes;
+    }
+}
 
 /// Looks things up once per batch.
 #[derive(Default)]
@@ -77,49 +95,69 @@ struct BatchCache {
 
 impl Store {
     /// Writes a batch of operations (history rows and their notices) in one transaction; returns
-    /// how many history rows it wrote.
-    pub async fn record_operations(&self, ops: &[Operation]) -> Result<u64> {
+    /// what it added to each device's history.
+    pub async fn record_operations(&self, ops: &[Operation]) -> Result<HashMap<DeviceId, Usage>> {
         let mut tx = self.begin().await?;
+        let added = Self::record_operations_in(&mut tx, ops).await?;
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Saves devices' latest states and writes operations in one transaction (the recorder's
+    /// group commit); returns what it added to each device's history.
+    pub async fn commit_group(&self, states: &[(DeviceId, String)], ops: &[Operation]) -> Result<HashMap<DeviceId, Usage>> {
+        let mut tx = self.begin().await?;
+        Self::save_params_in(&mut tx, states).await?;
+        let added = Self::record_operations_in(&mut tx, ops).await?;
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// The same inside a caller's transaction.
+    pub(crate) async fn record_operations_in(tx: &mut AnyConnection, ops: &[Operation]) -> Result<HashMap<DeviceId, Usage>> {
         let mut cache = BatchCache::default();
         let mut rows: Vec<(&Operation, Option<String>)> = Vec::new();
         for op in ops {
             let account = match &op.actor {
-                Some(Actor::User(user)) => Some(Self::account_label_in(&mut tx, &mut cache, user).await?),
+                Some(Actor::User(user)) => Some(Self::account_label_in(&mut *tx, &mut cache, user).await?),
                 Some(Actor::Operator(email)) => Some(format!("operator:{email}")),
                 None => None,
             };
             if !op.notices.is_empty() {
-                Self::file_notices_in(&mut tx, &mut cache, op, account.as_deref()).await?;
+                Self::file_notices_in(&mut *tx, &mut cache, op, account.as_deref()).await?;
             }
             if op.history {
                 rows.push((op, account));
             }
         }
+        let mut added: HashMap<DeviceId, Usage> = HashMap::new();
         for chunk in rows.chunks(HISTORY_ROWS_PER_INSERT) {
             let values: Vec<String> = (0..chunk.len())
                 .map(|i| {
-                    let n = i * 6;
-                    format!("(${}, ${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5, n + 6)
+                    let n = i * 7;
+                    format!("(${}, ${}, ${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5, n + 6, n + 7)
                 })
                 .collect();
             let sql = format!(
-                "INSERT INTO history (deviceid, user_agent, ops_switchs, request, ops_account, ops_time) VALUES {}",
+                "INSERT INTO history (deviceid, user_agent, ops_switchs, request, ops_account, ops_time, bytes) VALUES {}",
                 values.join(", ")
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (op, account) in chunk {
+                let bytes = row_bytes(op, account.as_deref());
+                added.entry(op.deviceid.clone()).or_default().add(Usage { rows: 1, bytes });
                 query = query
                     .bind(op.deviceid.as_str())
                     .bind(op.user_agent)
                     .bind(op.ops_switchs.as_str())
                     .bind(op.request.as_str())
                     .bind(account.as_deref())
-                    .bind(op.ops_time);
+                    .bind(op.ops_time)
+                    .bind(bytes as i64);
             }
             query.execute(&mut *tx).await?;
         }
-        tx.commit().await?;
-        Ok(rows.len() as u64)
+        Ok(added)
     }
 
     /// Files one operation's notices, each under the family where its recipient keeps the device.
@@ -197,8 +235,99 @@ impl Store {
         Ok(sqlx::query("DELETE FROM history WHERE deviceid = $1").bind(deviceid).execute(&self.pool).await?.rows_affected())
     }
 
-    /// Removes history entries older than `before` (milliseconds); returns how many.
-    pub async fn prune_history(&self, before: i64) -> Result<u64> {
-        Ok(sqlx::query("DELETE FROM history WHERE ops_time < $1").bind(before).execute(&self.pool).await?.rows_affected())
+    /// Removes history entries older than `before` (milliseconds); returns how much went.
+    pub async fn prune_history(&self, before: i64) -> Result<Usage> {
+        let mut tx = self.begin().await?;
+        let gone = usage(sqlx::query(USAGE_OLDER).bind(before).fetch_one(&mut *tx).await?);
+        sqlx::query("DELETE FROM history WHERE ops_time < $1").bind(before).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(gone)
     }
+
+    /// How much history a device holds.
+    pub async fn history_usage(&self, deviceid: &DeviceId) -> Result<Usage> {
+        Ok(usage(sqlx::query(USAGE_OF_DEVICE).bind(deviceid.as_str()).fetch_one(&self.pool).await?))
+    }
+
+    /// How much history each of `devices` holds (one query per 500 devices); a device without
+    /// history is left out.
+    pub async fn history_usage_of(&self, devices: &[DeviceId]) -> Result<HashMap<DeviceId, Usage>> {
+        let mut usage = HashMap::with_capacity(devices.len());
+        for chunk in devices.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT deviceid, CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM history \
+                 WHERE deviceid IN ({}) GROUP BY deviceid",
+                marks.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for d in chunk {
+                query = query.bind(d.as_str());
+            }
+            for r in query.fetch_all(&self.pool).await? {
+                let id: String = r.get(0);
+                usage.insert(DeviceId::new(id), Usage { rows: r.get::<i64, _>(1) as u64, bytes: r.get::<i64, _>(2) as u64 });
+            }
+        }
+        Ok(usage)
+    }
+
+    /// How much history all devices hold together (reads every row's size: once at start).
+    pub async fn history_total(&self) -> Result<Usage> {
+        Ok(usage(sqlx::query(USAGE_ALL).fetch_one(&self.pool).await?))
+    }
+
+    /// Removes a device's oldest history rows until at most `rows` rows of at most `bytes`
+    /// together are left; returns what is left.
+    pub async fn trim_device_history(&self, deviceid: &DeviceId, rows: u64, bytes: u64) -> Result<Usage> {
+        let mut tx = self.begin().await?;
+        // The newest id that no longer fits: counted from the newest row down, the first whose
+        // running count or running size passes the bound. It and everything older go.
+        sqlx::query(
+            "DELETE FROM history WHERE deviceid = $1 AND id <= (\
+               SELECT id FROM (\
+                 SELECT id, ROW_NUMBER() OVER (ORDER BY id DESC) AS n, SUM(bytes) OVER (ORDER BY id DESC) AS total \
+                 FROM history WHERE deviceid = $2\
+               ) newest WHERE n > $3 OR total > $4 ORDER BY id DESC LIMIT 1)",
+        )
+        .bind(deviceid.as_str())
+        .bind(deviceid.as_str())
+        .bind(rows as i64)
+        .bind(bytes as i64)
+        .execute(&mut *tx)
+        .await?;
+        let left = usage(sqlx::query(USAGE_OF_DEVICE).bind(deviceid.as_str()).fetch_one(&mut *tx).await?);
+        tx.commit().await?;
+        Ok(left)
+    }
+
+    /// Removes the `rows` oldest history rows of all devices; returns how much went.
+    pub async fn trim_oldest_history(&self, rows: u64) -> Result<Usage> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(bytes), 0) AS BIGINT), CAST(COALESCE(MAX(id), 0) AS BIGINT) \
+             FROM (SELECT id, bytes FROM history ORDER BY id LIMIT $1) oldest",
+        )
+        .bind(rows as i64)
+        .fetch_one(&mut *tx)
+        .await?;
+        let gone = Usage { rows: row.get::<i64, _>(0) as u64, bytes: row.get::<i64, _>(1) as u64 };
+        sqlx::query("DELETE FROM history WHERE id <= $1").bind(row.get::<i64, _>(2)).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(gone)
+    }
+}
+
+const USAGE_OF_DEVICE: &str = "SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM history WHERE deviceid = $1";
+const USAGE_OLDER: &str = "SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM history WHERE ops_time < $1";
+const USAGE_ALL: &str = "SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM history";
+
+fn usage(row: sqlx::any::AnyRow) -> Usage {
+    Usage { rows: row.get::<i64, _>(0) as u64, bytes: row.get::<i64, _>(1) as u64 }
+}
+
+/// The size a history row is counted as (the `bytes` column).
+fn row_bytes(op: &Operation, account: Option<&str>) -> u64 {
+    let text = op.deviceid.as_str().len() + op.user_agent.len() + op.ops_switchs.len() + op.request.len() + account.map_or(0, str::len);
+    (text + ROW_OVERHEAD) as u64
 }

@@ -125,6 +125,14 @@ impl TestHub {
         cmd.args(args).env_remove("SWITCHYARD_DATABASE_URL").env_remove("SWITCHYARD_DATA_DIR").output().unwrap()
     }
 
+    /// The store's URL, for a test that changes the database behind the hub's back.
+    pub fn store_url(&self) -> String {
+        match &self.database {
+            Some(db) => db.url.clone(),
+            None => format!("sqlite://{}", self.dir.path().join("data").join("switchyard.db").display()),
+        }
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://{}/api/ws", self.http)
     }

@@ -21,6 +21,7 @@ use crate::report::{Rec, Report, hist};
 
 pub mod conn;
 pub mod fanout;
+pub mod report;
 pub mod route;
 
 /// The scenarios `loadtest run` knows.
@@ -56,10 +57,14 @@ pub enum Scenario {
     /// closed as a slow consumer) and the other sessions unaffected.
     #[value(name = "slow-consumer")]
     SlowConsumer,
+    /// N devices report state (with a sequence) at --rate in total for --duration: the time to
+    /// each report's answer (given once it is committed), hub CPU per report, reports per commit.
+    #[value(name = "report")]
+    Report,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::ConnIdle,
         Scenario::ConnTls,
         Scenario::ConnStorm,
@@ -68,6 +73,7 @@ impl Scenario {
         Scenario::RouteTimeout,
         Scenario::Fanout,
         Scenario::SlowConsumer,
+        Scenario::Report,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,6 +86,7 @@ impl Scenario {
             Scenario::RouteTimeout => "route-timeout",
             Scenario::Fanout => "fanout",
             Scenario::SlowConsumer => "slow-consumer",
+            Scenario::Report => "report",
         }
     }
 }
@@ -150,6 +157,7 @@ pub async fn run(env: &mut Env, scenario: Scenario, args: &RunArgs) -> anyhow::R
         Scenario::RouteTimeout => route::timeout(env, args).await?,
         Scenario::Fanout => fanout::fanout(env, args).await?,
         Scenario::SlowConsumer => fanout::slow_consumer(env, args).await?,
+        Scenario::Report => report::reports(env, args).await?,
     };
     let after = env.metrics().await;
     if let (Some(b), Some(a)) = (before, after) {
