@@ -6,7 +6,8 @@
 //! with factory keys, shares. `/healthz` and `/metrics` (on the operator listener) are read over a raw HTTP/1.1 request.
 //! With `--cluster-nodes N`, N `switchyard serve --cluster` nodes are started instead, each with
 //! its own ports, on one fresh PostgreSQL database created here (seeding goes there) and dropped
-//! at the end, under a cluster name of this run's own; apps connect to node 0, devices to node 1.
+//! at the end, under a cluster name of this run's own; apps connect to node 0, devices to node 1
+//! (to node 0 too when N is 1).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -59,8 +60,9 @@ pub struct HubOpts {
     /// Extra argument for a hub started here (repeatable), e.g. --hub-arg=--outbox-capacity=64
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     pub hub_arg: Vec<String>,
-    /// Start a cluster of N nodes (at least 2) instead of one hub: every app connects to node 0
-    /// and every device to node 1, so commands and acks cross NATS. Needs --nats-url and --pg-url.
+    /// Start a cluster of N nodes instead of one hub: every app connects to node 0 and every
+    /// device to node 1, so commands and acks cross NATS (with 1 node both connect to it: the
+    /// same-node baseline on the same store). Needs --nats-url and --pg-url.
     #[arg(long, value_name = "N", conflicts_with = "hub_url")]
     pub cluster_nodes: Option<usize>,
     /// With --cluster-nodes: the NATS server the nodes share
@@ -271,8 +273,8 @@ impl Hub {
     /// this run's own. The database is created (and migrated, by opening the store) before the
     /// nodes start one after the other; on any failure it is dropped again.
     async fn spawn_cluster(opts: &HubOpts, n: usize) -> Result<Hub> {
-        if n < 2 {
-            bail!("--cluster-nodes needs at least 2 nodes (apps on node 0, devices on node 1)");
+        if n == 0 {
+            bail!("--cluster-nodes needs at least 1 node");
         }
         let bin = hub_bin(opts)?;
         let tag: u32 = rand::random();
@@ -322,12 +324,15 @@ impl Hub {
             }
         };
         let addr = |port: u16| -> SocketAddr { ([127, 0, 0, 1], port).into() };
+        // One node: apps and devices both on it (the same store and cluster machinery, nothing
+        // crosses NATS): the baseline a cross-node run compares with.
+        let dev = 1.min(n - 1);
         Ok(Hub {
             pid: nodes[0].pid,
             pids: nodes.iter().map(|x| x.pid).collect(),
             plain: addr(nodes[0].http),
-            device_plain: addr(nodes[1].http),
-            device_tls_addr: Some(addr(nodes[1].https)),
+            device_plain: addr(nodes[dev].http),
+            device_tls_addr: Some(addr(nodes[dev].https)),
             nats_pid: nats_pid(),
             cluster: Some(run),
             metrics_addr: addr(nodes[0].metrics),

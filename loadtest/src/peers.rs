@@ -255,6 +255,15 @@ impl Env {
         }
     }
 
+    /// In a cluster, a device's node claims it and subscribes to its NATS subject a round trip
+    /// after the register (and an app session's user subscription likewise): a command from
+    /// another node in that window answers 504. Called after connecting, before measuring.
+    pub async fn settle_cluster(&self) {
+        if self.hub().is_some_and(|h| h.cluster.as_ref().is_some_and(|c| c.nodes > 1)) {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+    }
+
     pub fn device_login(&self, d: &Device) -> Login {
         match self.peer {
             Peer::Switchyard => Login::Device { deviceid: d.id.clone(), factory_key: d.key.clone() },

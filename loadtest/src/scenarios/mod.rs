@@ -155,8 +155,9 @@ pub async fn run(env: &mut Env, scenario: Scenario, args: &RunArgs) -> anyhow::R
     if let Some(c) = env.hub().and_then(|h| h.cluster.clone()) {
         report.param("cluster_nodes", c.nodes);
         report.param("cluster", c.name);
+        let devices_on = if c.nodes > 1 { "devices on node 1" } else { "devices on it too" };
         report.note(format!(
-            "cluster of {} nodes: apps on node 0, devices on node 1 (conn-* connect to node 0 only); server CPU is the sum over the nodes",
+            "cluster of {} node(s): apps on node 0, {devices_on} (conn-* connect to node 0 only); server CPU is the sum over the nodes",
             c.nodes
         ));
         if env.nats_pid().is_none() {

@@ -181,6 +181,7 @@ pub async fn rr(env: &Env, args: &RunArgs) -> Result<Report> {
     env.settle().await;
     let (stop, dstats) = start_devices(env, &mut report, &devices, false, args.hb(), 4).await;
     let mut app = open_apps(env, &mut report, &users, 4).await.pop().ok_or_else(|| anyhow!("the app session did not open"))?;
+    env.settle_cluster().await;
     let (dev, owner) = (devices[0].id.clone(), devices[0].owner.clone());
     let wait = env.ack_timeout() + Duration::from_secs(2);
     let lat = Rec::default();
@@ -272,6 +273,7 @@ pub async fn p2p(env: &Env, args: &RunArgs) -> Result<Report> {
         .into_iter()
         .zip(devices.iter().map(|d| (d.id.clone(), d.owner.clone())))
         .collect();
+    env.settle_cluster().await;
     let drain = env.ack_timeout() + Duration::from_secs(1);
     let mut table = Table {
         title: "steps".into(),
@@ -298,7 +300,7 @@ pub async fn p2p(env: &Env, args: &RunArgs) -> Result<Report> {
     let nats = env.nats_pid().is_some();
     if nats {
         table.columns.push("nats cores".into());
-        table.columns.push("nats µs/upd".into());
+        table.columns.push("nats µs".into());
     }
     let mut best: Option<(f64, f64, f64, f64, Option<f64>)> = None;
     for (i, &rate) in steps.iter().enumerate() {
@@ -421,6 +423,7 @@ pub async fn timeout(env: &Env, args: &RunArgs) -> Result<Report> {
     env.settle().await;
     let (stop, dstats) = start_devices(env, &mut report, &devices, true, args.hb(), args.concurrency).await;
     let conns = open_apps(env, &mut report, &users, args.concurrency).await;
+    env.settle_cluster().await;
     let recs = Recs { err_shift: us(deadline).saturating_sub(ERR_SHIFT_BASE_US), ..Recs::default() };
     let sampler = RssSampler::start(env.pid(), Duration::from_millis(250));
     let pb = timed_bar(env.progress, dur + deadline, "updates to mute devices");
