@@ -5,7 +5,7 @@
 //! everything tiny for CI. Every run is bounded in count and time, and talks to loopback only.
 //!
 //! Modules: [`client`] (connections and the three wire languages), [`mqtt`] (MQTT 3.1.1 codec),
-//! [`hub`] (start/attach/seed the hub), [`peers`] (the servers behind one `Env`), [`procstat`]
+//! [`hub`] (start/attach/seed the hub, or start a cluster), [`peers`] (the servers behind one `Env`), [`procstat`]
 //! (/proc figures), [`scenarios`], [`compare`], [`smoke`], [`echo`], [`report`].
 
 use std::path::PathBuf;
@@ -47,6 +47,10 @@ Scenarios (loadtest run SCENARIO):
 The hub is started here from --hub-bin (default: the switchyard binary next to this one) with a
 temporary data dir, free loopback ports and a generated certificate, seeded through its store,
 and killed at the end; or give --hub-url, --hub-pid and --data-dir to use a running hub.
+--cluster-nodes N starts N cluster nodes instead (`serve --cluster`, NATS at --nats-url) on a
+fresh PostgreSQL database made on --pg-url's server and dropped at the end: apps connect to node 0,
+devices to node 1, so every command and ack crosses NATS (N = 1: both on the one node); server CPU
+is summed over the nodes, the NATS server's (found by `pidof nats-server`) is reported apart.
 Figures are printed as a table; --json FILE writes them. Each report says whether other
 processes were using the CPU meanwhile (this machine has 2 cores shared by hub and generator).";
 

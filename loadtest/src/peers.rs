@@ -17,6 +17,7 @@ use tokio::process::{Child, Command};
 
 use crate::client::{Login, Proto, Target};
 use crate::hub::{self, Device, Hub, HubOpts, User};
+use crate::procstat::Phase;
 
 /// Which server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -47,6 +48,9 @@ pub struct Env {
     server: Server,
     pub target: Target,
     pub tls_target: Option<Target>,
+    /// Where devices connect: node 1 of a `--cluster-nodes` run, else the same as `target`.
+    pub device_target: Target,
+    pub device_tls_target: Option<Target>,
     /// Distinguishes this run's ids from earlier runs' in a shared store.
     pub prefix: String,
     pub progress: bool,
@@ -83,11 +87,14 @@ async fn wait_port(addr: SocketAddr, child: &mut Child, what: &str) -> Result<()
 impl Env {
     pub async fn start(peer: Peer, hub_opts: &HubOpts, progress: bool) -> Result<Env> {
         let prefix = format!("lt{:04x}", rand::random::<u16>());
+        let mut device_targets = None;
         let (server, target, tls_target) = match peer {
             Peer::Switchyard => {
                 let hub = Hub::start(hub_opts).await?;
-                let target = Target { proto: Proto::Hub, addr: hub.plain, path: "/api/ws".into(), tls: None };
-                let tls_target = hub.tls_addr.map(|addr| Target { proto: Proto::Hub, addr, path: "/api/ws".into(), tls: hub.tls.clone() });
+                let plain = |addr| Target { proto: Proto::Hub, addr, path: "/api/ws".into(), tls: None };
+                let tls = |addr| Target { proto: Proto::Hub, addr, path: "/api/ws".into(), tls: hub.tls.clone() };
+                let (target, tls_target) = (plain(hub.plain), hub.tls_addr.map(tls));
+                device_targets = Some((plain(hub.device_plain), hub.device_tls_addr.map(tls)));
                 (Server::Hub(Box::new(hub)), target, tls_target)
             }
             Peer::Mosquitto => {
@@ -158,7 +165,38 @@ impl Env {
                 (Server::Child { child: Box::new(child), pid, _dir: None, log: None }, target, None)
             }
         };
-        Ok(Env { peer, server, target, tls_target, prefix, progress, settle: true, next_client: AtomicU64::new(0) })
+        let (device_target, device_tls_target) = device_targets.unwrap_or_else(|| (target.clone(), tls_target.clone()));
+        Ok(Env {
+            peer,
+            server,
+            target,
+            tls_target,
+            device_target,
+            device_tls_target,
+            prefix,
+            progress,
+            settle: true,
+            next_client: AtomicU64::new(0),
+        })
+    }
+
+    /// Every server process: the nodes of a `--cluster-nodes` run, else the one server.
+    pub fn server_pids(&self) -> Vec<u32> {
+        match &self.server {
+            Server::Hub(h) => h.pids.clone(),
+            Server::Child { pid, .. } => vec![*pid],
+        }
+    }
+
+    /// The NATS server of a cluster run, when found.
+    pub fn nats_pid(&self) -> Option<u32> {
+        self.hub().and_then(|h| h.nats_pid)
+    }
+
+    /// Starts measuring the server (every node of a cluster, NATS apart); `others` are generator
+    /// worker processes.
+    pub fn phase(&self, others: &[u32]) -> Phase {
+        Phase::start_many(&self.server_pids(), self.nats_pid(), others)
     }
 
     pub fn pid(&self) -> u32 {
@@ -214,6 +252,15 @@ impl Env {
     pub async fn settle(&self) {
         if self.settle && self.hub().is_some() {
             tokio::time::sleep(Duration::from_millis(2300)).await;
+        }
+    }
+
+    /// In a cluster, a device's node claims it and subscribes to its NATS subject a round trip
+    /// after the register (and an app session's user subscription likewise): a command from
+    /// another node in that window answers 504. Called after connecting, before measuring.
+    pub async fn settle_cluster(&self) {
+        if self.hub().is_some_and(|h| h.cluster.as_ref().is_some_and(|c| c.nodes > 1)) {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
         }
     }
 

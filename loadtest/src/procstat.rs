@@ -80,7 +80,9 @@ pub fn loadavg() -> String {
 
 /// A snapshot taken at the start of a phase.
 pub struct Phase {
-    server: u32,
+    servers: Vec<u32>,
+    nats: Option<u32>,
+    nats_cpu: u64,
     others: Vec<u32>,
     t0: Instant,
     server_cpu: u64,
@@ -98,6 +100,8 @@ pub struct PhaseStats {
     pub server_rss_after: u64,
     /// This process plus any worker processes named at the start.
     pub gen_cpu_us: u64,
+    /// The NATS server of a cluster run, when its process was found.
+    pub nats_cpu_us: Option<u64>,
     /// Everything else on the machine, in core-seconds per second.
     pub other_cores: f64,
 }
@@ -116,6 +120,16 @@ impl PhaseStats {
     pub fn gen_cores(&self) -> f64 {
         if self.secs > 0.0 { self.gen_cpu_us as f64 / 1e6 / self.secs } else { 0.0 }
     }
+
+    /// NATS server CPU as a fraction of one core (`None` when not measured).
+    pub fn nats_cores(&self) -> Option<f64> {
+        self.nats_cpu_us.map(|c| if self.secs > 0.0 { c as f64 / 1e6 / self.secs } else { 0.0 })
+    }
+}
+
+/// A /proc figure summed over processes (a process gone counts 0).
+fn sum(pids: &[u32], f: fn(u32) -> Option<u64>) -> u64 {
+    pids.iter().filter_map(|&p| f(p)).sum()
 }
 
 fn gen_cpu(others: &[u32]) -> u64 {
@@ -123,14 +137,18 @@ fn gen_cpu(others: &[u32]) -> u64 {
 }
 
 impl Phase {
-    /// Starts measuring `server`; `others` are generator worker processes to count as generator.
-    pub fn start(server: u32, others: &[u32]) -> Phase {
+    /// Starts measuring the server processes `servers` as one server (the nodes of a cluster: CPU
+    /// and RSS summed) and, apart, the NATS server `nats`; `others` are generator worker processes
+    /// to count as generator.
+    pub fn start_many(servers: &[u32], nats: Option<u32>, others: &[u32]) -> Phase {
         Phase {
-            server,
+            servers: servers.to_vec(),
+            nats,
+            nats_cpu: nats.and_then(cpu_us).unwrap_or(0),
             others: others.to_vec(),
             t0: Instant::now(),
-            server_cpu: cpu_us(server).unwrap_or(0),
-            server_rss: rss_bytes(server).unwrap_or(0),
+            server_cpu: sum(servers, cpu_us),
+            server_rss: sum(servers, rss_bytes),
             gen_cpu: gen_cpu(others),
             machine_busy: machine_us().0,
         }
@@ -138,16 +156,18 @@ impl Phase {
 
     pub fn end(&self) -> PhaseStats {
         let secs = self.t0.elapsed().as_secs_f64();
-        let server_cpu_us = cpu_us(self.server).unwrap_or(self.server_cpu).saturating_sub(self.server_cpu);
+        let server_cpu_us = sum(&self.servers, cpu_us).saturating_sub(self.server_cpu);
         let gen_cpu_us = gen_cpu(&self.others).saturating_sub(self.gen_cpu);
+        let nats_cpu_us = self.nats.and_then(cpu_us).map(|c| c.saturating_sub(self.nats_cpu));
         let busy = machine_us().0.saturating_sub(self.machine_busy);
-        let other = busy.saturating_sub(server_cpu_us + gen_cpu_us);
+        let other = busy.saturating_sub(server_cpu_us + gen_cpu_us + nats_cpu_us.unwrap_or(0));
         PhaseStats {
             secs,
             server_cpu_us,
             server_rss_before: self.server_rss,
-            server_rss_after: rss_bytes(self.server).unwrap_or(0),
+            server_rss_after: sum(&self.servers, rss_bytes),
             gen_cpu_us,
+            nats_cpu_us,
             other_cores: if secs > 0.0 { other as f64 / 1e6 / secs } else { 0.0 },
         }
     }

@@ -149,6 +149,9 @@ impl Report {
         self.num(&format!("{key}.secs"), &format!("{label}: duration"), p.secs, "s");
         self.num(&format!("{key}.server_cores"), &format!("{label}: server CPU"), p.server_cores(), "cores");
         self.num(&format!("{key}.gen_cores"), &format!("{label}: generator CPU"), p.gen_cores(), "cores");
+        if let Some(n) = p.nats_cores() {
+            self.num(&format!("{key}.nats_cores"), &format!("{label}: NATS server CPU"), n, "cores");
+        }
         self.num(&format!("{key}.other_cores"), &format!("{label}: other processes' CPU"), p.other_cores, "cores");
         self.other_cores = self.other_cores.max(p.other_cores);
     }

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::{ConnStats, RunArgs, bar, open_many, report_opened, spawn_conn, timed_bar, us};
 use crate::client::{Conn, Dial, Login, Proto, Target, source_for};
 use crate::peers::Env;
-use crate::procstat::{Phase, listen_drops, rss_bytes};
+use crate::procstat::{listen_drops, rss_bytes};
 use crate::report::{Rec, Report, hist, hist_from_hex, hist_to_hex};
 
 /// Connections one generator process opens at most (its file limit is 20,000 here).
@@ -53,7 +53,7 @@ pub async fn idle(env: &Env, args: &RunArgs, tls: bool, name: &str) -> Result<Re
     let mut pool = WorkerPool::default();
     let pb = bar(env.progress, n as u64, "connecting");
     let (opened, open_phase) = if workers == 1 {
-        let phase = Phase::start(env.pid(), &[]);
+        let phase = env.phase(&[]);
         let mut o = open_many(&target, logins, 0, n, rate, args.concurrency, &pb).await;
         let p = phase.end();
         for c in o.conns.iter_mut().filter_map(Option::take) {
@@ -62,7 +62,7 @@ pub async fn idle(env: &Env, args: &RunArgs, tls: bool, name: &str) -> Result<Re
         (o, p)
     } else {
         pool = WorkerPool::spawn(env, &target, tls, &logins, workers, rate, args.concurrency, hb).await?;
-        let phase = Phase::start(env.pid(), &pool.pids());
+        let phase = env.phase(&pool.pids());
         let o = pool.opened(&pb).await?;
         (o, phase.end())
     };
@@ -76,7 +76,7 @@ pub async fn idle(env: &Env, args: &RunArgs, tls: bool, name: &str) -> Result<Re
     report.num("rss.after_open", "server RSS after opening", open_phase.server_rss_after as f64 / 1048576.0, "MiB");
     report.phase("open", "opening", &open_phase);
 
-    let hold_phase = Phase::start(env.pid(), &pool.pids());
+    let hold_phase = env.phase(&pool.pids());
     let pings0 = stats.pings.load(Ordering::Relaxed);
     let pb = timed_bar(env.progress, hold, "holding");
     tokio::time::sleep(hold).await;
@@ -176,7 +176,7 @@ pub async fn storm(env: &Env, args: &RunArgs) -> Result<Report> {
         opened.conns.iter_mut().filter_map(Option::take).map(|c| spawn_conn(c, hb, false, stop.clone(), stats.clone())).collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let phase = Phase::start(env.pid(), &[]);
+    let phase = env.phase(&[]);
     let drops0 = listen_drops();
     stop.cancel();
     let mut dropped = 0;

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Pacer, RunArgs, bar, now_us, open_many, report_opened, timed_bar};
 use crate::client::{Conn, Dial, Inbound, Login};
 use crate::peers::{Env, Peer};
-use crate::procstat::{Phase, RssSampler};
+use crate::procstat::RssSampler;
 use crate::report::{Rec, Report};
 
 /// What the listening sessions share: which phase's histogram to record into, and counts.
@@ -158,7 +158,9 @@ pub async fn fanout(env: &Env, args: &RunArgs) -> Result<Report> {
     report_opened(&mut report, "sessions", "sessions", &o);
     let mut dev = match &s.device {
         Some(login) => Some(
-            Conn::open(&env.target, login, Dial::default(), Duration::from_secs(10)).await.map_err(|e| anyhow::anyhow!("device: {e}"))?,
+            Conn::open(&env.device_target, login, Dial::default(), Duration::from_secs(10))
+                .await
+                .map_err(|e| anyhow::anyhow!("device: {e}"))?,
         ),
         None => None,
     };
@@ -174,7 +176,7 @@ pub async fn fanout(env: &Env, args: &RunArgs) -> Result<Report> {
         .map(|c| spawn_listener(c, l.clone(), stop.clone(), echo, pad.clone(), args.hb()))
         .collect();
     let pb = timed_bar(env.progress, dur, "reports");
-    let phase = Phase::start(env.pid(), &[]);
+    let phase = env.phase(&[]);
     let reports = match dev.as_mut() {
         Some(d) => publish(d, rate, dur, &pad).await?,
         None => {
@@ -239,8 +241,9 @@ pub async fn slow_consumer(env: &Env, args: &RunArgs) -> Result<Report> {
         .await
         .map_err(|e| anyhow::anyhow!("slow session: {e}"))?;
     let login = s.device.as_ref().expect("not echo");
-    let mut dev =
-        Conn::open(&env.target, login, Dial::default(), Duration::from_secs(10)).await.map_err(|e| anyhow::anyhow!("device: {e}"))?;
+    let mut dev = Conn::open(&env.device_target, login, Dial::default(), Duration::from_secs(10))
+        .await
+        .map_err(|e| anyhow::anyhow!("device: {e}"))?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let l = Arc::new(Listening::default());
     let stop = CancellationToken::new();
@@ -285,7 +288,7 @@ pub async fn slow_consumer(env: &Env, args: &RunArgs) -> Result<Report> {
     let slow0 = env.metrics().await.and_then(|m| m.get("switchyard_slow_consumers_total").copied());
     let pb = timed_bar(env.progress, dur, "reports");
     let first = dur / 3;
-    let phase = Phase::start(env.pid(), &[]);
+    let phase = env.phase(&[]);
     let mut reports = publish(&mut dev, rate, first, &pad).await?;
     stall.cancel();
     l.phase.store(1, Ordering::Relaxed);

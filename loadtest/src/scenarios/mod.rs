@@ -146,6 +146,7 @@ impl RunArgs {
 pub async fn run(env: &mut Env, scenario: Scenario, args: &RunArgs) -> anyhow::Result<Report> {
     if args.tls {
         env.target = env.tls_target.clone().ok_or_else(|| anyhow::anyhow!("--tls: {} has no TLS listener here", env.peer.name()))?;
+        env.device_target = env.device_tls_target.clone().unwrap_or_else(|| env.target.clone());
     }
     let before = env.metrics().await;
     let mut report = match scenario {
@@ -159,6 +160,18 @@ pub async fn run(env: &mut Env, scenario: Scenario, args: &RunArgs) -> anyhow::R
         Scenario::SlowConsumer => fanout::slow_consumer(env, args).await?,
         Scenario::Report => report::reports(env, args).await?,
     };
+    if let Some(c) = env.hub().and_then(|h| h.cluster.clone()) {
+        report.param("cluster_nodes", c.nodes);
+        report.param("cluster", c.name);
+        let devices_on = if c.nodes > 1 { "devices on node 1" } else { "devices on it too" };
+        report.note(format!(
+            "cluster of {} node(s): apps on node 0, {devices_on} (conn-* connect to node 0 only); server CPU is the sum over the nodes",
+            c.nodes
+        ));
+        if env.nats_pid().is_none() {
+            report.note("NATS server CPU not measured: `pidof nats-server` did not name exactly one process");
+        }
+    }
     let after = env.metrics().await;
     if let (Some(b), Some(a)) = (before, after) {
         metric_deltas(&mut report, &b, &a);

@@ -17,7 +17,7 @@ use super::{ConnStats, Pacer, RunArgs, bar, open_many, report_opened, spawn_conn
 use crate::client::{Conn, Inbound, Login};
 use crate::hub::Device;
 use crate::peers::{Env, Peer};
-use crate::procstat::{Phase, RssSampler, slope};
+use crate::procstat::{RssSampler, slope};
 use crate::report::{Rec, Report, Table};
 
 /// Connects devices (acking unless `mute`) and returns their tasks' stop token and stats.
@@ -36,7 +36,7 @@ async fn start_devices(
     }
     let logins: Vec<Login> = devices.iter().map(|d| env.device_login(d)).collect();
     let pb = bar(env.progress, logins.len() as u64, "devices");
-    let mut o = open_many(&env.target, logins, 0, devices.len(), 0.0, concurrency, &pb).await;
+    let mut o = open_many(&env.device_target, logins, 0, devices.len(), 0.0, concurrency, &pb).await;
     pb.finish_and_clear();
     report_opened(report, "devices", "devices", &o);
     for c in o.conns.iter_mut().filter_map(Option::take) {
@@ -181,12 +181,13 @@ pub async fn rr(env: &Env, args: &RunArgs) -> Result<Report> {
     env.settle().await;
     let (stop, dstats) = start_devices(env, &mut report, &devices, false, args.hb(), 4).await;
     let mut app = open_apps(env, &mut report, &users, 4).await.pop().ok_or_else(|| anyhow!("the app session did not open"))?;
+    env.settle_cluster().await;
     let (dev, owner) = (devices[0].id.clone(), devices[0].owner.clone());
     let wait = env.ack_timeout() + Duration::from_secs(2);
     let lat = Rec::default();
     let mut codes: BTreeMap<i64, u64> = BTreeMap::new();
     let pb = timed_bar(env.progress, dur, "round trips");
-    let phase = Phase::start(env.pid(), &[]);
+    let phase = env.phase(&[]);
     let t0 = Instant::now();
     let mut seq = 0u64;
     'outer: while t0.elapsed() < dur {
@@ -231,6 +232,9 @@ pub async fn rr(env: &Env, args: &RunArgs) -> Result<Report> {
     report.num("rate", "round trips per second", trips as f64 / p.secs, "/s");
     report.latency("rtt", "round trip", &h);
     report.num("cpu_us_per_update", "server CPU per update+ack", p.cpu_per(trips).unwrap_or(f64::NAN), "µs");
+    if let (Some(n), true) = (p.nats_cpu_us, trips > 0) {
+        report.num("nats_cpu_us_per_update", "NATS server CPU per update+ack", n as f64 / trips as f64, "µs");
+    }
     report.phase("run", "run", &p);
     for (code, c) in &codes {
         report.fail(format!("{c} updates answered with error {code}"));
@@ -269,6 +273,7 @@ pub async fn p2p(env: &Env, args: &RunArgs) -> Result<Report> {
         .into_iter()
         .zip(devices.iter().map(|d| (d.id.clone(), d.owner.clone())))
         .collect();
+    env.settle_cluster().await;
     let drain = env.ack_timeout() + Duration::from_secs(1);
     let mut table = Table {
         title: "steps".into(),
@@ -292,7 +297,12 @@ pub async fn p2p(env: &Env, args: &RunArgs) -> Result<Report> {
         .to_vec(),
         rows: Vec::new(),
     };
-    let mut best: Option<(f64, f64, f64, f64)> = None;
+    let nats = env.nats_pid().is_some();
+    if nats {
+        table.columns.push("nats cores".into());
+        table.columns.push("nats µs".into());
+    }
+    let mut best: Option<(f64, f64, f64, f64, Option<f64>)> = None;
     for (i, &rate) in steps.iter().enumerate() {
         if apps.is_empty() {
             break;
@@ -300,7 +310,7 @@ pub async fn p2p(env: &Env, args: &RunArgs) -> Result<Report> {
         let per = rate / apps.len() as f64;
         let recs = Recs::default();
         let pb = timed_bar(env.progress, step, &format!("{rate}/s"));
-        let phase = Phase::start(env.pid(), &[]);
+        let phase = env.phase(&[]);
         let handles: Vec<_> = apps
             .drain(..)
             .map(|(conn, t)| {
@@ -341,6 +351,11 @@ pub async fn p2p(env: &Env, args: &RunArgs) -> Result<Report> {
             p.gen_cores(),
             p.other_cores,
         ]);
+        if nats {
+            let row = table.rows.last_mut().expect("pushed above");
+            row.push(p.nats_cores().unwrap_or(f64::NAN));
+            row.push(p.nats_cpu_us.filter(|_| counts.ok > 0).map_or(f64::NAN, |n| n as f64 / counts.ok as f64));
+        }
         if i == 0 {
             report.num("first_step.cpu_us_per_update", &format!("server CPU per update+ack at {rate}/s"), cpu, "µs");
             report.num("first_step.p99", &format!("p99 at {rate}/s"), q(&h, 0.99), "ms");
@@ -361,14 +376,17 @@ pub async fn p2p(env: &Env, args: &RunArgs) -> Result<Report> {
             ));
             break;
         }
-        best = Some((rate, cpu, q(&h, 0.99), q(&h, 0.5)));
+        best = Some((rate, cpu, q(&h, 0.99), q(&h, 0.5), p.nats_cpu_us.filter(|_| counts.ok > 0).map(|n| n as f64 / counts.ok as f64)));
     }
     stop.cancel();
     report.tables.push(table);
     match best {
-        Some((rate, cpu, p99, p50)) => {
+        Some((rate, cpu, p99, p50, nats)) => {
             report.num("max_rate", "highest total rate with p99 < 10 ms", rate, "/s");
             report.num("cpu_us_per_update", "server CPU per update+ack at that rate", cpu, "µs");
+            if let Some(n) = nats {
+                report.num("nats_cpu_us_per_update", "NATS server CPU per update+ack at that rate", n, "µs");
+            }
             report.num("p99_at_max", "p99 at that rate", p99, "ms");
             report.num("p50_at_max", "p50 at that rate", p50, "ms");
         }
@@ -405,10 +423,11 @@ pub async fn timeout(env: &Env, args: &RunArgs) -> Result<Report> {
     env.settle().await;
     let (stop, dstats) = start_devices(env, &mut report, &devices, true, args.hb(), args.concurrency).await;
     let conns = open_apps(env, &mut report, &users, args.concurrency).await;
+    env.settle_cluster().await;
     let recs = Recs { err_shift: us(deadline).saturating_sub(ERR_SHIFT_BASE_US), ..Recs::default() };
     let sampler = RssSampler::start(env.pid(), Duration::from_millis(250));
     let pb = timed_bar(env.progress, dur + deadline, "updates to mute devices");
-    let phase = Phase::start(env.pid(), &[]);
+    let phase = env.phase(&[]);
     let drain = deadline + Duration::from_secs(2);
     let handles: Vec<_> = conns
         .into_iter()
