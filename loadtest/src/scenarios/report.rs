@@ -13,7 +13,6 @@ use anyhow::{Result, bail};
 use super::{Pacer, RunArgs, bar, open_many, report_opened, timed_bar, us};
 use crate::client::{Conn, Inbound, Login};
 use crate::peers::{Env, Peer};
-use crate::procstat::Phase;
 use crate::report::{Rec, Report};
 
 #[derive(Default)]
@@ -93,7 +92,7 @@ pub async fn reports(env: &Env, args: &RunArgs) -> Result<Report> {
     let lat = Rec::default();
     let tally = Arc::new(Tally::default());
     let pb = timed_bar(env.progress, dur, "reports");
-    let phase = Phase::start(env.pid(), &[]);
+    let phase = env.phase(&[]);
     let end = Instant::now() + dur;
     let per_device = rate / n as f64;
     let tasks: Vec<_> = o
