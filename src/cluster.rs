@@ -671,10 +671,12 @@ impl Router for ClusterRouter {
     }
 
     fn command(&self, caller: &UserKey, cmd: Command<'_>) -> Routed {
-        if self.inner.local.holds(cmd.deviceid) {
-            return Routed::Here(self.inner.local.command_here(caller, cmd));
+        // Local first, with one registry lookup: only a device that is not here goes to NATS
+        // (a device here whose session just closed answers offline as on one node).
+        match self.inner.local.command_here(caller, cmd) {
+            Err(RouteError::Offline) if !self.inner.local.holds(cmd.deviceid) => self.inner.command_away(caller, cmd),
+            routed => Routed::Here(routed),
         }
-        self.inner.command_away(caller, cmd)
     }
 
     fn ack(&self, deviceid: &DeviceId, sequence: &str, ack: Ack) -> bool {

@@ -38,6 +38,7 @@ pub use pending::{Ack, MAX_PENDING_PER_DEVICE, Outcome, PendingAck, Quota};
 use registry::Registry;
 
 /// An app command, borrowed from the app's frame.
+#[derive(Clone, Copy)]
 pub struct Command<'a> {
     pub kind: CommandKind,
     pub deviceid: &'a DeviceId,
