@@ -157,6 +157,18 @@ async fn raw(http: &str) -> Client {
     Client { ws: switchyard::emulate::connect(&format!("ws://{http}/api/ws"), None).await.unwrap() }
 }
 
+/// A REST call to one node as `user` (Bearer token); the answer's JSON.
+async fn rest(method: reqwest::Method, http: &str, path_and_query: &str, user: &User, body: Option<&Value>) -> Value {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("http://{http}{path_and_query}"))
+        .header("authorization", format!("Bearer {}", user.at))
+        .header("x-ck-appid", APPID);
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 fn update(user: &User, id: &str, seq: &str, params: Value) -> Value {
     json!({"action":"update","apikey":user.apikey.as_str(),"deviceid":id,"params":params,"userAgent":"app","sequence":seq,"ts":0})
 }
@@ -305,16 +317,7 @@ async fn a_device_moving_to_another_node_takes_its_state_and_sends_no_offline_sy
     // Commands from node 0 now reach the device on node 1.
     until_routed(&mut a0, &mut new, &alice, "1000000c02").await;
     // Node 1 has the state reported on node 0.
-    let res: Value = reqwest::Client::new()
-        .get(format!("http://{}/v2/device/thing/status?type=1&id=1000000c02", c.nodes[1].http))
-        .header("authorization", format!("Bearer {}", alice.at))
-        .header("x-ck-appid", APPID)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let res = rest(reqwest::Method::GET, &c.nodes[1].http, "/v2/device/thing/status?type=1&id=1000000c02", &alice, None).await;
     assert_eq!(res["data"]["params"]["power"], "12", "{res}");
 }
 
@@ -364,17 +367,7 @@ async fn a_share_made_on_one_node_holds_on_the_others_within_a_second() {
 
     // Alice shares on node 0 through REST; node 1 (the device's) and node 2 (Bob's) follow.
     let body = json!({"deviceidList":["1000000c04"],"user":{"email":"bob@example.com"},"permit":15});
-    let res: Value = reqwest::Client::new()
-        .post(format!("http://{}/v2/device/share", c.nodes[0].http))
-        .header("authorization", format!("Bearer {}", alice.at))
-        .header("x-ck-appid", APPID)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let res = rest(reqwest::Method::POST, &c.nodes[0].http, "/v2/device/share", &alice, Some(&body)).await;
     assert_eq!(res["error"], 0, "{res}");
     let shared = Instant::now();
     let seq = "b1";
@@ -445,4 +438,16 @@ async fn failed_logins_spread_over_nodes_lock_the_account_on_every_node() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logout_on_one_node_closes_the_users_sessions_on_the_others() {
+    let c = Cluster::start(2).await;
+    let erin = c.user("erin@example.com").await;
+    let mut e1 = c.app(1, &erin).await;
+    // The user's subject on node 1 is subscribed a moment after the handshake.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let res = rest(reqwest::Method::DELETE, &c.nodes[0].http, "/v2/user/logout", &erin, None).await;
+    assert_eq!(res["error"], 0, "{res}");
+    assert!(e1.recv_close().await.is_some(), "the session on the other node is closed by the logout");
 }
