@@ -155,7 +155,7 @@ settings! {
     /// Operator listener for /metrics (keep it private), or `off` [default: 127.0.0.1:9090]
     metrics: Option<SocketAddr> { key: "metrics", value: "ADDR", default: "127.0.0.1:9090", read: listener },
     /// How long the recorder gathers reports before one transaction commits them; a device's report is acked after that commit [default: 1]
-    commit_window: Duration { key: "commit_window_ms", value: "N", default: "1", read: millis(0, 250) },
+    commit_window: Duration { key: "commit_window_ms", value: "N", default: "0", read: millis(0, 250) },
     /// History rows kept per device; the oldest go first [default: 1000]
     history_rows_per_device: u64 { key: "history_rows_per_device", value: "N", default: "1000", read: number(1, 100_000_000) },
     /// History bytes kept per device (a row counts as its text plus 80 bytes) [default: 1048576]

@@ -6,9 +6,10 @@
 //!
 //! A device's report is acknowledged only once the transaction holding its state (and its history
 //! row) is committed: the session takes a [`Commit`] with the report and writes `{"error":0}` when
-//! it resolves, `{"error":500}` when the store failed. The recorder gathers what arrives for
-//! `--commit-window-ms` (1 ms) after the first entry, and whatever queues while a transaction is
-//! under way joins the next one, so one transaction serves every report of those milliseconds.
+//! it resolves, `{"error":500}` when the store failed. The writer commits as soon as an entry
+//! waits (after `--commit-window-ms`, 0 by default, when set), and whatever queues while a
+//! transaction is under way joins the next one, so one transaction serves every report that
+//! arrived meanwhile.
 //! An app's command that the device acked and that changed its state is answered the same way,
 //! after the commit that holds the new state.
 //!
@@ -16,6 +17,7 @@
 //!
 //! Sessions and the command service hand the recorder a small [`Event`] through a bounded queue ([`HISTORY_QUEUE`] entries;
 //! when full the entry is dropped and counted in `history_dropped`) and never wait for the store.
+//! An event nobody waits for does not wake the writer (see [`commit`]).
 //! What is filed, decided from the device's settings as the router last loaded them:
 //!
 //! - `opsHistory` on (default): every app command routed to the device (`update`, `query`,
@@ -52,7 +54,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::audience::Audience;
@@ -79,7 +82,7 @@ pub const HISTORY_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 /// file (bounded by [`HISTORY_QUEUE`]).
 #[derive(Clone)]
 pub struct Recorder {
-    entries: mpsc::Sender<Entry>,
+    queue: Arc<commit::Queue>,
     store: Store,
     metrics: Arc<Metrics>,
 }
@@ -146,10 +149,15 @@ impl Recorder {
         stop: CancellationToken,
     ) -> (Recorder, DirtyQueue, tokio::task::JoinHandle<()>) {
         let (dirty, dirty_rx) = DirtyQueue::new();
-        let (entries, rx) = mpsc::channel(HISTORY_QUEUE);
-        let writer = commit::Writer::new(store.clone(), metrics.clone(), options, dirty.clone());
-        let task = tokio::spawn(writer.run(rx, dirty_rx, stop));
-        (Recorder { entries, store, metrics }, dirty, task)
+        let queue = Arc::new(commit::Queue::default());
+        let writer = commit::Writer::new(store.clone(), metrics.clone(), options, dirty.clone(), queue.clone(), Handle::current());
+        let task = tokio::task::spawn_blocking(move || writer.run(dirty_rx));
+        let stopping = queue.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            stopping.stop();
+        });
+        (Recorder { queue, store, metrics }, dirty, task)
     }
 
     /// An app command was routed to a device: records it when the device keeps history.
@@ -233,10 +241,10 @@ impl Recorder {
 
     fn commit_with(&self, event: Option<Event>) -> Commit {
         let (tx, rx) = oneshot::channel();
-        match self.entries.try_send(Entry { event, done: Some(tx) }) {
+        match self.queue.push(Entry { event, done: Some(tx) }) {
             Ok(()) => Commit(Some(rx)),
-            Err(e) => {
-                if e.into_inner().event.is_some_and(|e| e.history) {
+            Err(entry) => {
+                if entry.event.is_some_and(|e| e.history) {
                     self.metrics.history_dropped.fetch_add(1, Ordering::Relaxed);
                 }
                 Commit::failed()
@@ -245,7 +253,7 @@ impl Recorder {
     }
 
     fn push(&self, event: Event) {
-        if self.entries.try_send(Entry { event: Some(event), done: None }).is_err() {
+        if self.queue.push(Entry { event: Some(event), done: None }).is_err() {
             self.metrics.history_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngCore;
@@ -27,6 +28,7 @@ use crate::ids::{AppId, DeviceId, UserKey};
 mod accounts;
 mod alarm_rule;
 mod cluster;
+mod committer;
 mod copy;
 pub mod device;
 mod family;
@@ -45,6 +47,7 @@ mod wechat;
 mod wechat_bind;
 
 pub use accounts::{AccountError, ClosedAccount, NewAccount, Profile, ProfileChange};
+pub use committer::Committer;
 pub use copy::{Copied, CopyError};
 pub use family::{FIRST_FAMILY_NAME, Family, FamilyError, MAX_FAMILIES, MAX_ROOMS, Placement, Room, Sort, ThingKind, ThingRef};
 pub use firmware::{Firmware, FirmwareBin, compare_versions, valid_version};
@@ -71,6 +74,8 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("cannot prepare data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
 }
@@ -138,10 +143,16 @@ impl Backend {
     }
 }
 
+/// What every connection to the embedded store sets first.
+const SQLITE_PRAGMAS: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;";
+
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: AnyPool,
     pub(crate) backend: Backend,
+    /// The SQLite file, for the recorder's own connection ([`Store::committer`]).
+    sqlite_file: Option<Arc<Path>>,
 }
 
 /// A new id for a family, room, group or message: 24 hex digits, the shape the cloud's ids have.
@@ -194,29 +205,27 @@ impl Store {
             Some(url) => {
                 let pool = AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
                 sqlx::migrate!("migrations/postgres").run(&pool).await?;
-                Ok(Store { pool, backend: Backend::Postgres })
+                Ok(Store { pool, backend: Backend::Postgres, sqlite_file: None })
             }
             None => {
                 std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
                 let dir = std::fs::canonicalize(data_dir)
                     .map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
-                let url = format!("sqlite://{}?mode=rwc", dir.join("switchyard.db").display());
+                let file = dir.join("switchyard.db");
+                let url = format!("sqlite://{}?mode=rwc", file.display());
                 let pool = AnyPoolOptions::new()
                     .max_connections(4)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             use sqlx::Executor;
-                            conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                            )
-                            .await?;
+                            conn.execute(SQLITE_PRAGMAS).await?;
                             Ok(())
                         })
                     })
                     .connect(&url)
                     .await?;
                 sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-                Ok(Store { pool, backend: Backend::Sqlite })
+                Ok(Store { pool, backend: Backend::Sqlite, sqlite_file: Some(file.into()) })
             }
         }
     }

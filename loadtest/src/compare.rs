@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde_json::json;
 
-use crate::hub::HubOpts;
+use crate::hub::{History, HubOpts};
 use crate::peers::{Env, Peer, mosquitto_bin};
 use crate::report::{Figure, Report, compare_table, write_json};
 use crate::scenarios::{self, RunArgs, Scenario};
@@ -24,6 +24,10 @@ pub struct CompareArgs {
     /// Which peers, in order (the first is the one the ratios are taken of)
     #[arg(long, value_delimiter = ',', default_value = "switchyard,mosquitto,echo")]
     pub peers: Vec<Peer>,
+    /// Also run Switchyard with the seeded devices' history off (a column of its own, right after
+    /// Switchyard's), so what recording costs is measured in the same run
+    #[arg(long)]
+    pub history_both: bool,
     /// conn-idle: connections per peer
     #[arg(long)]
     pub n: Option<usize>,
@@ -144,7 +148,18 @@ pub async fn compare(args: &CompareArgs, profile: Profile, progress: bool) -> Re
     let mut per_peer: Vec<(&str, Vec<Report>)> = Vec::new();
     let mut all = Vec::new();
     let mut notes = Vec::new();
+    // (peer, history of the seeded devices, column name)
+    let mut runs: Vec<(Peer, History, String)> = Vec::new();
     for &peer in &args.peers {
+        runs.push((peer, args.hub.history, peer.name().to_owned()));
+        if peer == Peer::Switchyard && args.history_both {
+            let other = if args.hub.history == History::On { History::Off } else { History::On };
+            runs.push((peer, other, format!("switchyard, history {}", if other == History::On { "on" } else { "off" })));
+        }
+    }
+    for (peer, history, label) in &runs {
+        let (peer, label) = (*peer, label.as_str());
+        let hub_opts = HubOpts { history: *history, ..args.hub.clone() };
         if peer == Peer::Mosquitto && mosquitto_bin().is_none() {
             let note = "mosquitto is not installed: skipped (loadtest/install-peers.sh installs it)".to_owned();
             println!("note: {note}");
@@ -153,9 +168,9 @@ pub async fn compare(args: &CompareArgs, profile: Profile, progress: bool) -> Re
         }
         let mut reports = Vec::new();
         for scenario in [Scenario::RouteRr, Scenario::RoutePp, Scenario::Fanout, Scenario::ConnIdle] {
-            let a = workload_args(scenario, profile, args.n, &args.hub);
-            eprintln!("compare: {} on {}", scenario.name(), peer.name());
-            let mut env = match Env::start(peer, &args.hub, progress).await {
+            let a = workload_args(scenario, profile, args.n, &hub_opts);
+            eprintln!("compare: {} on {label}", scenario.name());
+            let mut env = match Env::start(peer, &hub_opts, progress).await {
                 Ok(env) => env,
                 // Mosquitto is optional where the comparison only smoke-tests (CI).
                 Err(e) if peer == Peer::Mosquitto && profile == Profile::Tiny => {
@@ -170,12 +185,13 @@ pub async fn compare(args: &CompareArgs, profile: Profile, progress: bool) -> Re
             let r = scenarios::run(&mut env, scenario, &a).await;
             env.stop().await;
             match r {
-                Ok(r) => {
+                Ok(mut r) => {
+                    r.peer = label.to_owned();
                     r.print();
                     reports.push(r);
                 }
                 Err(e) => {
-                    let mut r = Report::new(scenario.name(), peer.name());
+                    let mut r = Report::new(scenario.name(), label);
                     r.fail(format!("{e:#}"));
                     r.print();
                     reports.push(r);
@@ -183,7 +199,7 @@ pub async fn compare(args: &CompareArgs, profile: Profile, progress: bool) -> Re
             }
         }
         all.extend(reports.iter().cloned());
-        per_peer.push((peer.name(), reports));
+        per_peer.push((label, reports));
     }
     let table = compare_table(FIGURES, &per_peer);
     println!(

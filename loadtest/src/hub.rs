@@ -30,9 +30,21 @@ use tokio::process::{Child, Command};
 pub const APPID: &str = "loadtest-app";
 pub const SECRET: &str = "loadtest-secret-0123";
 
+/// Whether seeded devices keep history.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum History {
+    #[default]
+    On,
+    Off,
+}
+
 /// Where the hub is, or how to start it.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct HubOpts {
+    /// Whether the seeded devices keep history (their `opsHistory` setting): `off` measures
+    /// the hub without recording operations
+    #[arg(long, value_enum, default_value_t = History::On)]
+    pub history: History,
     /// The switchyard binary to start [default: `switchyard` next to this binary]
     #[arg(long, value_name = "PATH")]
     pub hub_bin: Option<PathBuf>,
@@ -113,6 +125,8 @@ pub struct Hub {
     pub ca: Option<PathBuf>,
     pub store: Store,
     pub ack_timeout: Duration,
+    /// Whether seeded devices keep history.
+    pub history: History,
     /// The nodes' logs (node 0 first).
     logs: Vec<PathBuf>,
     _dir: Option<tempfile::TempDir>,
@@ -235,6 +249,7 @@ impl Hub {
             ca: opts.ca.clone(),
             store,
             ack_timeout: Duration::from_millis(opts.ack_timeout_ms),
+            history: opts.history,
             logs: Vec::new(),
             _dir: None,
         })
@@ -263,6 +278,7 @@ impl Hub {
             ca: Some(cert.clone()),
             store,
             ack_timeout: Duration::from_millis(opts.ack_timeout_ms),
+            history: opts.history,
             logs: vec![node.log],
             children: vec![node.child],
             _dir: Some(dir),
@@ -341,6 +357,7 @@ impl Hub {
             ca: Some(cert.clone()),
             store,
             ack_timeout: Duration::from_millis(opts.ack_timeout_ms),
+            history: opts.history,
             logs: nodes.iter().map(|x| x.log.clone()).collect(),
             children: nodes.into_iter().map(|x| x.child).collect(),
             _dir: Some(dir),
@@ -415,9 +432,11 @@ impl Hub {
             .await
     }
 
-    /// `n` devices; device `i` is owned by `owners[i % len]`.
+    /// `n` devices; device `i` is owned by `owners[i % len]`. With `--history off` their
+    /// `opsHistory` setting is off.
     pub async fn devices(&self, prefix: &str, owners: &[User], n: usize) -> Result<Vec<Device>> {
         let store = &self.store;
+        let settings = (self.history == History::Off).then_some(r#"{"opsNotify":0,"opsHistory":0,"alarmNotify":1}"#);
         futures_util::stream::iter(0..n)
             .map(|i| async move {
                 let owner = &owners[i % owners.len()];
@@ -425,6 +444,9 @@ impl Hub {
                 store
                     .add_device(&DeviceId::new(d.id.as_str()), &d.key, "LOADTEST", 1, Some(&UserKey::new(owner.uid.as_str())), "load")
                     .await?;
+                if let Some(settings) = settings {
+                    store.set_device_settings(&DeviceId::new(d.id.as_str()), settings).await?;
+                }
                 anyhow::Ok(d)
             })
             .buffered(4)

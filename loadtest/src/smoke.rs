@@ -82,6 +82,7 @@ pub async fn smoke(args: &SmokeArgs, progress: bool) -> Result<bool> {
             quick: true,
             json: None,
             peers: vec![Peer::Switchyard, Peer::Mosquitto, Peer::Echo],
+            history_both: true,
             n: None,
             hub: args.hub.clone(),
         };

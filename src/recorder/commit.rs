@@ -1,26 +1,85 @@
-//! The recorder's one task: gathers entries and changed states into groups and commits each group
-//! in one transaction (the states, the history rows, the notices), then tells whoever waits for
-//! that commit. After a commit it trims history that is over a bound ([`super::bounds`]) and,
-//! hourly, removes history past its retention.
+//! The recorder's writer: one thread of its own that gathers entries and changed states into
+//! groups and commits each group in one transaction (the states, the history rows, the notices),
+//! then tells whoever waits for that commit. After a commit it trims history that is over a bound
+//! ([`super::bounds`]) and, hourly, removes history past its retention.
+//!
+//! Sessions hand entries over through a [`Queue`] (a locked vector): an entry nobody waits for
+//! (a command's history row, a notice) is only pushed, without waking the writer; it rides with
+//! the next commit someone waits for, or goes [`LAZY`] later. An entry that waits for its commit
+//! (a report, an acked update) wakes the writer, which commits at once (after the commit window,
+//! when one is set) whatever is queued by then. Whatever queues while a transaction is under way
+//! joins the next one. On the embedded store the transaction runs on the writer's own SQLite
+//! connection ([`Committer`]) without leaving the thread; on PostgreSQL, and for groups that file
+//! notices, it goes through the store's pool on the runtime.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
 use super::bounds::Tallies;
-use super::{Entry, Options, compose};
+use super::{Entry, HISTORY_QUEUE, Options, compose};
 use crate::clock::now_millis;
 use crate::device_state::{DirtyQueue, LiveState};
 use crate::ids::DeviceId;
 use crate::metrics::Metrics;
-use crate::store::{Operation, Store};
+use crate::store::{Committer, Operation, Store};
+use crate::sync::lock;
 
 /// Most entries one transaction takes; the rest wait for the next.
 const GROUP_ENTRIES: usize = 2048;
+
+/// How long entries nobody waits for (history rows of commands, notices, states saved without a
+/// report) may gather before their transaction, when no commit is asked for meanwhile.
+const LAZY: Duration = Duration::from_millis(100);
+
+/// How often history past its retention is removed.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Where sessions queue entries for the writer; at most [`HISTORY_QUEUE`] wait.
+#[derive(Default)]
+pub(super) struct Queue {
+    inner: Mutex<Queued>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct Queued {
+    entries: Vec<Entry>,
+    /// Whether a queued entry waits for its commit.
+    waited: bool,
+    stop: bool,
+    /// The writer is waiting on `ready`.
+    parked: bool,
+}
+
+impl Queue {
+    /// Queues an entry; wakes the writer when the entry waits for its commit or a group's worth
+    /// is queued. Gives the entry back when the queue is full or the writer stopped.
+    pub fn push(&self, entry: Entry) -> Result<(), Entry> {
+        let mut q = lock(&self.inner);
+        if q.stop || q.entries.len() >= HISTORY_QUEUE {
+            return Err(entry);
+        }
+        q.waited |= entry.done.is_some();
+        q.entries.push(entry);
+        if q.parked && (q.waited || q.entries.len() >= GROUP_ENTRIES) {
+            q.parked = false;
+            drop(q);
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Tells the writer to commit what is queued and end; later entries are refused.
+    pub fn stop(&self) {
+        lock(&self.inner).stop = true;
+        self.ready.notify_one();
+    }
+}
 
 /// One group: what its transaction writes and who waits for it.
 #[derive(Default)]
@@ -31,77 +90,95 @@ struct Group {
 
 pub(super) struct Writer {
     store: Store,
+    /// The embedded store's own connection for groups without notices (`None` on PostgreSQL).
+    committer: Option<Committer>,
     metrics: Arc<Metrics>,
     options: Options,
     tallies: Tallies,
     /// Marks states again whose save failed, so a later group retries them.
     dirty: DirtyQueue,
+    queue: Arc<Queue>,
+    /// The runtime, for the store's async calls.
+    runtime: Handle,
 }
 
 impl Writer {
-    pub fn new(store: Store, metrics: Arc<Metrics>, options: Options, dirty: DirtyQueue) -> Writer {
+    pub fn new(store: Store, metrics: Arc<Metrics>, options: Options, dirty: DirtyQueue, queue: Arc<Queue>, runtime: Handle) -> Writer {
         let tallies = Tallies::new(options.bounds, metrics.clone());
-        Writer { store, metrics, options, tallies, dirty }
+        let committer = store.committer().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the recorder's own store connection failed to open; committing through the pool");
+            None
+        });
+        Writer { store, committer, metrics, options, tallies, dirty, queue, runtime }
     }
 
-    /// Commits groups until `stop`, then everything still queued.
-    pub async fn run(
-        mut self,
-        mut rx: mpsc::Receiver<Entry>,
-        mut states: mpsc::UnboundedReceiver<Arc<LiveState>>,
-        stop: CancellationToken,
-    ) {
-        let mut prune = tokio::time::interval(Duration::from_secs(3600));
-        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    /// Commits groups until [`Queue::stop`], then everything still queued. Blocks: run it on a
+    /// thread of its own.
+    pub fn run(mut self, mut states: mpsc::UnboundedReceiver<Arc<LiveState>>) {
+        let mut next_prune = Instant::now();
         loop {
-            let mut group = Group::default();
-            tokio::select! {
-                n = rx.recv_many(&mut group.entries, GROUP_ENTRIES) => if n == 0 { break },
-                Some(state) = states.recv() => group.states.push(state),
-                _ = prune.tick() => {
-                    self.prune().await;
-                    continue;
-                }
-                _ = stop.cancelled() => break,
+            let (waited, stop) = self.wait();
+            if waited && !stop && !self.options.commit_window.is_zero() {
+                // Gather for a moment: one transaction for the reports of these milliseconds.
+                std::thread::sleep(self.options.commit_window);
             }
-            // Gather for a moment: one transaction for the reports of these milliseconds.
-            if !self.options.commit_window.is_zero() {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.options.commit_window) => {}
-                    _ = stop.cancelled() => {}
+            let group = self.gather(&mut states);
+            let empty = group.entries.is_empty() && group.states.is_empty();
+            if stop {
+                if empty {
+                    break;
                 }
+                tracing::info!(entries = group.entries.len(), devices = group.states.len(), "recording before exit");
             }
-            self.gather(&mut group, &mut rx, &mut states);
-            self.commit(group).await;
+            if !empty {
+                self.commit(group);
+            }
+            if Instant::now() >= next_prune {
+                next_prune = Instant::now() + PRUNE_EVERY;
+                self.prune();
+            }
         }
-        rx.close();
-        loop {
-            let mut group = Group::default();
-            self.gather(&mut group, &mut rx, &mut states);
-            if group.entries.is_empty() && group.states.is_empty() {
+    }
+
+    /// Waits until an entry waits for its commit, a group's worth is queued, `stop`, or [`LAZY`]
+    /// passed without any of those. Returns (waited, stop).
+    fn wait(&self) -> (bool, bool) {
+        let mut q = lock(&self.queue.inner);
+        while !(q.stop || q.waited || q.entries.len() >= GROUP_ENTRIES) {
+            q.parked = true;
+            let (guard, timeout) = self.queue.ready.wait_timeout(q, LAZY).unwrap_or_else(|p| p.into_inner());
+            q = guard;
+            q.parked = false;
+            if timeout.timed_out() {
                 break;
             }
-            tracing::info!(entries = group.entries.len(), devices = group.states.len(), "recording before exit");
-            self.commit(group).await;
         }
+        (q.waited, q.stop)
     }
 
     /// Takes what is queued. Entries first, then states: a state was marked before the entry that
     /// waits for it was queued, so every state such an entry needs is taken too.
-    fn gather(&self, group: &mut Group, rx: &mut mpsc::Receiver<Entry>, states: &mut mpsc::UnboundedReceiver<Arc<LiveState>>) {
-        while group.entries.len() < GROUP_ENTRIES {
-            match rx.try_recv() {
-                Ok(entry) => group.entries.push(entry),
-                Err(_) => break,
+    fn gather(&self, states: &mut mpsc::UnboundedReceiver<Arc<LiveState>>) -> Group {
+        let mut group = Group::default();
+        {
+            let mut q = lock(&self.queue.inner);
+            if q.entries.len() <= GROUP_ENTRIES {
+                group.entries = std::mem::take(&mut q.entries);
+                q.waited = false;
+            } else {
+                let rest = q.entries.split_off(GROUP_ENTRIES);
+                group.entries = std::mem::replace(&mut q.entries, rest);
+                q.waited = q.entries.iter().any(|e| e.done.is_some());
             }
         }
         while let Ok(state) = states.try_recv() {
             group.states.push(state);
         }
+        group
     }
 
     /// Writes one group in one transaction and tells its waiters; then trims history.
-    async fn commit(&mut self, group: Group) {
+    fn commit(&mut self, group: Group) {
         let Group { entries, states } = group;
         let mut waiters: Vec<oneshot::Sender<bool>> = Vec::new();
         let mut ops: Vec<Operation> = Vec::new();
@@ -125,14 +202,18 @@ impl Writer {
             }
             return;
         }
-        match self.store.commit_group(&saves, &ops).await {
+        let result = match &mut self.committer {
+            Some(committer) if ops.iter().all(|o| o.notices.is_empty()) => committer.commit_group(&saves, &ops),
+            _ => self.runtime.block_on(self.store.commit_group(&saves, &ops)),
+        };
+        match result {
             Ok(added) => {
                 self.metrics.commit_groups.fetch_add(1, Ordering::Relaxed);
                 self.metrics.history_recorded.fetch_add(added.values().map(|u| u.rows).sum(), Ordering::Relaxed);
                 for w in waiters {
                     let _ = w.send(true);
                 }
-                self.tallies.committed(&self.store, added).await;
+                self.runtime.block_on(self.tallies.committed(&self.store, added));
             }
             Err(e) => {
                 let rows = ops.iter().filter(|o| o.history).count() as u64;
@@ -150,9 +231,9 @@ impl Writer {
         }
     }
 
-    async fn prune(&mut self) {
+    fn prune(&mut self) {
         let before = now_millis() - super::HISTORY_RETENTION.as_millis() as i64;
-        match self.store.prune_history(before).await {
+        match self.runtime.block_on(self.store.prune_history(before)) {
             Ok(gone) => self.tallies.pruned(gone),
             Err(e) => tracing::warn!(error = %e, "pruning old history failed"),
         }

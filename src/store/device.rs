@@ -554,6 +554,17 @@ impl Store {
         Ok(new)
     }
 
+    /// Sets a device's settings (a JSON object such as [`DEFAULT_SETTINGS`]) whoever owns it, for
+    /// seeding; the live hub reads them when the device next registers. `false` when no such device.
+    pub async fn set_device_settings(&self, deviceid: &DeviceId, settings: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE devices SET settings = $1 WHERE deviceid = $2")
+            .bind(settings)
+            .bind(deviceid.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Adds a factory device record with its optional details (and an owner, placed in their
     /// current family); an id or GSM id already used → `Conflict`.
     #[allow(clippy::too_many_arguments)]

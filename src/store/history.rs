@@ -198,10 +198,8 @@ impl Store {
             return Ok(label.clone());
         }
         let row = sqlx::query("SELECT email, phone FROM users WHERE apikey = $1").bind(user.as_str()).fetch_optional(conn).await?;
-        let label = row
-            .and_then(|r| r.get::<Option<String>, _>(0).filter(|e| !e.is_empty()).or_else(|| r.get::<Option<String>, _>(1)))
-            .filter(|l| !l.is_empty())
-            .unwrap_or_else(|| user.to_string());
+        let (email, phone) = row.map(|r| (r.get(0), r.get(1))).unwrap_or_default();
+        let label = account_label(email, phone, user);
         cache.accounts.insert(user.clone(), label.clone());
         Ok(label)
     }
@@ -327,7 +325,12 @@ fn usage(row: sqlx::any::AnyRow) -> Usage {
 }
 
 /// The size a history row is counted as (the `bytes` column).
-fn row_bytes(op: &Operation, account: Option<&str>) -> u64 {
+/// The account an app user operated with, from their row: email, else phone, else apikey.
+pub(super) fn account_label(email: Option<String>, phone: Option<String>, user: &UserKey) -> String {
+    email.filter(|e| !e.is_empty()).or(phone).filter(|l| !l.is_empty()).unwrap_or_else(|| user.to_string())
+}
+
+pub(super) fn row_bytes(op: &Operation, account: Option<&str>) -> u64 {
     let text = op.deviceid.as_str().len() + op.user_agent.len() + op.ops_switchs.len() + op.request.len() + account.map_or(0, str::len);
     (text + ROW_OVERHEAD) as u64
 }
