@@ -33,7 +33,11 @@ pub async fn idle(env: &Env, args: &RunArgs, tls: bool, name: &str) -> Result<Re
     let hb = args.hb();
     let target =
         if tls { env.tls_target.clone().ok_or_else(|| anyhow!("{} has no TLS listener", env.peer.name()))? } else { env.target.clone() };
+    // A cluster's connections are spread over its nodes, by worker process: as many workers as
+    // needed, rounded up to a multiple of the nodes.
+    let targets = node_targets(env, &target, tls);
     let workers = args.workers.unwrap_or(n.div_ceil(PER_PROCESS)).max(1);
+    let workers = if targets.len() > 1 { workers.div_ceil(targets.len()).max(1) * targets.len() } else { workers };
     let mut report = Report::new(name, env.peer.name());
     report.param("n", n);
     report.param("rate", rate);
@@ -41,6 +45,7 @@ pub async fn idle(env: &Env, args: &RunArgs, tls: bool, name: &str) -> Result<Re
     report.param("hb_s", hb.as_secs_f64());
     report.param("tls", tls);
     report.param("workers", workers);
+    report.param("nodes", targets.len());
 
     let owners = env.users(n.div_ceil(16).max(1), false).await?;
     let devices = env.devices(&owners, n).await?;
@@ -61,7 +66,7 @@ pub async fn idle(env: &Env, args: &RunArgs, tls: bool, name: &str) -> Result<Re
         }
         (o, p)
     } else {
-        pool = WorkerPool::spawn(env, &target, tls, &logins, workers, rate, args.concurrency, hb).await?;
+        pool = WorkerPool::spawn(env, &targets, tls, &logins, workers, rate, args.concurrency, hb).await?;
         let phase = env.phase(&pool.pids());
         let o = pool.opened(&pb).await?;
         (o, phase.end())
@@ -83,7 +88,7 @@ pub async fn idle(env: &Env, args: &RunArgs, tls: bool, name: &str) -> Result<Re
     pb.finish_and_clear();
     let held = hold_phase.end();
     let mut pings = stats.pings.load(Ordering::Relaxed) - pings0;
-    if let Some(m) = env.metrics().await {
+    if let Some(m) = env.metrics_all().await {
         let online = m.get("switchyard_device_sessions").copied().unwrap_or(0.0);
         report.num("hub.device_sessions", "hub's device sessions at the end of the hold", online, "");
         if online < ok as f64 {
@@ -344,9 +349,10 @@ struct WorkerPool {
 
 impl WorkerPool {
     #[allow(clippy::too_many_arguments)]
+    /// Worker `w` connects to `targets[w % len]`.
     async fn spawn(
         env: &Env,
-        target: &Target,
+        targets: &[Target],
         tls: bool,
         logins: &[Login],
         workers: usize,
@@ -364,6 +370,7 @@ impl WorkerPool {
         let mut pool = WorkerPool { _dir: None, ..Default::default() };
         for w in 0..workers {
             let (from, to) = (w * per, ((w + 1) * per).min(n));
+            let target = &targets[w % targets.len()];
             let mut cmd = tokio::process::Command::new(&exe);
             cmd.arg("worker")
                 .arg("--addr")
@@ -447,5 +454,20 @@ impl WorkerPool {
             let _ = child.wait().await;
         }
         Ok((pings, missed, closed, rtt))
+    }
+}
+
+/// Where a connection scenario connects: every node of a `--cluster-nodes` run, else `target`.
+fn node_targets(env: &Env, target: &Target, tls: bool) -> Vec<Target> {
+    match env.hub().filter(|h| h.nodes.len() > 1) {
+        Some(h) => h
+            .nodes
+            .iter()
+            .filter_map(|(plain, secure, _)| {
+                let addr = if tls { (*secure)? } else { *plain };
+                Some(Target { addr, ..target.clone() })
+            })
+            .collect(),
+        None => vec![target.clone()],
     }
 }
