@@ -112,6 +112,13 @@ pub async fn idle(env: &Env, args: &RunArgs, tls: bool, name: &str) -> Result<Re
         if ok > 0 { held.server_rss_after.saturating_sub(open_phase.server_rss_before) as f64 / ok as f64 } else { f64::NAN };
     report.num("bytes_per_conn", "server memory per connection (after hold)", bytes_per_conn, "B");
     report.num("rss.after_hold", "server RSS after holding", held.server_rss_after as f64 / 1048576.0, "MiB");
+    if let Some(h) = env.hub().filter(|h| h.pids.len() > 1) {
+        for (i, pid) in h.pids.iter().enumerate() {
+            if let Some(rss) = rss_bytes(*pid) {
+                report.num(&format!("rss.node{i}"), &format!("node {i} RSS after holding"), rss as f64 / 1048576.0, "MiB");
+            }
+        }
+    }
     report.num("hold.server_cores", "server CPU while idle", held.server_cores(), "cores");
     report.num("hold.pings", "heartbeats sent while holding", pings as f64, "");
     report.num("hold.cpu_us_per_ping", "server CPU per heartbeat while idle", held.cpu_per(pings).unwrap_or(f64::NAN), "µs");
