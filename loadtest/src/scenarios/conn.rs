@@ -56,6 +56,9 @@ pub async fn idle(env: &Env, args: &RunArgs, tls: bool, name: &str) -> Result<Re
     let stop = CancellationToken::new();
     let mut tasks = Vec::new();
     let mut pool = WorkerPool::default();
+    // The servers' memory before any worker starts (workers begin connecting as they start).
+    let server_pids: Vec<u32> = env.hub().map_or_else(|| vec![env.pid()], |h| h.pids.clone());
+    let rss_idle: u64 = server_pids.iter().filter_map(|p| rss_bytes(*p)).sum();
     let pb = bar(env.progress, n as u64, "connecting");
     let (opened, open_phase) = if workers == 1 {
         let phase = env.phase(&[]);
@@ -77,7 +80,7 @@ pub async fn idle(env: &Env, args: &RunArgs, tls: bool, name: &str) -> Result<Re
     report.latency("connect", "connect+login latency", &opened.connect);
     report.num("open.rate", "connections opened per second", ok as f64 / open_phase.secs.max(1e-9), "/s");
     report.num("open.cpu_us_per_conn", "server CPU per connection opened", open_phase.cpu_per(ok).unwrap_or(f64::NAN), "µs");
-    report.num("rss.before", "server RSS before", open_phase.server_rss_before as f64 / 1048576.0, "MiB");
+    report.num("rss.before", "server RSS before", rss_idle.min(open_phase.server_rss_before) as f64 / 1048576.0, "MiB");
     report.num("rss.after_open", "server RSS after opening", open_phase.server_rss_after as f64 / 1048576.0, "MiB");
     report.phase("open", "opening", &open_phase);
 
@@ -109,7 +112,7 @@ pub async fn idle(env: &Env, args: &RunArgs, tls: bool, name: &str) -> Result<Re
         }
     }
     let bytes_per_conn =
-        if ok > 0 { held.server_rss_after.saturating_sub(open_phase.server_rss_before) as f64 / ok as f64 } else { f64::NAN };
+        if ok > 0 { held.server_rss_after.saturating_sub(rss_idle.min(open_phase.server_rss_before)) as f64 / ok as f64 } else { f64::NAN };
     report.num("bytes_per_conn", "server memory per connection (after hold)", bytes_per_conn, "B");
     report.num("rss.after_hold", "server RSS after holding", held.server_rss_after as f64 / 1048576.0, "MiB");
     if let Some(h) = env.hub().filter(|h| h.pids.len() > 1) {
