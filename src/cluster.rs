@@ -19,6 +19,11 @@
 //! - **Node loss** ([`nodes`]): heartbeats every second; a node silent for [`nodes::DEAD_AFTER`]
 //!   is dead, and whichever survivor clears its rows in `cluster_devices` first sends their
 //!   offline sysmsgs. A node cut off from NATS that long closes its own device sessions.
+//! - **Shared limits.** Every node counts every node's REST calls in its rate-limit windows
+//!   ([`crate::rate`]: the calls counted here go out on the limits subject every
+//!   [`LIMITS_EVERY`]), and bounds a user's app sessions by their count on every node: each node
+//!   holding sessions of a user tells the others its count on the user's subject whenever it
+//!   changes, and asks for theirs when it subscribes ([`Inner::user_sessions_everywhere`]).
 //! - **Never await a peer.** Everything bound for NATS goes through one bounded forwarder queue
 //!   ([`Forwarder`]); when it is full a command is answered busy and a fan-out is counted and dropped.
 
@@ -43,6 +48,7 @@ use crate::device_state::{DeviceState, StateTooLarge};
 use crate::ids::{DeviceId, SessionId, UserKey};
 use crate::mailbox::{CloseReason, SessionHandle};
 use crate::metrics::Metrics;
+use crate::rate::{RateLimiter, Unsent};
 use crate::router::{Ack, Beyond, Command, DeviceAttach, DeviceView, LocalRouter, Outcome, PendingAck, RouteError, Routed, Router};
 use crate::store::Store;
 
@@ -58,6 +64,10 @@ const FORWARD_QUEUE: usize = 65_536;
 const USER_LINGER: Duration = Duration::from_secs(5);
 /// How long a takeover waits for the old holder's state.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(1);
+/// How often the REST calls counted here are told to the other nodes.
+pub const LIMITS_EVERY: Duration = Duration::from_millis(100);
+/// Rate-limit counts per message on the limits subject (a few tens of bytes each).
+const HITS_PER_MESSAGE: usize = 512;
 
 /// How a node joins its cluster.
 pub struct Settings {
@@ -138,6 +148,13 @@ async fn forward(client: async_nats::Client, mut rx: mpsc::Receiver<Out>) {
     }
 }
 
+/// A user this node has subscribed to: the subscription's stop, and how many app sessions of the
+/// user each other node said it holds.
+struct Subscribed {
+    stop: CancellationToken,
+    elsewhere: std::collections::HashMap<String, u32>,
+}
+
 /// A device this node holds: the epoch of its claim and the subscription's stop.
 struct Held {
     epoch: i64,
@@ -184,11 +201,15 @@ struct Inner {
     calls: Arc<DashMap<u64, Call>>,
     next_call: AtomicU64,
     held: DashMap<DeviceId, Held>,
-    users: DashMap<UserKey, CancellationToken>,
+    users: DashMap<UserKey, Subscribed>,
+    /// Users whose session count here changed (or was asked for): published in order by one task
+    /// (`ask`: ask the other nodes for theirs too).
+    counts: mpsc::UnboundedSender<(UserKey, bool)>,
     /// Devices online on other nodes, by node (from presence announcements).
     elsewhere: DashMap<DeviceId, String>,
     acl: OnceLock<Arc<Acl>>,
     lockout: OnceLock<Arc<Lockout>>,
+    rate: OnceLock<Arc<RateLimiter>>,
 }
 
 /// Publishes this node's secret checks for the other nodes' lockouts.
@@ -249,11 +270,13 @@ impl ClusterRouter {
         let forwarder = Arc::new(Forwarder { tx, subjects: subjects.clone(), metrics: metrics.clone() });
         local.send_beyond(forwarder.clone());
         let (control, control_rx) = mpsc::unbounded_channel();
+        let (counts, counts_rx) = mpsc::unbounded_channel();
         let replies = client.subscribe(subjects.replies()).await?;
         let presence = client.subscribe(subjects.presence()).await?;
         let acl = client.subscribe(subjects.acl()).await?;
         let checks = client.subscribe(subjects.checks()).await?;
         let heartbeats = client.subscribe(subjects.heartbeat()).await?;
+        let limits = client.subscribe(subjects.limits()).await?;
         let inner = Arc::new(Inner {
             local,
             client,
@@ -268,9 +291,11 @@ impl ClusterRouter {
             next_call: AtomicU64::new(1),
             held: DashMap::new(),
             users: DashMap::new(),
+            counts,
             elsewhere: DashMap::new(),
             acl: OnceLock::new(),
             lockout: OnceLock::new(),
+            rate: OnceLock::new(),
         });
         // Devices this node held when it last stopped (a crash): offline now.
         let left = inner.store.reap_node(&inner.settings.name, &inner.settings.node).await?;
@@ -281,6 +306,8 @@ impl ClusterRouter {
         tokio::spawn(inner.clone().control_loop(control_rx));
         tokio::spawn(inner.clone().reply_loop(replies));
         tokio::spawn(inner.clone().broadcast_loop(presence, acl, checks));
+        tokio::spawn(inner.clone().count_loop(counts_rx));
+        tokio::spawn(inner.clone().limits_in(limits));
         let nodes = Arc::new(Nodes::new(inner.settings.node.clone(), advert));
         tokio::spawn(nodes::run(nodes.clone(), inner.clone(), heartbeats, shutdown));
         tracing::info!(node = %inner.settings.node, cluster = %inner.settings.name, "joined the cluster");
@@ -292,6 +319,15 @@ impl ClusterRouter {
     pub fn share_lockout(&self, lockout: Arc<Lockout>) {
         lockout.share_with(Arc::new(LockoutPeers(self.inner.forwarder.clone())));
         let _ = self.inner.lockout.set(lockout);
+    }
+
+    /// Counts every node's REST calls in `rate`: this node's are published every
+    /// [`LIMITS_EVERY`], the others' mirrored.
+    pub fn share_rate_limit(&self, rate: Arc<RateLimiter>) {
+        rate.share();
+        if self.inner.rate.set(rate.clone()).is_ok() {
+            tokio::spawn(self.inner.clone().limits_out(rate));
+        }
     }
 
     /// Lets sharing changes announced by other nodes reach this node's audiences.
@@ -343,9 +379,9 @@ impl Inner {
                 Control::UserJoined(user) => self.subscribe_user(user).await,
                 Control::UserMaybeGone(user) => {
                     if self.local.user_sessions(&user) == 0
-                        && let Some((_, stop)) = self.users.remove(&user)
+                        && let Some((_, sub)) = self.users.remove(&user)
                     {
-                        stop.cancel();
+                        sub.stop.cancel();
                     }
                 }
                 Control::Flush(done) => {
@@ -417,7 +453,9 @@ impl Inner {
         match self.client.subscribe(self.subjects.user(&user)).await {
             Ok(sub) => {
                 let stop = CancellationToken::new();
-                self.users.insert(user.clone(), stop.clone());
+                self.users.insert(user.clone(), Subscribed { stop: stop.clone(), elsewhere: Default::default() });
+                // The nodes that already hold sessions of the user answer with their counts.
+                let _ = self.counts.send((user.clone(), true));
                 tokio::spawn(self.clone().user_loop(user, sub, stop));
             }
             Err(e) => tracing::warn!(apikey = %user, error = %e, "subscribing to the user's subject failed"),
@@ -513,7 +551,77 @@ impl Inner {
                         None => self.local.close_user_sessions(&user, close.keep, reason),
                     };
                 }
+                Some(&wire::COUNT) => {
+                    let Ok(count) = serde_json::from_slice::<wire::Count>(&msg.payload[1..]) else { continue };
+                    if count.node == self.node() {
+                        continue;
+                    }
+                    if let Some(mut sub) = self.users.get_mut(&user) {
+                        if count.sessions == 0 {
+                            sub.elsewhere.remove(&count.node);
+                        } else {
+                            sub.elsewhere.insert(count.node, count.sessions);
+                        }
+                    }
+                    if count.ask && self.local.user_sessions(&user) > 0 {
+                        let _ = self.counts.send((user.clone(), false));
+                    }
+                }
                 _ => {}
+            }
+        }
+    }
+
+    /// Publishes this node's count of a user's sessions, read when it is sent: as one task reads
+    /// and sends them in order, the last count a node hears from here is the current one.
+    async fn count_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<(UserKey, bool)>) {
+        while let Some((user, ask)) = rx.recv().await {
+            let count = wire::Count { node: self.node().to_owned(), sessions: self.local.user_sessions(&user) as u32, ask };
+            let mut payload = vec![wire::COUNT];
+            if serde_json::to_writer(&mut payload, &count).is_ok() {
+                self.forwarder.publish(self.subjects.user(&user), payload);
+            }
+        }
+    }
+
+    /// `user`'s app sessions here and, as last heard, on the other nodes holding some. A node
+    /// learns the others' counts when it subscribes to the user, a NATS round trip after its
+    /// first session of the user: that session (and any racing it) is admitted unseen.
+    fn user_sessions_everywhere(&self, user: &UserKey) -> usize {
+        let elsewhere = self.users.get(user).map_or(0, |s| s.elsewhere.values().map(|n| *n as usize).sum());
+        self.local.user_sessions(user) + elsewhere
+    }
+
+    /// A node died: its session counts no longer hold.
+    fn forget_node(&self, node: &str) {
+        for mut sub in self.users.iter_mut() {
+            sub.elsewhere.remove(node);
+        }
+    }
+
+    /// Sends the REST calls counted here to the other nodes, every [`LIMITS_EVERY`].
+    async fn limits_out(self: Arc<Self>, rate: Arc<RateLimiter>) {
+        let mut tick = tokio::time::interval(LIMITS_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let unsent = rate.take_unsent();
+            for chunk in unsent.chunks(HITS_PER_MESSAGE) {
+                let hits = chunk.iter().map(|u| (u.key.0, u.key.1.as_str().to_owned(), u.key.2.clone(), u.window, u.calls)).collect();
+                if let Ok(payload) = serde_json::to_vec(&wire::Hits { hits }) {
+                    self.forwarder.publish(self.subjects.limits(), payload);
+                }
+            }
+        }
+    }
+
+    /// The other nodes' REST calls, added to this node's windows.
+    async fn limits_in(self: Arc<Self>, mut sub: async_nats::Subscriber) {
+        while let Some(m) = sub.next().await {
+            let (Some(rate), Ok(hits)) = (self.rate.get(), serde_json::from_slice::<wire::Hits>(&m.payload)) else { continue };
+            for (ip, method, route, window, calls) in hits.hits {
+                let Ok(method) = axum::http::Method::from_bytes(method.as_bytes()) else { continue };
+                rate.mirror(Unsent { key: (ip, method, route), window, calls });
             }
         }
     }
@@ -642,13 +750,17 @@ impl Inner {
 impl Router for ClusterRouter {
     fn attach_app(&self, user: &UserKey, session: SessionHandle) {
         self.inner.local.attach_app(user, session);
-        if !self.inner.users.contains_key(user) {
+        if self.inner.users.contains_key(user) {
+            let _ = self.inner.counts.send((user.clone(), false));
+        } else {
+            // The subscription sends the count (and asks for the others').
             let _ = self.inner.control.send(Control::UserJoined(user.clone()));
         }
     }
 
     fn detach_app(&self, user: &UserKey, session: SessionId) {
         self.inner.local.detach_app(user, session);
+        let _ = self.inner.counts.send((user.clone(), false));
         if self.inner.local.user_sessions(user) == 0 {
             let (control, user) = (self.inner.control.clone(), user.clone());
             tokio::spawn(async move {
@@ -752,6 +864,14 @@ impl Router for ClusterRouter {
 
     fn user_sessions(&self, user: &UserKey) -> usize {
         self.inner.local.user_sessions(user)
+    }
+
+    fn user_sessions_everywhere(&self, user: &UserKey) -> usize {
+        self.inner.user_sessions_everywhere(user)
+    }
+
+    fn sessions(&self) -> Vec<SessionHandle> {
+        self.inner.local.sessions()
     }
 
     fn close_sessions(&self, user: &UserKey, credential: u64, reason: CloseReason) -> usize {

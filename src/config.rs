@@ -182,6 +182,10 @@ settings! {
     node_id: String { key: "node_id", value: "NAME", default: "", read: subject_token },
     /// Prefix of every subject and lock of the cluster, so clusters can share a NATS server [default: switchyard]
     cluster_name: String { key: "cluster_name", value: "NAME", default: "switchyard", read: subject_token },
+    /// Sessions closed per second at shutdown, so clients reconnect to other nodes gradually [default: 1000 in a cluster; one node closes all at once]
+    drain_rate: Option<u32> { key: "drain_rate", value: "N", default: "", read: optional_count(1, 1_000_000) },
+    /// Longest drain at shutdown; the sessions still open then close at once [default: 25]
+    drain_timeout: Duration { key: "drain_timeout_secs", value: "N", default: "25", read: secs(1, 3600) },
     ;
     derived(settings) {
         /// True when both TLS paths are the defaults, so a development pair may be generated.
@@ -288,6 +292,11 @@ impl Field<'_> {
 
     fn count(self, min: u32, max: u32) -> u32 {
         self.number(min.into(), max.into()) as u32
+    }
+
+    /// A whole number in `min..=max`, or empty for none.
+    fn optional_count(self, min: u32, max: u32) -> Option<u32> {
+        if self.raw.trim().is_empty() { None } else { Some(self.count(min, max)) }
     }
 
     fn millis(self, min: u64, max: u64) -> Duration {
@@ -446,7 +455,16 @@ impl Field<'_> {
     }
 }
 
+/// Sessions a cluster node closes per second at shutdown unless `drain_rate` says otherwise.
+pub const CLUSTER_DRAIN_RATE: u32 = 1000;
+
 impl Config {
+    /// Sessions closed per second at shutdown: `drain_rate`, else [`CLUSTER_DRAIN_RATE`] in a
+    /// cluster; `None` (a single node without the setting) closes them all at once.
+    pub fn drain_rate(&self) -> Option<u32> {
+        self.drain_rate.or(self.cluster.as_ref().map(|_| CLUSTER_DRAIN_RATE))
+    }
+
     pub fn resolve(settings: &Settings) -> Result<Config, ConfigErrors> {
         let mut errors = Vec::new();
         let config = Config::read(settings, &mut errors);

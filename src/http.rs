@@ -72,7 +72,7 @@ pub fn app(hub: Arc<Hub>) -> Router {
         // not an empty 405.
         .method_not_allowed_fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(ratelimit::RateLimit::new(&hub.config, hub.metrics.clone())),
+            Arc::new(ratelimit::RateLimit::new(&hub.config, hub.rate_counts.clone(), hub.metrics.clone())),
             ratelimit::limit,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

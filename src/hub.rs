@@ -29,11 +29,16 @@ pub struct Hub {
     pub recorder: Recorder,
     /// Cancelled once to stop the node: listeners stop accepting and sessions close with 1001.
     pub shutdown: CancellationToken,
+    /// Cancelled when the sessions still open must close at once (1001): with `shutdown` on a
+    /// node that does not drain, else when the drain ends ([`crate::drain`]).
+    pub sessions_end: CancellationToken,
     /// Every connection and session task, so shutdown can wait for them.
     pub tasks: TaskTracker,
     /// Who may reach each online device: reloaded at once after a change made here, and by a
     /// poll after changes made by other processes.
     pub acl: Arc<Acl>,
+    /// The REST rate limit's counters (see [`crate::rate`]), shared with the other nodes of a cluster.
+    pub rate_counts: Arc<crate::rate::RateLimiter>,
     /// Failed password and code checks per account (see [`auth::lockout`]).
     pub lockout: Arc<auth::lockout::Lockout>,
     /// Delivers verification codes (by default: the log and a file under the data dir).

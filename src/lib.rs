@@ -10,7 +10,8 @@
 //!
 //! - [`config`]: settings from flags, environment and TOML, validated in one pass.
 //! - [`ids`], [`protocol`]: identifiers and the wire frames (no I/O).
-//! - [`server`]: accept loops, TLS, connection cap, drain; [`tls`] loads or generates certificates.
+//! - [`server`]: accept loops, TLS, connection cap; [`drain`] closes the sessions at shutdown, at
+//!   once or at a bounded rate; [`tls`] loads or generates certificates.
 //! - [`http`]: the axum router: dispatch, user routes, the WebSocket upgrade.
 //! - [`session`]: one task per socket: handshake, app and device sessions, heartbeats.
 //! - [`registry`], [`router`]: who is online where; routing, pending acks and fan-out.
@@ -49,6 +50,7 @@ pub mod config;
 pub mod conn;
 pub mod dashboard;
 pub mod device_state;
+pub mod drain;
 pub mod emulate;
 pub mod http;
 pub mod hub;
@@ -60,6 +62,7 @@ pub mod offline;
 pub mod operator;
 pub mod permit;
 pub mod protocol;
+pub mod rate;
 pub mod recorder;
 pub mod router;
 pub mod server;
@@ -220,8 +223,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     };
     let wechat = wechat::WeChat::new(&config.wechat_api_base, wechat::Options::default())?;
     let lockout = Arc::new(auth::lockout::Lockout::new(auth::lockout::Policy::new(config.auth_failures, config.auth_lockout_max)));
+    let rate_counts = Arc::new(rate::RateLimiter::default());
     if let Some(c) = &cluster {
         c.share_lockout(lockout.clone());
+        c.share_rate_limit(rate_counts.clone());
     }
     http::ratelimit::warn_if_exempt_behind_a_proxy(&config);
     let wechat_work = wechat::Work::new(store.clone(), wechat.clone(), tasks.clone(), shutdown.clone());
@@ -247,9 +252,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         hasher: auth::Hasher::new(2),
         recorder,
         shutdown,
+        sessions_end: CancellationToken::new(),
         tasks,
         acl: acl_sync,
         lockout,
+        rate_counts,
         codes,
         wechat,
         wechat_work,
@@ -259,6 +266,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         public_ip,
         cluster,
     });
+    tokio::spawn(drain::run(hub.clone()));
     hub.tasks.spawn(alarm::run(evaluator, alarm_queue));
     hub.tasks.spawn(command::run_deliveries(hub.clone(), delivery_requests));
     hub.tasks.spawn(hub.offline.clone().expire(hub.store.clone(), hub.router.clone(), hub.recorder.clone(), hub.shutdown.clone()));
@@ -292,6 +300,8 @@ impl Running {
     /// Waits for shutdown to be requested, then for sessions to close, then saves state.
     pub async fn finished(self) {
         self.hub.shutdown.cancelled().await;
+        // Sessions close at once or as the node drains (at most `drain_timeout`).
+        self.hub.sessions_end.cancelled().await;
         self.hub.tasks.close();
         if tokio::time::timeout(Duration::from_secs(10), self.hub.tasks.wait()).await.is_err() {
             tracing::warn!(left = self.hub.tasks.len(), "some connections did not finish in time");

@@ -25,6 +25,8 @@ pub enum CloseReason {
     Replaced = 2,
     /// The access token the session logged in with was revoked (logout).
     LoggedOut = 3,
+    /// The node is shutting down and drains its sessions a few at a time.
+    Draining = 4,
 }
 
 impl CloseReason {
@@ -33,6 +35,7 @@ impl CloseReason {
             1 => Some(CloseReason::SlowConsumer),
             2 => Some(CloseReason::Replaced),
             3 => Some(CloseReason::LoggedOut),
+            4 => Some(CloseReason::Draining),
             _ => None,
         }
     }

@@ -169,8 +169,15 @@ pub trait Router: Send + Sync + 'static {
     /// Queues a frame to one app session of `user` (e.g. the late answer to a command that was
     /// queued while its device was offline); false when that session is not connected here.
     fn tell_session(&self, user: &UserKey, session: SessionId, frame: Utf8Bytes) -> bool;
-    /// How many app sessions `user` has open.
+    /// How many app sessions `user` has open on this node.
     fn user_sessions(&self, user: &UserKey) -> usize;
+    /// How many app sessions `user` has open on every node of a cluster, as far as this node has
+    /// heard (the bound of `--max-sessions-per-user`); this node's own on a single node.
+    fn user_sessions_everywhere(&self, user: &UserKey) -> usize {
+        self.user_sessions(user)
+    }
+    /// Every session open on this node (what a drain closes).
+    fn sessions(&self) -> Vec<SessionHandle>;
     /// Closes `user`'s app sessions that logged in with the credential tagged `credential`.
     fn close_sessions(&self, user: &UserKey, credential: u64, reason: CloseReason) -> usize;
     /// Closes all of `user`'s app sessions except those that logged in with the credential
@@ -502,6 +509,10 @@ impl Router for LocalRouter {
 
     fn user_sessions(&self, user: &UserKey) -> usize {
         self.registry.user_sessions(user)
+    }
+
+    fn sessions(&self) -> Vec<SessionHandle> {
+        self.registry.sessions()
     }
 
     fn close_sessions(&self, user: &UserKey, credential: u64, reason: CloseReason) -> usize {

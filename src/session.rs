@@ -104,7 +104,7 @@ pub(crate) async fn drive<H: Handler>(hub: Arc<Hub>, mut ws: Ws, mailbox: Arc<Ma
                     Box::pin(close_for(&mut ws, reason)).await;
                     break;
                 }
-                _ = hub.shutdown.cancelled() => {
+                _ = hub.sessions_end.cancelled() => {
                     Box::pin(close(&mut ws, CloseCode::Away, "shutting down")).await;
                     break;
                 }
@@ -278,7 +278,7 @@ pub(crate) async fn write_unless_closed(hub: &Hub, mailbox: &Mailbox, write: imp
             tracing::info!(?reason, "closed by the hub while a write was blocked");
             false
         }
-        _ = hub.shutdown.cancelled() => false,
+        _ = hub.sessions_end.cancelled() => false,
     }
 }
 
@@ -288,6 +288,7 @@ pub(crate) async fn close_for(ws: &mut Ws, reason: CloseReason) {
         CloseReason::SlowConsumer => close(ws, CloseCode::Policy, "outbound queue full").await,
         CloseReason::Replaced => close(ws, CloseCode::Normal, "replaced by a newer connection").await,
         CloseReason::LoggedOut => close(ws, CloseCode::Policy, "logged out").await,
+        CloseReason::Draining => close(ws, CloseCode::Away, "shutting down").await,
     }
 }
 

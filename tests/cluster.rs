@@ -2,7 +2,9 @@
 //! server (`--cluster`): commands cross nodes with the same acks, 504s and refusals, reports and
 //! sysmsgs reach each session on every node once, a device moves between nodes (takeover) with
 //! its state and no offline sysmsg, a killed node's devices go offline and reconnect elsewhere,
-//! and a sharing change made on one node holds on the others within a second.
+//! and a sharing change made on one node holds on the others within a second. Limits hold across
+//! nodes (the REST rate limit, sessions per user, failed logins), and a terminated node drains its
+//! sessions gradually to the others.
 //!
 //! Needs PostgreSQL (`SWITCHYARD_TEST_DATABASE_URL`, else the local server) and NATS
 //! (`SWITCHYARD_TEST_NATS_URL`, else `nats://127.0.0.1:4222`); `.ci/run` starts both when down.
@@ -33,6 +35,8 @@ struct Cluster {
     nodes: Vec<Node>,
     _tmp: tempfile::TempDir,
     store: Store,
+    /// Settings every node of this cluster is started with.
+    args: Vec<String>,
 }
 
 struct Node {
@@ -47,6 +51,11 @@ struct User {
 
 impl Cluster {
     async fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, &[]).await
+    }
+
+    /// `n` nodes, each started with `args` too.
+    async fn start_with(n: usize, args: &[&str]) -> Cluster {
         let server = std::env::var("SWITCHYARD_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| DEFAULT_PG.into());
         let nats = std::env::var("SWITCHYARD_TEST_NATS_URL").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| DEFAULT_NATS.into());
         let tag: u64 = rand::random();
@@ -59,16 +68,18 @@ impl Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path(), Some(&url)).await.unwrap();
         store.add_app(APPID, SECRET).await.unwrap();
-        let mut c = Cluster { url, db, server, nats, name: format!("t{tag:x}"), nodes: Vec::new(), _tmp: tmp, store };
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let mut c = Cluster { url, db, server, nats, name: format!("t{tag:x}"), nodes: Vec::new(), _tmp: tmp, store, args };
         for i in 0..n {
-            let node = c.spawn(&format!("n{i}"), None);
+            let node = c.spawn(&format!("n{i}"), &[]);
             c.nodes.push(node);
         }
         c
     }
 
-    fn spawn(&self, name: &str, port: Option<u16>) -> Node {
-        let http = format!("127.0.0.1:{}", port.unwrap_or_else(free_port));
+    /// Starts a node with the cluster's settings and `extra`.
+    fn spawn(&self, name: &str, extra: &[&str]) -> Node {
+        let http = format!("127.0.0.1:{}", free_port());
         let data = self._tmp.path().join(name);
         let ack = ACK_MS.to_string();
         let args = [
@@ -94,6 +105,9 @@ impl Cluster {
             "--public-ws",
             &http,
         ];
+        let mut args = args.to_vec();
+        args.extend(self.args.iter().map(String::as_str));
+        args.extend(extra);
         let proc = Proc::spawn(name, command(&args));
         let deadline = Instant::now() + procs::WAIT;
         while !proc.stderr().contains("hub started") {
@@ -115,11 +129,17 @@ impl Cluster {
     }
 
     async fn app(&self, node: usize, user: &User) -> Client {
+        let (c, reply) = self.user_online(node, user).await;
+        assert_eq!(reply["error"], 0, "userOnline failed: {reply}");
+        c
+    }
+
+    /// An app's handshake on `node`, and the hub's answer to it.
+    async fn user_online(&self, node: usize, user: &User) -> (Client, Value) {
         let mut c = raw(&self.nodes[node].http).await;
         c.send(json!({"action":"userOnline","version":8,"ts":1,"at":user.at,"userAgent":"app","apikey":user.apikey.as_str(),"appid":APPID,"nonce":"abcd1234","sequence":"1"})).await;
         let reply = c.recv().await;
-        assert_eq!(reply["error"], 0, "userOnline failed: {reply}");
-        c
+        (c, reply)
     }
 
     async fn device(&self, http: &str, id: &str) -> Client {
@@ -450,4 +470,106 @@ async fn a_logout_on_one_node_closes_the_users_sessions_on_the_others() {
     let res = rest(reqwest::Method::DELETE, &c.nodes[0].http, "/v2/user/logout", &erin, None).await;
     assert_eq!(res["error"], 0, "{res}");
     assert!(e1.recv_close().await.is_some(), "the session on the other node is closed by the logout");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rest_calls_spread_over_nodes_share_one_rate_limit() {
+    // 30 calls a day to one route from one client (loopback counts here), on every node.
+    let c = Cluster::start_with(3, &["--rate-limit", "30", "--rate-limit-window-secs", "86400", "--rate-limit-loopback", "true"]).await;
+    let http = reqwest::Client::new();
+    let mut passed = 0;
+    let mut last = Vec::new();
+    for i in 0..90 {
+        let res = http.get(format!("http://{}/v2/family", c.nodes[i % 3].http)).header("x-ck-appid", APPID).send().await.unwrap();
+        let status = res.status().as_u16();
+        if status != 429 {
+            passed += 1;
+        }
+        if i >= 87 {
+            last.push(status);
+        }
+        // Paced a little: the nodes exchange their counts every 100 ms.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Each node alone would let 30 through (90 in all). Together they let the 30 through, plus
+    // the few a node passed in the last exchange interval before it heard of the others'.
+    assert!((30..=36).contains(&passed), "{passed} of 90 calls passed the limit of 30");
+    assert_eq!(last, [429, 429, 429], "every node refuses once the total is reached");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_users_sessions_are_bounded_across_nodes() {
+    let c = Cluster::start_with(3, &["--max-sessions-per-user", "4"]).await;
+    let frank = c.user("frank@example.com").await;
+    // A session on each node (each node hears the others' counts when it subscribes to Frank),
+    // then a fourth on node 0.
+    let mut held = Vec::new();
+    for node in [0, 1, 2, 0] {
+        held.push(c.app(node, &frank).await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // No node lets a fifth in, though none holds more than two.
+    for node in 0..3 {
+        let (_, reply) = c.user_online(node, &frank).await;
+        assert_eq!(reply["error"], 406, "node {node} let a fifth session in: {reply}");
+    }
+    // One leaves node 1: node 2 lets a new one in once it hears.
+    drop(held.remove(1));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (s, reply) = c.user_online(2, &frank).await;
+        if reply["error"] == 0 {
+            held.push(s);
+            break;
+        }
+        assert_eq!(reply["error"], 406, "{reply}");
+        assert!(Instant::now() < deadline, "node 2 never heard that a session of node 1 left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, reply) = c.user_online(1, &frank).await;
+    assert_eq!(reply["error"], 406, "four again: {reply}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_terminated_node_drains_its_sessions_gradually_to_the_others() {
+    let mut c = Cluster::start(2).await;
+    // Node 2 closes 4 sessions a second when it drains.
+    let n2 = c.spawn("n2", &["--drain-rate", "4"]);
+    c.nodes.push(n2);
+    let alice = c.user("alice@example.com").await;
+    let mut a0 = c.app(0, &alice).await;
+    let ids: Vec<String> = (0..8).map(|i| format!("1000000d{i:02}")).collect();
+    let mut devices = Vec::new();
+    for id in &ids {
+        c.device_record(id, &alice).await;
+        devices.push(c.device(&c.nodes[2].http, id).await);
+    }
+    until_routed(&mut a0, &mut devices[7], &alice, &ids[7]).await;
+
+    c.nodes[2].proc.as_ref().unwrap().terminate();
+    let started = Instant::now();
+    // Every device hears 1001, a few at a time.
+    let closes = futures_util::future::join_all(devices.iter_mut().map(|d| async {
+        let close = d.recv_close().await;
+        (close.map(|f| u16::from(f.code)), started.elapsed())
+    }))
+    .await;
+    let codes: Vec<Option<u16>> = closes.iter().map(|(code, _)| *code).collect();
+    assert_eq!(codes, vec![Some(1001); 8], "every session is closed as going away");
+    let first = closes.iter().map(|(_, at)| *at).min().unwrap();
+    let last = closes.iter().map(|(_, at)| *at).max().unwrap();
+    // Eight at four a second: over about 1.75 s, never all at once.
+    assert!(last - first >= Duration::from_secs(1), "closed between {first:?} and {last:?}: not gradually");
+    let status = c.nodes[2].proc.as_mut().unwrap().wait_exit();
+    assert!(status.success(), "the drained node exits cleanly: {status:?}");
+
+    // The devices reconnect through dispatch to the other nodes and are routed again.
+    drop(devices);
+    for id in &ids {
+        let d: Value = reqwest::get(format!("http://{}/dispatch/device", c.nodes[0].http)).await.unwrap().json().await.unwrap();
+        let at = format!("{}:{}", d["domain"].as_str().unwrap(), d["port"]);
+        assert_ne!(at, c.nodes[2].http, "dispatch handed out the drained node");
+        let mut dev = c.device(&at, id).await;
+        until_routed(&mut a0, &mut dev, &alice, id).await;
+    }
 }

@@ -119,6 +119,9 @@ pub struct Hub {
     pub cluster: Option<ClusterRun>,
     /// The operator listener, where `/metrics` is.
     pub metrics_addr: SocketAddr,
+    /// Every node's (plain listener, TLS listener, operator listener), node 0 first: conn-idle
+    /// spreads its connections over them.
+    pub nodes: Vec<(SocketAddr, Option<SocketAddr>, SocketAddr)>,
     pub tls_addr: Option<SocketAddr>,
     pub tls: Option<Arc<ClientConfig>>,
     /// The certificate to trust for the TLS listener.
@@ -244,6 +247,7 @@ impl Hub {
             nats_pid: None,
             cluster: None,
             metrics_addr: opts.hub_metrics.unwrap_or_else(|| ([127, 0, 0, 1], 9090).into()),
+            nodes: vec![(plain, tls_addr, opts.hub_metrics.unwrap_or_else(|| ([127, 0, 0, 1], 9090).into()))],
             tls_addr,
             tls,
             ca: opts.ca.clone(),
@@ -273,6 +277,7 @@ impl Hub {
             nats_pid: None,
             cluster: None,
             metrics_addr: ([127, 0, 0, 1], node.metrics).into(),
+            nodes: vec![(plain, Some(([127, 0, 0, 1], node.https).into()), ([127, 0, 0, 1], node.metrics).into())],
             tls_addr: Some(([127, 0, 0, 1], node.https).into()),
             tls: Some(client_tls(&cert)?),
             ca: Some(cert.clone()),
@@ -352,6 +357,7 @@ impl Hub {
             nats_pid: nats_pid(),
             cluster: Some(run),
             metrics_addr: addr(nodes[0].metrics),
+            nodes: nodes.iter().map(|x| (addr(x.http), Some(addr(x.https)), addr(x.metrics))).collect(),
             tls_addr: Some(addr(nodes[0].https)),
             tls: Some(client_tls(&cert)?),
             ca: Some(cert.clone()),
@@ -375,6 +381,18 @@ impl Hub {
             Ok((200, body)) => Some(parse_metrics(&body)),
             _ => None,
         }
+    }
+
+    /// The counters summed over every node (a cluster's), if they all answer.
+    pub async fn metrics_all(&self) -> Option<HashMap<String, f64>> {
+        let mut sum = HashMap::new();
+        for (_, _, at) in &self.nodes {
+            let Ok((200, body)) = http_get(*at, "/metrics").await else { return None };
+            for (k, v) in parse_metrics(&body) {
+                *sum.entry(k).or_insert(0.0) += v;
+            }
+        }
+        Some(sum)
     }
 
     /// `Some(reason)` if a hub started here has exited.

@@ -49,8 +49,9 @@ temporary data dir, free loopback ports and a generated certificate, seeded thro
 and killed at the end; or give --hub-url, --hub-pid and --data-dir to use a running hub.
 --cluster-nodes N starts N cluster nodes instead (`serve --cluster`, NATS at --nats-url) on a
 fresh PostgreSQL database made on --pg-url's server and dropped at the end: apps connect to node 0,
-devices to node 1, so every command and ack crosses NATS (N = 1: both on the one node); server CPU
-is summed over the nodes, the NATS server's (found by `pidof nats-server`) is reported apart.
+devices to node 1, so every command and ack crosses NATS (N = 1: both on the one node); conn-idle and
+conn-tls spread their connections over every node instead (one worker process per node or more);
+server CPU and memory are summed over the nodes, the NATS server's (found by `pidof nats-server`) is reported apart.
 Figures are printed as a table; --json FILE writes them. Each report says whether other
 processes were using the CPU meanwhile (this machine has 2 cores shared by hub and generator).";
 

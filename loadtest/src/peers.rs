@@ -221,6 +221,11 @@ impl Env {
         self.hub()?.metrics().await
     }
 
+    /// The counters summed over every node of a cluster (the one hub's otherwise).
+    pub async fn metrics_all(&self) -> Option<HashMap<String, f64>> {
+        self.hub()?.metrics_all().await
+    }
+
     /// `n` users (with access tokens when `tokens`).
     pub async fn users(&self, n: usize, tokens: bool) -> Result<Vec<User>> {
         match &self.server {

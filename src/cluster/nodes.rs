@@ -133,6 +133,7 @@ pub(super) async fn run(nodes: Arc<Nodes>, inner: Arc<Inner>, mut heartbeats: as
                 beat(&nodes);
                 let now = Instant::now();
                 for dead in nodes.take_dead(now) {
+                    inner.forget_node(&dead);
                     match inner.store.reap_node(&inner.settings.name, &dead).await {
                         Ok(devices) => {
                             tracing::warn!(node = %dead, devices = devices.len(), "node is silent: its devices are offline");

@@ -54,6 +54,11 @@ impl Subjects {
         format!("{}.checks", self.prefix)
     }
 
+    /// REST calls counted on some node: every node adds them to its rate-limit windows.
+    pub fn limits(&self) -> String {
+        format!("{}.limits", self.prefix)
+    }
+
     /// Sharing changed for some devices: every node reloads their audiences.
     pub fn acl(&self) -> String {
         format!("{}.acl", self.prefix)
@@ -199,9 +204,27 @@ impl From<AudienceWire> for Audience {
 }
 
 /// The first byte of a message on a user's subject: a frame for every session (the rest of the
-/// message, as the sessions send it), or a [`Close`] request as JSON.
+/// message, as the sessions send it), a [`Close`] request as JSON, or a node's [`Count`] of the
+/// user's sessions as JSON.
 pub const FRAME: u8 = b'F';
 pub const CLOSE: u8 = b'C';
+pub const COUNT: u8 = b'N';
+
+/// How many app sessions of the user `node` holds now; `ask`: the sender just subscribed, every
+/// other node holding sessions of the user answers with its own count.
+#[derive(Serialize, Deserialize)]
+pub struct Count {
+    pub node: String,
+    pub sessions: u32,
+    pub ask: bool,
+}
+
+/// REST calls one node counted since its last [`Hits`]: (client network, method, route, window
+/// index, calls).
+#[derive(Serialize, Deserialize)]
+pub struct Hits {
+    pub hits: Vec<(std::net::IpAddr, String, String, u64, u32)>,
+}
 
 /// Closes a user's sessions on every node: those of one credential, or all but one credential's.
 #[derive(Serialize, Deserialize)]

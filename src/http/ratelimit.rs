@@ -1,13 +1,11 @@
 //! The seed's call rule, "at most 300 calls per 5 minutes from one IP to one API": a fixed-window
-//! counter per (client IP, method, route), sharded so concurrent requests rarely meet on a lock.
+//! counter per (client IP, method, route) ([`crate::rate`]; in a cluster, counted over every node).
 //! Loopback clients are exempt unless `rate_limit_loopback` is set; behind a reverse proxy listed
 //! in `trusted_proxies`, the client is the right-most untrusted address of `X-Forwarded-For`.
 //! Over the limit: HTTP 429 with `Retry-After` and the envelope `{"error":412,…}`.
 
-use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -18,52 +16,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::sync::lock;
-
-const SHARDS: usize = 16;
-/// Keys kept per shard before stale windows are swept.
-const SWEEP_AT: usize = 8192;
-/// Keys one shard may hold within a window; beyond it new keys pass uncounted (memory stays
-/// bounded: at most 16 × 65,536 counters) and a warning is logged.
-const SHARD_CAP: usize = 65_536;
-
-type Key = (IpAddr, axum::http::Method, String);
-
-/// Fixed-window counters, one per key.
-pub struct RateLimiter {
-    shards: Vec<Mutex<HashMap<Key, (u64, u32)>>>,
-    hasher: std::collections::hash_map::RandomState,
-}
-
-impl Default for RateLimiter {
-    fn default() -> Self {
-        RateLimiter { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), hasher: Default::default() }
-    }
-}
-
-impl RateLimiter {
-    /// Counts one call at `now_secs`; `Err(seconds until the window ends)` when over `limit`.
-    pub fn hit(&self, key: Key, limit: u32, window_secs: u64, now_secs: u64) -> Result<(), u64> {
-        let window = now_secs / window_secs;
-        let mut shard = lock(&self.shards[self.hasher.hash_one(&key) as usize % SHARDS]);
-        if shard.len() >= SWEEP_AT {
-            shard.retain(|_, (w, _)| *w == window);
-            if shard.len() >= SHARD_CAP && !shard.contains_key(&key) {
-                tracing::warn!(keys = shard.len(), "rate-limit table full for this window; a new client passes uncounted");
-                return Ok(());
-            }
-        }
-        let entry = shard.entry(key).or_insert((window, 0));
-        if entry.0 != window {
-            *entry = (window, 0);
-        }
-        if entry.1 >= limit {
-            return Err((window + 1) * window_secs - now_secs);
-        }
-        entry.1 += 1;
-        Ok(())
-    }
-}
+use crate::rate::RateLimiter;
 
 /// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
 /// address in `X-Forwarded-For` that is not one.
@@ -90,7 +43,8 @@ pub fn limit_key(ip: IpAddr) -> IpAddr {
 
 /// The rate limit layer's state: the counters and the settings they apply.
 pub struct RateLimit {
-    counters: RateLimiter,
+    /// Shared with the other nodes of a cluster (see [`crate::rate`]).
+    counters: Arc<RateLimiter>,
     limit: u32,
     window_secs: u64,
     loopback: bool,
@@ -99,9 +53,9 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+    pub fn new(config: &Config, counters: Arc<RateLimiter>, metrics: Arc<Metrics>) -> Self {
         RateLimit {
-            counters: RateLimiter::default(),
+            counters,
             limit: config.rate_limit,
             window_secs: config.rate_limit_window.as_secs().max(1),
             loopback: config.rate_limit_loopback,

@@ -76,6 +76,15 @@ impl Registry {
     pub fn user_sessions(&self, user: &UserKey) -> usize {
         self.users.get(user).map_or(0, |l| l.len())
     }
+
+    /// Every session on this node: devices first, then apps.
+    pub fn sessions(&self) -> Vec<SessionHandle> {
+        let mut all: Vec<SessionHandle> = self.devices.iter().map(|e| e.value().session.clone()).collect();
+        for e in self.users.iter() {
+            all.extend(e.value().iter().cloned());
+        }
+        all
+    }
 }
 
 #[cfg(test)]

@@ -139,7 +139,9 @@ async fn app_online(hub: &Hub, ws: &mut Ws, frame: &Inbound<'_>) -> Option<Next>
     }
     let user = UserKey::new(apikey);
     // A soft bound (concurrent handshakes may pass it by a few): refuse, never kick an older one.
-    if hub.router.user_sessions(&user) >= hub.config.max_sessions_per_user {
+    // In a cluster it counts the user's sessions on every node, as heard over NATS (see the
+    // bound's slack in `cluster::sessions`).
+    if hub.router.user_sessions_everywhere(&user) >= hub.config.max_sessions_per_user {
         tracing::info!(%user, "userOnline refused: too many sessions");
         hub.metrics.frames_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Box::pin(refuse(hub, ws, protocol::error_frame(406, "too many sessions for this user", seq))).await;

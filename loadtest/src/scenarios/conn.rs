@@ -33,7 +33,11 @@ pub async fn idle(env: &Env, args: &RunArgs, tls: bool, name: &str) -> Result<Re
     let hb = args.hb();
     let target =
         if tls { env.tls_target.clone().ok_or_else(|| anyhow!("{} has no TLS listener", env.peer.name()))? } else { env.target.clone() };
+    // A cluster's connections are spread over its nodes, by worker process: as many workers as
+    // needed, rounded up to a multiple of the nodes.
+    let targets = node_targets(env, &target, tls);
     let workers = args.workers.unwrap_or(n.div_ceil(PER_PROCESS)).max(1);
+    let workers = if targets.len() > 1 { workers.div_ceil(targets.len()).max(1) * targets.len() } else { workers };
     let mut report = Report::new(name, env.peer.name());
     report.param("n", n);
     report.param("rate", rate);
@@ -41,6 +45,7 @@ pub async fn idle(env: &Env, args: &RunArgs, tls: bool, name: &str) -> Result<Re
     report.param("hb_s", hb.as_secs_f64());
     report.param("tls", tls);
     report.param("workers", workers);
+    report.param("nodes", targets.len());
 
     let owners = env.users(n.div_ceil(16).max(1), false).await?;
     let devices = env.devices(&owners, n).await?;
@@ -51,6 +56,9 @@ pub async fn idle(env: &Env, args: &RunArgs, tls: bool, name: &str) -> Result<Re
     let stop = CancellationToken::new();
     let mut tasks = Vec::new();
     let mut pool = WorkerPool::default();
+    // The servers' memory before any worker starts (workers begin connecting as they start).
+    let server_pids: Vec<u32> = env.hub().map_or_else(|| vec![env.pid()], |h| h.pids.clone());
+    let rss_idle: u64 = server_pids.iter().filter_map(|p| rss_bytes(*p)).sum();
     let pb = bar(env.progress, n as u64, "connecting");
     let (opened, open_phase) = if workers == 1 {
         let phase = env.phase(&[]);
@@ -61,7 +69,7 @@ pub async fn idle(env: &Env, args: &RunArgs, tls: bool, name: &str) -> Result<Re
         }
         (o, p)
     } else {
-        pool = WorkerPool::spawn(env, &target, tls, &logins, workers, rate, args.concurrency, hb).await?;
+        pool = WorkerPool::spawn(env, &targets, tls, &logins, workers, rate, args.concurrency, hb).await?;
         let phase = env.phase(&pool.pids());
         let o = pool.opened(&pb).await?;
         (o, phase.end())
@@ -72,7 +80,7 @@ pub async fn idle(env: &Env, args: &RunArgs, tls: bool, name: &str) -> Result<Re
     report.latency("connect", "connect+login latency", &opened.connect);
     report.num("open.rate", "connections opened per second", ok as f64 / open_phase.secs.max(1e-9), "/s");
     report.num("open.cpu_us_per_conn", "server CPU per connection opened", open_phase.cpu_per(ok).unwrap_or(f64::NAN), "µs");
-    report.num("rss.before", "server RSS before", open_phase.server_rss_before as f64 / 1048576.0, "MiB");
+    report.num("rss.before", "server RSS before", rss_idle.min(open_phase.server_rss_before) as f64 / 1048576.0, "MiB");
     report.num("rss.after_open", "server RSS after opening", open_phase.server_rss_after as f64 / 1048576.0, "MiB");
     report.phase("open", "opening", &open_phase);
 
@@ -83,7 +91,7 @@ pub async fn idle(env: &Env, args: &RunArgs, tls: bool, name: &str) -> Result<Re
     pb.finish_and_clear();
     let held = hold_phase.end();
     let mut pings = stats.pings.load(Ordering::Relaxed) - pings0;
-    if let Some(m) = env.metrics().await {
+    if let Some(m) = env.metrics_all().await {
         let online = m.get("switchyard_device_sessions").copied().unwrap_or(0.0);
         report.num("hub.device_sessions", "hub's device sessions at the end of the hold", online, "");
         if online < ok as f64 {
@@ -104,9 +112,16 @@ pub async fn idle(env: &Env, args: &RunArgs, tls: bool, name: &str) -> Result<Re
         }
     }
     let bytes_per_conn =
-        if ok > 0 { held.server_rss_after.saturating_sub(open_phase.server_rss_before) as f64 / ok as f64 } else { f64::NAN };
+        if ok > 0 { held.server_rss_after.saturating_sub(rss_idle.min(open_phase.server_rss_before)) as f64 / ok as f64 } else { f64::NAN };
     report.num("bytes_per_conn", "server memory per connection (after hold)", bytes_per_conn, "B");
     report.num("rss.after_hold", "server RSS after holding", held.server_rss_after as f64 / 1048576.0, "MiB");
+    if let Some(h) = env.hub().filter(|h| h.pids.len() > 1) {
+        for (i, pid) in h.pids.iter().enumerate() {
+            if let Some(rss) = rss_bytes(*pid) {
+                report.num(&format!("rss.node{i}"), &format!("node {i} RSS after holding"), rss as f64 / 1048576.0, "MiB");
+            }
+        }
+    }
     report.num("hold.server_cores", "server CPU while idle", held.server_cores(), "cores");
     report.num("hold.pings", "heartbeats sent while holding", pings as f64, "");
     report.num("hold.cpu_us_per_ping", "server CPU per heartbeat while idle", held.cpu_per(pings).unwrap_or(f64::NAN), "µs");
@@ -344,9 +359,10 @@ struct WorkerPool {
 
 impl WorkerPool {
     #[allow(clippy::too_many_arguments)]
+    /// Worker `w` connects to `targets[w % len]`.
     async fn spawn(
         env: &Env,
-        target: &Target,
+        targets: &[Target],
         tls: bool,
         logins: &[Login],
         workers: usize,
@@ -364,6 +380,7 @@ impl WorkerPool {
         let mut pool = WorkerPool { _dir: None, ..Default::default() };
         for w in 0..workers {
             let (from, to) = (w * per, ((w + 1) * per).min(n));
+            let target = &targets[w % targets.len()];
             let mut cmd = tokio::process::Command::new(&exe);
             cmd.arg("worker")
                 .arg("--addr")
@@ -447,5 +464,20 @@ impl WorkerPool {
             let _ = child.wait().await;
         }
         Ok((pings, missed, closed, rtt))
+    }
+}
+
+/// Where a connection scenario connects: every node of a `--cluster-nodes` run, else `target`.
+fn node_targets(env: &Env, target: &Target, tls: bool) -> Vec<Target> {
+    match env.hub().filter(|h| h.nodes.len() > 1) {
+        Some(h) => h
+            .nodes
+            .iter()
+            .filter_map(|(plain, secure, _)| {
+                let addr = if tls { (*secure)? } else { *plain };
+                Some(Target { addr, ..target.clone() })
+            })
+            .collect(),
+        None => vec![target.clone()],
     }
 }

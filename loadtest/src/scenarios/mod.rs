@@ -165,7 +165,7 @@ pub async fn run(env: &mut Env, scenario: Scenario, args: &RunArgs) -> anyhow::R
         report.param("cluster", c.name);
         let devices_on = if c.nodes > 1 { "devices on node 1" } else { "devices on it too" };
         report.note(format!(
-            "cluster of {} node(s): apps on node 0, {devices_on} (conn-* connect to node 0 only); server CPU is the sum over the nodes",
+            "cluster of {} node(s): apps on node 0, {devices_on} (conn-idle and conn-tls: spread over every node; conn-storm: node 0); server CPU and memory are sums over the nodes",
             c.nodes
         ));
         if env.nats_pid().is_none() {
