@@ -25,13 +25,13 @@ use crate::protocol::{self, CommandKind, FrameError, Inbound, Outbound};
 use crate::router::{Command, Outcome, RouteError};
 
 /// A finished wait: what to tell the app.
-struct Done {
+pub(super) struct Done {
     sequence: Box<RawValue>,
     meta: Meta,
     outcome: Outcome,
 }
 
-type Wait = Pin<Box<dyn Future<Output = Done> + Send>>;
+pub(super) type Wait = Pin<Box<dyn Future<Output = Done> + Send>>;
 
 /// Attaches the session, then runs it ([`super::drive`]); the handshake `reply` is sent after the
 /// attach, so anything sent after the reply already finds the session online.
@@ -89,7 +89,7 @@ impl Handler for App {
 }
 
 /// Handles one text frame; returns the immediate reply, if any. Routed commands answer later.
-async fn on_text(
+pub(super) async fn on_text(
     hub: &Hub,
     user: &UserKey,
     session: SessionId,
@@ -143,7 +143,7 @@ async fn on_text(
 }
 
 /// The devices this session's user may reach, as of one access-control generation.
-struct Reachable {
+pub(super) struct Reachable {
     generation: i64,
     devices: HashSet<DeviceId>,
 }
