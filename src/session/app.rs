@@ -172,9 +172,9 @@ async fn command(
             empty_list = protocol::raw("[]".to_owned());
             &empty_list
         }
-        (CommandKind::Query, Some(p)) if p.get().trim_start().starts_with('[') => p,
+        (CommandKind::Query, Some(p)) if p.get().trim_start().starts_with('[') => forwardable(p)?,
         (CommandKind::Query, Some(_)) => return Err(CommandRefused::Bad(FrameError::WrongType("params"))),
-        (CommandKind::Update, Some(p)) if p.get().trim_start().starts_with('[') => p,
+        (CommandKind::Update, Some(p)) if p.get().trim_start().starts_with('[') => forwardable(p)?,
         _ => frame.object_params().map_err(CommandRefused::Bad)?,
     };
     if let Some(own) = frame.self_apikey.as_deref()
@@ -247,6 +247,12 @@ async fn command(
         Done { sequence, meta, outcome }
     }));
     Ok(None)
+}
+
+/// List `params`, passed to the device as received once the device (and every later reader) can
+/// parse them; objects are checked by [`Inbound::object_params`].
+fn forwardable(params: &RawValue) -> Result<&RawValue, CommandRefused> {
+    if protocol::is_readable(params) { Ok(params) } else { Err(CommandRefused::Bad(FrameError::Unreadable("params"))) }
 }
 
 /// The reply to the app for a finished wait, once the command service settled it (a successful

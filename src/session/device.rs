@@ -228,7 +228,15 @@ fn on_ack(hub: &Hub, deviceid: &DeviceId, frame: &Inbound<'_>) {
         tracing::debug!("ack without a sequence dropped");
         return;
     };
-    let params = frame.params.map(ToOwned::to_owned);
+    // The ack's params go to the app as received: only when the app can parse them.
+    let params = match frame.params {
+        Some(p) if !protocol::is_readable(p) => {
+            hub.metrics.frames_rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(sequence = sequence.get(), "ack params with an invalid escape or a number out of range dropped");
+            None
+        }
+        p => p.map(ToOwned::to_owned),
+    };
     let ack = Ack { error: frame.error.unwrap_or(0), params };
     if !hub.router.ack(deviceid, &protocol::sequence_key(sequence), ack) {
         hub.metrics.acks_late.fetch_add(1, Ordering::Relaxed);
