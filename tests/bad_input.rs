@@ -512,7 +512,8 @@ async fn values_clients_could_not_read_back_are_never_echoed_or_forwarded() {
     // The fuzzer's input, as it found it.
     app.send_text(r#"{"action":"qpdate","deviceid":"1000000001","apikey":"x","userAgent":"app","sequence":"1\ud800505608036955555555555555555553$","ts":0,"params":{"switch":"on"},"from":"app"}"#).await;
     assert_error(&app.recv_text().await, 400, None, "a lone surrogate in an app's sequence");
-    dev.send_text(&format!(r#"{{"action":"update","deviceid":"{DEV}","apikey":"{key}","sequence":"\udc00","params":{{"switch":"on"}}}}"#)).await;
+    dev.send_text(&format!(r#"{{"action":"update","deviceid":"{DEV}","apikey":"{key}","sequence":"\udc00","params":{{"switch":"on"}}}}"#))
+        .await;
     assert_error(&dev.recv_text().await, 400, None, "a lone surrogate in a device's sequence");
     dev.send_text(&format!(r#"{{"action":"date","deviceid":"{DEV}","apikey":"{key}","d_seq":"\ud800"}}"#)).await;
     assert_error(&dev.recv_text().await, 400, None, "a lone surrogate in d_seq");
@@ -526,7 +527,8 @@ async fn values_clients_could_not_read_back_are_never_echoed_or_forwarded() {
     app.send(json!({"action":"update","deviceid":DEV,"apikey":key,"sequence":"c1","params":{"switch":"off"}})).await;
     let command = dev.recv().await;
     assert_eq!(command["sequence"], "c1", "{command}");
-    dev.send_text(&format!(r#"{{"error":0,"deviceid":"{DEV}","apikey":"{key}","sequence":"c1","params":{{"t":1e400,"s":"\ud800"}}}}"#)).await;
+    dev.send_text(&format!(r#"{{"error":0,"deviceid":"{DEV}","apikey":"{key}","sequence":"c1","params":{{"t":1e400,"s":"\ud800"}}}}"#))
+        .await;
     let answer = loop {
         let text = app.recv_text().await;
         let v = parse(&text);

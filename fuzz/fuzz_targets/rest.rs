@@ -72,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
     });
     let text = String::from_utf8_lossy(&bytes);
     assert!(!status.is_server_error(), "{method} {uri} answered {status}: {text}");
-    let envelope: serde_json::Value =
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{method} {uri} answered {status} without the JSON envelope ({e}): {text}"));
+    let envelope: serde_json::Value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{method} {uri} answered {status} without the JSON envelope ({e}): {text}"));
     assert_ne!(envelope["error"], 500, "{method} {uri} answered an internal error: {text}");
 });

@@ -40,7 +40,11 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // The canonical signature, the scheme in whatever case the input's first bytes give, passes.
-    let scheme: String = "Sign".chars().zip(auth.iter().chain(std::iter::repeat(&0))).map(|(c, b)| if b & 1 == 1 { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() }).collect();
+    let scheme: String = "Sign"
+        .chars()
+        .zip(auth.iter().chain(std::iter::repeat(&0)))
+        .map(|(c, b)| if b & 1 == 1 { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
+        .collect();
     let mut good = HeaderMap::new();
     good.insert("authorization", HeaderValue::from_str(&format!("{scheme} {canonical} ")).expect("base64 is a valid header"));
     assert!(check_sign(SECRET, &method, &uri, &good, body).is_ok(), "the canonical signature was refused");

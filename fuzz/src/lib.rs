@@ -71,7 +71,8 @@ impl Fixture {
             hub.store.add_app(APPID, SECRET).await.expect("seed app");
             let hash = switchyard::auth::hash_password(PASSWORD);
             let user = hub.store.add_user(Some(EMAIL), None, "+86", &hash, "cn").await.expect("seed user");
-            let pair = hub.store.issue_tokens(&user, APPID, Duration::from_secs(86_400), Duration::from_secs(86_400)).await.expect("tokens");
+            let pair =
+                hub.store.issue_tokens(&user, APPID, Duration::from_secs(86_400), Duration::from_secs(86_400)).await.expect("tokens");
             let device = DeviceId::new(DEVICE);
             hub.store.add_device(&device, "fuzz-factory-key", "FUZZ", 1, Some(&user), "").await.expect("seed device");
             let (handle, outbox, _mailbox) = SessionHandle::new(hub.config.outbox_capacity);
