@@ -143,6 +143,8 @@ pub async fn soak(env: &Env, args: &RunArgs) -> Result<Report> {
     let tick_s = tick.period().as_secs_f64();
     let mut next_report = t0 + every;
     let mut full_queues = 0u64;
+    // Server, generator and other processes' CPU over the load: the machine verdict.
+    let phase = env.phase(&[]);
     while t0.elapsed() < dur {
         tick.tick().await;
         active_due += active_per_s * tick_s;
@@ -187,6 +189,7 @@ pub async fn soak(env: &Env, args: &RunArgs) -> Result<Report> {
             table.rows.push(row);
         }
     }
+    let load = phase.end();
     // Every connection is back once the churn stops (a device reconnects within milliseconds).
     let mut online = f64::NAN;
     for _ in 0..100 {
@@ -209,6 +212,7 @@ pub async fn soak(env: &Env, args: &RunArgs) -> Result<Report> {
     report.num("rss.before_open", "hub RSS before connecting", rss0 as f64 / 1048576.0, "MiB");
     report.num("fds.before_open", "hub open fds before connecting", fds0 as f64, "");
     summarise(&mut report, &table);
+    report.phase("load", "under load", &load);
     if full_queues > 0 {
         report.note(format!("{full_queues} activations skipped: the connection's task had ended (an app session that failed) or its queue of orders was full"));
     }
