@@ -53,6 +53,10 @@ pub enum FrameError {
     UnknownAction(String),
     #[error("field `{0}` holds a number out of range")]
     OutOfRange(&'static str),
+    /// JSON syntax that JSON parsers refuse to read back (a lone surrogate escape such as
+    /// `"\ud800"`, a number no `f64` holds): refused rather than echoed to a client.
+    #[error("field `{0}` holds an invalid escape or a number out of range")]
+    Unreadable(&'static str),
 }
 
 impl<'a> Inbound<'a> {
@@ -62,6 +66,12 @@ impl<'a> Inbound<'a> {
             && !is_scalar_id(seq)
         {
             return Err(FrameError::WrongType("sequence"));
+        }
+        // Both are echoed as received in answers, so they must be JSON every client can read.
+        for (name, raw) in [("sequence", frame.sequence), ("d_seq", frame.d_seq)] {
+            if raw.is_some_and(|r| !readable::readable(r)) {
+                return Err(FrameError::Unreadable(name));
+            }
         }
         Ok(frame)
     }
@@ -88,6 +98,11 @@ impl<'a> Inbound<'a> {
             None => Err(FrameError::Missing("params")),
         }
     }
+}
+
+/// Whether every later reader can parse `raw` as JSON (see [`readable`]).
+pub fn is_readable(raw: &RawValue) -> bool {
+    readable::readable(raw)
 }
 
 /// A sequence (or `d_seq`) must be a string or a number; it is echoed as received.

@@ -26,6 +26,8 @@ use crate::protocol::{self, FrameError, HbConfig, Inbound};
 
 mod app;
 mod device;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handshake;
 
 /// The socket type every session owns: an upgraded HTTP/1.1 connection, plain or TLS.

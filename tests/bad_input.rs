@@ -498,3 +498,48 @@ async fn stored_state_with_a_number_out_of_range_shows_everything_else() {
     assert_eq!(status.ok()["params"], json!({"switch":"on"}), "{status:?}");
     hub.stop().await;
 }
+
+// --- found by fuzzing ---------------------------------------------------------------------------
+
+/// Found by fuzzing (`fuzz/`, target `frame`): JSON syntax that JSON parsers refuse to read back
+/// (a lone surrogate escape, a number no `f64` holds) was echoed or forwarded as received, so a
+/// client got an answer it could not parse. The sequence and `d_seq` of any frame, the list params
+/// of an app's command and the params of a device's ack are checked now.
+#[tokio::test]
+async fn values_clients_could_not_read_back_are_never_echoed_or_forwarded() {
+    let (hub, alice, mut app, mut dev, mut healthy) = hub_with_alice().await;
+    let key = alice.apikey.as_str();
+    // The fuzzer's input, as it found it.
+    app.send_text(r#"{"action":"qpdate","deviceid":"1000000001","apikey":"x","userAgent":"app","sequence":"1\ud800505608036955555555555555555553$","ts":0,"params":{"switch":"on"},"from":"app"}"#).await;
+    assert_error(&app.recv_text().await, 400, None, "a lone surrogate in an app's sequence");
+    dev.send_text(&format!(r#"{{"action":"update","deviceid":"{DEV}","apikey":"{key}","sequence":"\udc00","params":{{"switch":"on"}}}}"#))
+        .await;
+    assert_error(&dev.recv_text().await, 400, None, "a lone surrogate in a device's sequence");
+    dev.send_text(&format!(r#"{{"action":"date","deviceid":"{DEV}","apikey":"{key}","d_seq":"\ud800"}}"#)).await;
+    assert_error(&dev.recv_text().await, 400, None, "a lone surrogate in d_seq");
+    app.send_text(&format!(r#"{{"action":"update","deviceid":"{DEV}","apikey":"{key}","sequence":"l1","params":[{{"x":1e400}}]}}"#)).await;
+    assert_error(&app.recv_text().await, 400, Some(r#""l1""#), "list params with a number out of range");
+    app.send_text(&format!(r#"{{"action":"query","deviceid":"{DEV}","apikey":"{key}","sequence":"q1","params":["\udfff"]}}"#)).await;
+    assert_error(&app.recv_text().await, 400, Some(r#""q1""#), "query params with a lone surrogate");
+    dev.silent_for(100).await;
+
+    // An ack whose params the app could not read: the app gets the ack without them.
+    app.send(json!({"action":"update","deviceid":DEV,"apikey":key,"sequence":"c1","params":{"switch":"off"}})).await;
+    let command = dev.recv().await;
+    assert_eq!(command["sequence"], "c1", "{command}");
+    dev.send_text(&format!(r#"{{"error":0,"deviceid":"{DEV}","apikey":"{key}","sequence":"c1","params":{{"t":1e400,"s":"\ud800"}}}}"#))
+        .await;
+    let answer = loop {
+        let text = app.recv_text().await;
+        let v = parse(&text);
+        if v["sequence"] == "c1" && v.get("action").is_none() {
+            break v;
+        }
+    };
+    assert_eq!(answer["error"], 0, "{answer}");
+    assert!(answer.get("params").is_none(), "{answer}");
+    assert_alive(&mut app, "the app").await;
+    assert_alive(&mut dev, "the device").await;
+    healthy.round_trip().await;
+    hub.stop().await;
+}

@@ -43,6 +43,13 @@ Scenarios (loadtest run SCENARIO):
                  latency and hub CPU per delivery.
   slow-consumer  fanout while one session stops reading: hub memory must stay bounded (it closes
                  the slow session) and the other sessions must not suffer.
+  report         N devices report state (with a sequence) at --rate in total: the time to each
+                 report's answer (given once stored), hub CPU per report, reports per commit.
+  soak           N connections (default 19,000: an app per 16 devices) for --duration (30 min),
+                 --active-pct of them active per second (commands and reports, default 1%),
+                 --churn-pct of the devices reconnecting per minute (default 1%): every
+                 --interval-secs (60) the hub's RSS, open fds, round-trip p50/p99 and errors; at
+                 the end RSS drift (last vs first steady interval) and whether p99 stayed flat.
 
 The hub is started here from --hub-bin (default: the switchyard binary next to this one) with a
 temporary data dir, free loopback ports and a generated certificate, seeded through its store,

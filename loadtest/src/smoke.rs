@@ -43,6 +43,10 @@ fn tiny(scenario: Scenario, hub: &HubOpts) -> RunArgs {
         Scenario::Fanout => (a.n, a.users, a.rate, a.duration) = (Some(10), Some(3), Some(50.0), Some(1.0)),
         Scenario::SlowConsumer => (a.n, a.rate, a.duration, a.pad) = (Some(5), Some(300.0), Some(2.0), Some(1024)),
         Scenario::Report => (a.n, a.rate, a.duration) = (Some(5), Some(200.0), Some(1.0)),
+        Scenario::Soak => {
+            (a.n, a.rate, a.duration, a.interval_secs) = (Some(40), Some(0.0), Some(3.0), Some(1.0));
+            (a.active_pct, a.churn_pct) = (Some(50.0), Some(600.0));
+        }
     }
     a
 }

@@ -20,6 +20,23 @@ fn wrong_types_and_garbage_are_rejected() {
     assert_eq!(f.object_params().unwrap_err(), FrameError::WrongType("params"));
 }
 
+/// Found by fuzzing (`fuzz/`, target `frame`): a sequence with a lone surrogate escape was echoed
+/// in the answer, which JSON parsers such as serde_json refuse to read.
+#[test]
+fn sequences_clients_could_not_read_back_are_refused() {
+    for (frame, field) in [
+        (r#"{"action":"qpdate","sequence":"1\ud800505"}"#, "sequence"),
+        (r#"{"action":"update","sequence":"\udc00"}"#, "sequence"),
+        (r#"{"action":"update","sequence":1e400}"#, "sequence"),
+        (r#"{"action":"update","sequence":"1","d_seq":"\ud800"}"#, "d_seq"),
+        (r#"{"action":"update","sequence":"1","d_seq":[1e999]}"#, "d_seq"),
+    ] {
+        assert_eq!(Inbound::parse(frame).unwrap_err(), FrameError::Unreadable(field), "{frame}");
+    }
+    let f = Inbound::parse(r#"{"action":"update","sequence":"\ud83d\ude00","d_seq":7}"#).unwrap();
+    assert_eq!(&*sequence_key(f.sequence.unwrap()), "\u{1f600}");
+}
+
 #[test]
 fn escaped_strings_are_decoded() {
     let f = Inbound::parse(r#"{"deviceid":"10\u00300","action":"date"}"#).unwrap();

@@ -25,13 +25,13 @@ use crate::protocol::{self, CommandKind, FrameError, Inbound, Outbound};
 use crate::router::{Command, Outcome, RouteError};
 
 /// A finished wait: what to tell the app.
-struct Done {
+pub(super) struct Done {
     sequence: Box<RawValue>,
     meta: Meta,
     outcome: Outcome,
 }
 
-type Wait = Pin<Box<dyn Future<Output = Done> + Send>>;
+pub(super) type Wait = Pin<Box<dyn Future<Output = Done> + Send>>;
 
 /// Attaches the session, then runs it ([`super::drive`]); the handshake `reply` is sent after the
 /// attach, so anything sent after the reply already finds the session online.
@@ -89,7 +89,7 @@ impl Handler for App {
 }
 
 /// Handles one text frame; returns the immediate reply, if any. Routed commands answer later.
-async fn on_text(
+pub(super) async fn on_text(
     hub: &Hub,
     user: &UserKey,
     session: SessionId,
@@ -143,7 +143,7 @@ async fn on_text(
 }
 
 /// The devices this session's user may reach, as of one access-control generation.
-struct Reachable {
+pub(super) struct Reachable {
     generation: i64,
     devices: HashSet<DeviceId>,
 }
@@ -172,9 +172,9 @@ async fn command(
             empty_list = protocol::raw("[]".to_owned());
             &empty_list
         }
-        (CommandKind::Query, Some(p)) if p.get().trim_start().starts_with('[') => p,
+        (CommandKind::Query, Some(p)) if p.get().trim_start().starts_with('[') => forwardable(p)?,
         (CommandKind::Query, Some(_)) => return Err(CommandRefused::Bad(FrameError::WrongType("params"))),
-        (CommandKind::Update, Some(p)) if p.get().trim_start().starts_with('[') => p,
+        (CommandKind::Update, Some(p)) if p.get().trim_start().starts_with('[') => forwardable(p)?,
         _ => frame.object_params().map_err(CommandRefused::Bad)?,
     };
     if let Some(own) = frame.self_apikey.as_deref()
@@ -247,6 +247,12 @@ async fn command(
         Done { sequence, meta, outcome }
     }));
     Ok(None)
+}
+
+/// List `params`, passed to the device as received once the device (and every later reader) can
+/// parse them; objects are checked by [`Inbound::object_params`].
+fn forwardable(params: &RawValue) -> Result<&RawValue, CommandRefused> {
+    if protocol::is_readable(params) { Ok(params) } else { Err(CommandRefused::Bad(FrameError::Unreadable("params"))) }
 }
 
 /// The reply to the app for a finished wait, once the command service settled it (a successful

@@ -49,7 +49,7 @@ pub(super) fn run(hub: Arc<Hub>, ws: Ws, device: Registered, reply: String) -> i
 }
 
 /// A device session's own part of the loop.
-struct Device {
+pub(super) struct Device {
     deviceid: DeviceId,
     session: SessionId,
     /// The owner's apikey, which replies to the device carry.
@@ -66,7 +66,7 @@ struct Device {
 const MAX_UNANSWERED: usize = 64;
 
 /// An answer to one of the device's frames.
-enum Answer {
+pub(super) enum Answer {
     Now(String),
     /// A report's: `ok` once its commit is done, `failed` if the store failed.
     AfterCommit {
@@ -132,13 +132,29 @@ impl Handler for Device {
     }
 }
 
+impl Device {
+    /// A device session's state as `run` makes it, for [`super::fuzzing`].
+    pub(super) fn new(deviceid: DeviceId, session: SessionId, apikey: String) -> Self {
+        Device { deviceid, session, apikey, since: None, answers: VecDeque::new() }
+    }
+}
+
+impl Answer {
+    /// The text this answer sends: the success answer for a report (for [`super::fuzzing`]).
+    pub(super) fn into_text(self) -> String {
+        match self {
+            Answer::Now(text) | Answer::AfterCommit { ok: text, .. } => text,
+        }
+    }
+}
+
 impl From<String> for Answer {
     fn from(text: String) -> Self {
         Answer::Now(text)
     }
 }
 
-fn on_text(hub: &Hub, device: &Device, text: &str) -> Option<Answer> {
+pub(super) fn on_text(hub: &Hub, device: &Device, text: &str) -> Option<Answer> {
     if text == "ping" {
         return Some("pong".to_owned().into());
     }
@@ -212,7 +228,15 @@ fn on_ack(hub: &Hub, deviceid: &DeviceId, frame: &Inbound<'_>) {
         tracing::debug!("ack without a sequence dropped");
         return;
     };
-    let params = frame.params.map(ToOwned::to_owned);
+    // The ack's params go to the app as received: only when the app can parse them.
+    let params = match frame.params {
+        Some(p) if !protocol::is_readable(p) => {
+            hub.metrics.frames_rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(sequence = sequence.get(), "ack params with an invalid escape or a number out of range dropped");
+            None
+        }
+        p => p.map(ToOwned::to_owned),
+    };
     let ack = Ack { error: frame.error.unwrap_or(0), params };
     if !hub.router.ack(deviceid, &protocol::sequence_key(sequence), ack) {
         hub.metrics.acks_late.fetch_add(1, Ordering::Relaxed);

@@ -2,7 +2,8 @@
 //! at a paced rate, connection tasks that heartbeat or answer commands, a pacer for open-loop
 //! request rates, progress bars, and the hub counters read around a run. Each scenario lives in
 //! a sibling file and returns a [`Report`]; `conn` (idle, TLS, storm, workers), `route`
-//! (round-trip, point-to-point, timeouts) and `fanout` (fan-out, slow consumer).
+//! (round-trip, point-to-point, timeouts), `fanout` (fan-out, slow consumer), `report` (reports
+//! answered once stored) and `soak` (a long steady load with churn, watched per interval).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +24,7 @@ pub mod conn;
 pub mod fanout;
 pub mod report;
 pub mod route;
+pub mod soak;
 
 /// The scenarios `loadtest run` knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -61,10 +63,16 @@ pub enum Scenario {
     /// each report's answer (given once it is committed), hub CPU per report, reports per commit.
     #[value(name = "report")]
     Report,
+    /// N connections (an app per 16 devices) held for --duration (30 min) with --active-pct of
+    /// them active per second (commands and reports) and --churn-pct of the devices reconnecting
+    /// per minute: per interval the hub's RSS, open fds, round-trip p50/p99 and errors; at the
+    /// end RSS drift and whether p99 stayed flat.
+    #[value(name = "soak")]
+    Soak,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::ConnIdle,
         Scenario::ConnTls,
         Scenario::ConnStorm,
@@ -74,6 +82,7 @@ impl Scenario {
         Scenario::Fanout,
         Scenario::SlowConsumer,
         Scenario::Report,
+        Scenario::Soak,
     ];
 
     pub fn name(self) -> &'static str {
@@ -87,6 +96,7 @@ impl Scenario {
             Scenario::Fanout => "fanout",
             Scenario::SlowConsumer => "slow-consumer",
             Scenario::Report => "report",
+            Scenario::Soak => "soak",
         }
     }
 }
@@ -94,17 +104,26 @@ impl Scenario {
 /// Knobs of `loadtest run`; each scenario picks its own defaults for what is not given.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct RunArgs {
-    /// Size: connections (conn-*), app/device pairs (route-p2p), mute devices (route-timeout),
+    /// Size: connections (conn-*, soak), app/device pairs (route-p2p), mute devices (route-timeout),
     /// listening sessions (fanout, slow-consumer)
     #[arg(long)]
     pub n: Option<usize>,
-    /// Rate: connections/s (conn-*, 0 = as fast as possible), total updates/s (route-p2p's first
+    /// Rate: connections/s (conn-*, soak's opening; 0 = as fast as possible), total updates/s (route-p2p's first
     /// step, route-timeout), reports/s (fanout, slow-consumer)
     #[arg(long)]
     pub rate: Option<f64>,
     /// Seconds to hold or measure (conn-storm: the limit for full recovery)
     #[arg(long)]
     pub duration: Option<f64>,
+    /// soak: percent of the connections active each second (a command or a report) [default: 1]
+    #[arg(long)]
+    pub active_pct: Option<f64>,
+    /// soak: percent of the devices that disconnect and reconnect each minute [default: 1]
+    #[arg(long)]
+    pub churn_pct: Option<f64>,
+    /// soak: seconds between the printed figures [default: 60]
+    #[arg(long)]
+    pub interval_secs: Option<f64>,
     /// Connect over WSS instead of WS
     #[arg(long)]
     pub tls: bool,
@@ -159,6 +178,7 @@ pub async fn run(env: &mut Env, scenario: Scenario, args: &RunArgs) -> anyhow::R
         Scenario::Fanout => fanout::fanout(env, args).await?,
         Scenario::SlowConsumer => fanout::slow_consumer(env, args).await?,
         Scenario::Report => report::reports(env, args).await?,
+        Scenario::Soak => soak::soak(env, args).await?,
     };
     if let Some(c) = env.hub().and_then(|h| h.cluster.clone()) {
         report.param("cluster_nodes", c.nodes);
