@@ -5,7 +5,7 @@
 //! tenth of its bound rather than on every write. It runs in the recorder's task, after a commit,
 //! never on the routing path.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -23,6 +23,9 @@ pub struct HistoryBounds {
     pub params_max: usize,
 }
 
+/// Devices trimmed after one commit; the others over a bound wait for the next commits.
+const TRIMS_PER_COMMIT: usize = 2;
+
 /// Oldest rows removed per statement when all history is over its bound.
 const TRIM_BATCH: u64 = 1000;
 /// Statements of [`TRIM_BATCH`] per pass; the rest waits for the next commit.
@@ -38,18 +41,21 @@ pub(super) struct Tallies {
     devices: HashMap<DeviceId, Usage>,
     /// All history; read once, on the first commit.
     total: Option<Usage>,
+    /// Devices over a bound, trimmed [`TRIMS_PER_COMMIT`] at a time, first come first; each once.
+    over: VecDeque<DeviceId>,
+    queued: HashSet<DeviceId>,
     metrics: Arc<Metrics>,
 }
 
 impl Tallies {
     pub fn new(bounds: HistoryBounds, metrics: Arc<Metrics>) -> Self {
-        Tallies { bounds, devices: HashMap::new(), total: None, metrics }
+        Tallies { bounds, devices: HashMap::new(), total: None, over: VecDeque::new(), queued: HashSet::new(), metrics }
     }
 
     /// After a commit that added `added` to the devices' history: counts it and trims what is over
     /// a bound. Store errors are logged; the counts are read again later.
     pub async fn committed(&mut self, store: &Store, added: HashMap<DeviceId, Usage>) {
-        if added.is_empty() {
+        if added.is_empty() && self.over.is_empty() {
             return;
         }
         let sum = added.values().fold(Usage::default(), |mut a, u| {
@@ -89,19 +95,27 @@ impl Tallies {
                     None => continue,
                 },
             };
-            if usage.rows > b.rows_per_device || usage.bytes > b.bytes_per_device {
-                match store.trim_device_history(&deviceid, nine_tenths(b.rows_per_device), nine_tenths(b.bytes_per_device)).await {
-                    Ok(left) => {
-                        let gone = usage.rows.saturating_sub(left.rows);
-                        self.metrics.history_trimmed.fetch_add(gone, Ordering::Relaxed);
-                        if let Some(total) = &mut self.total {
-                            total.rows = total.rows.saturating_sub(gone);
-                            total.bytes = total.bytes.saturating_sub(usage.bytes.saturating_sub(left.bytes));
-                        }
-                        self.devices.insert(deviceid, left);
+            if (usage.rows > b.rows_per_device || usage.bytes > b.bytes_per_device) && self.queued.insert(deviceid.clone()) {
+                self.over.push_back(deviceid);
+            }
+        }
+        // Devices fed alike cross their bound together: trimming them all at once would hold up
+        // the commits (and the answers waiting for them) behind one long pause.
+        for _ in 0..TRIMS_PER_COMMIT {
+            let Some(deviceid) = self.over.pop_front() else { break };
+            self.queued.remove(&deviceid);
+            let Some(usage) = self.devices.get(&deviceid).copied() else { continue };
+            match store.trim_device_history(&deviceid, nine_tenths(b.rows_per_device), nine_tenths(b.bytes_per_device)).await {
+                Ok(left) => {
+                    let gone = usage.rows.saturating_sub(left.rows);
+                    self.metrics.history_trimmed.fetch_add(gone, Ordering::Relaxed);
+                    if let Some(total) = &mut self.total {
+                        total.rows = total.rows.saturating_sub(gone);
+                        total.bytes = total.bytes.saturating_sub(usage.bytes.saturating_sub(left.bytes));
                     }
-                    Err(e) => tracing::warn!(error = %e, device = %deviceid, "trimming a device's history failed"),
+                    self.devices.insert(deviceid, left);
                 }
+                Err(e) => tracing::warn!(error = %e, device = %deviceid, "trimming a device's history failed"),
             }
         }
         self.trim_total(store).await;

@@ -6,25 +6,49 @@
 //! [`Store::commit_group`].
 
 use std::collections::HashMap;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use super::history::{account_label, row_bytes};
-use super::{Actor, Operation, Result, SQLITE_PRAGMAS, Store, Usage};
+use super::{Actor, Operation, Result, SQLITE_PRAGMAS, Store, StoreError, Usage};
 use crate::ids::{DeviceId, UserKey};
 
-/// The recorder's connection to the embedded store.
+/// How often the checkpointer copies the write-ahead log into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// The recorder's connection to the embedded store, and the thread that checkpoints for it.
 pub struct Committer {
     conn: Connection,
+    /// Dropped with the committer, which ends the checkpointer.
+    _checkpointer: mpsc::Sender<()>,
 }
 
 impl Store {
-    /// A connection of the recorder's own to the embedded store; `None` on PostgreSQL.
+    /// A connection of the recorder's own to the embedded store; `None` on PostgreSQL. Its
+    /// commits never checkpoint (a checkpoint copies pages into the database file and syncs it,
+    /// tens of milliseconds that every waiting answer would wait too): a thread of its own runs a
+    /// passive checkpoint every [`CHECKPOINT_EVERY`] on another connection, beside the writer.
     pub fn committer(&self) -> Result<Option<Committer>> {
         let Some(file) = &self.sqlite_file else { return Ok(None) };
         let conn = Connection::open(file)?;
         conn.execute_batch(SQLITE_PRAGMAS)?;
-        Ok(Some(Committer { conn }))
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpoints = Connection::open(file)?;
+        checkpoints.execute_batch(SQLITE_PRAGMAS)?;
+        let (tx, rx) = mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(CHECKPOINT_EVERY) {
+                    if let Err(e) = checkpoints.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!(error = %e, "checkpointing the store's write-ahead log failed");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::DataDir { path: file.display().to_string(), source: e })?;
+        Ok(Some(Committer { conn, _checkpointer: tx }))
     }
 }
 

@@ -324,12 +324,12 @@ fn usage(row: sqlx::any::AnyRow) -> Usage {
     Usage { rows: row.get::<i64, _>(0) as u64, bytes: row.get::<i64, _>(1) as u64 }
 }
 
-/// The size a history row is counted as (the `bytes` column).
 /// The account an app user operated with, from their row: email, else phone, else apikey.
 pub(super) fn account_label(email: Option<String>, phone: Option<String>, user: &UserKey) -> String {
     email.filter(|e| !e.is_empty()).or(phone).filter(|l| !l.is_empty()).unwrap_or_else(|| user.to_string())
 }
 
+/// The size a history row is counted as (the `bytes` column).
 pub(super) fn row_bytes(op: &Operation, account: Option<&str>) -> u64 {
     let text = op.deviceid.as_str().len() + op.user_agent.len() + op.ops_switchs.len() + op.request.len() + account.map_or(0, str::len);
     (text + ROW_OVERHEAD) as u64
