@@ -151,7 +151,22 @@ impl Recorder {
         let (dirty, dirty_rx) = DirtyQueue::new();
         let queue = Arc::new(commit::Queue::default());
         let writer = commit::Writer::new(store.clone(), metrics.clone(), options, dirty.clone(), queue.clone(), Handle::current());
-        let task = tokio::task::spawn_blocking(move || writer.run(dirty_rx));
+        // A thread of its own, not `spawn_blocking`: a blocking task that never ends would keep a
+        // paused test clock from advancing, and would hold a slot of the blocking pool for good.
+        let (ended, ended_rx) = oneshot::channel::<()>();
+        let refuse = queue.clone();
+        let spawned = std::thread::Builder::new().name("recorder".into()).spawn(move || {
+            writer.run(dirty_rx);
+            let _ = ended.send(());
+        });
+        if let Err(e) = spawned {
+            // Every report and acked update is then answered 500 rather than left waiting.
+            tracing::error!(error = %e, "the recorder's thread did not start: nothing will be stored");
+            refuse.stop();
+        }
+        let task = tokio::spawn(async move {
+            let _ = ended_rx.await;
+        });
         let stopping = queue.clone();
         tokio::spawn(async move {
             stop.cancelled().await;
