@@ -86,3 +86,44 @@ async fn a_device_reporting_large_params_stays_within_its_rows_and_bytes() {
     assert_eq!(request["params"]["blob"].as_str().unwrap().len(), 1_900);
     hub.stop().await;
 }
+
+/// Devices fed alike cross their bound in the same commits; the writer trims a few per commit,
+/// and keeps trimming once the traffic stops, so every one of them ends within its bound.
+#[tokio::test]
+async fn devices_crossing_their_bound_together_are_all_trimmed_after_the_burst() {
+    let hub = TestHub::start_with(|s| s.set("history_rows_per_device", ROWS.to_string())).await;
+    let alice = hub.user("alice@x.cc").await;
+    let ids: Vec<String> = (1..=8).map(|i| format!("10000001{i:02}")).collect();
+    let mut devices = Vec::new();
+    for id in &ids {
+        hub.device_record(id, Some(&alice)).await;
+        devices.push(hub.device(id).await);
+    }
+    // Round after round, one report per device, all sent before any answer is read: the devices
+    // pass ROWS in the same groups.
+    for round in 0..ROWS + 1 {
+        for (d, id) in devices.iter_mut().zip(&ids) {
+            d.send(json!({"action":"update","deviceid":id,"apikey":"x","userAgent":"device","params":{"n":round}})).await;
+        }
+        for d in devices.iter_mut() {
+            let ack = d.recv().await;
+            assert_eq!(ack["error"], 0, "{ack}");
+        }
+    }
+    // Nothing more is sent: the trims that waited must still happen.
+    let store = hub.hub.store.clone();
+    let ids2 = ids.clone();
+    wait_until_async("every device is back within its bound", || {
+        let (store, ids) = (store.clone(), ids2.clone());
+        async move {
+            for id in &ids {
+                if store.history_usage(&DeviceId::new(id.as_str())).await.unwrap().rows > ROWS {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    assert!(hub.hub.metrics.history_trimmed.load(Ordering::Relaxed) >= 8);
+}

@@ -2,7 +2,7 @@
 //! for all devices together. [`Tallies`] follows how much each device holds (read from the store
 //! the first time the device is recorded, then counted as rows are added) and trims the oldest
 //! rows once a bound is passed, down to nine tenths of it, so a busy device is trimmed every
-//! tenth of its bound rather than on every write. It runs in the recorder's task, after a commit,
+//! tenth of its bound rather than on every write. It runs on the recorder's writer thread, after a commit,
 //! never on the routing path.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -99,8 +99,21 @@ impl Tallies {
                 self.over.push_back(deviceid);
             }
         }
-        // Devices fed alike cross their bound together: trimming them all at once would hold up
-        // the commits (and the answers waiting for them) behind one long pause.
+        self.trim_some(store).await;
+        self.trim_total(store).await;
+    }
+
+    /// Whether devices over a bound wait to be trimmed.
+    pub fn trims_pending(&self) -> bool {
+        !self.over.is_empty()
+    }
+
+    /// Trims up to [`TRIMS_PER_COMMIT`] of the devices over a bound. Devices fed alike cross
+    /// their bound together: trimming them all at once would hold up the commits (and the answers
+    /// waiting for them) behind one long pause. The writer also calls this while idle, so a
+    /// burst's devices are all trimmed without waiting for more traffic.
+    pub async fn trim_some(&mut self, store: &Store) {
+        let b = self.bounds;
         for _ in 0..TRIMS_PER_COMMIT {
             let Some(deviceid) = self.over.pop_front() else { break };
             self.queued.remove(&deviceid);
@@ -118,7 +131,6 @@ impl Tallies {
                 Err(e) => tracing::warn!(error = %e, device = %deviceid, "trimming a device's history failed"),
             }
         }
-        self.trim_total(store).await;
     }
 
     /// Removes the oldest rows of all history while it is over its bound (a bounded number of

@@ -132,6 +132,9 @@ impl Writer {
             }
             if !empty {
                 self.commit(group);
+            } else if self.tallies.trims_pending() {
+                // Devices left over a bound by the last commits: trimmed while nothing else waits.
+                self.runtime.block_on(self.tallies.trim_some(&self.store));
             }
             if Instant::now() >= next_prune {
                 next_prune = Instant::now() + PRUNE_EVERY;
