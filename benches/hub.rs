@@ -67,6 +67,7 @@ fn attach(router: &LocalRouter, owner: &UserKey, id: &str) -> (switchyard::ids::
         session: handle,
         audience: Some(audience),
         state: Default::default(),
+        since: 0,
     });
     (session, rx)
 }

@@ -67,6 +67,9 @@ pub struct DeviceAttach {
     pub audience: Option<Audience>,
     /// The state the store had at register time.
     pub state: DeviceState,
+    /// When it registered (milliseconds since the epoch): its login time, and its activation
+    /// time when this was its first registration, so the two agree.
+    pub since: i64,
 }
 
 /// How [`Router::command`] answers: at once when the device is on this node (or nowhere), or
@@ -379,11 +382,11 @@ impl Router for LocalRouter {
     }
 
     fn attach_device(&self, device: DeviceAttach) {
-        let DeviceAttach { deviceid, session, audience, state } = device;
+        let DeviceAttach { deviceid, session, audience, state, since } = device;
         // A device that reconnects at once may have read the store before its old session's
         // final save landed.
         let state = self.recent.take(&deviceid).unwrap_or(state);
-        let link = Arc::new(DeviceLink::new(session, audience, Arc::new(LiveState::new(deviceid, state))));
+        let link = Arc::new(DeviceLink::new(session, audience, Arc::new(LiveState::new(deviceid, state)), since));
         if let Some(old) = self.registry.insert_device(link.clone()) {
             // The old link's state may be newer than what the store had at register time.
             link.live.replace(old.live.snapshot());

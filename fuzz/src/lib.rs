@@ -80,7 +80,7 @@ impl Fixture {
             let outbox = if online {
                 let (record, audience) = hub.store.device_with_audience(DEVICE).await.expect("store").expect("the device");
                 let state = switchyard::device_state::DeviceState::from_json(&record.params);
-                hub.router.attach_device(DeviceAttach { deviceid: device.clone(), session: handle, audience, state });
+                hub.router.attach_device(DeviceAttach { deviceid: device.clone(), session: handle, audience, state, since: 0 });
                 Some(outbox)
             } else {
                 None

@@ -25,14 +25,14 @@ pub(super) struct DeviceLink {
 }
 
 impl DeviceLink {
-    pub fn new(session: SessionHandle, audience: Option<Audience>, live: Arc<LiveState>) -> Self {
+    pub fn new(session: SessionHandle, audience: Option<Audience>, live: Arc<LiveState>, since: i64) -> Self {
         DeviceLink {
             deviceid: live.deviceid.clone(),
             session,
             audience: RwLock::new(audience.map(Arc::new)),
             pending: Arc::default(),
             live,
-            since: crate::clock::now_millis(),
+            since,
         }
     }
 

@@ -34,16 +34,16 @@ use crate::router::{Ack, DeviceAttach};
 #[allow(clippy::manual_async_fn)] // deliberate: see the doc comment
 pub(super) fn run(hub: Arc<Hub>, ws: Ws, device: Registered, reply: String) -> impl Future<Output = ()> + Send {
     async move {
-        let Registered { id: deviceid, apikey, audience, state, record_login } = device;
+        let Registered { id: deviceid, apikey, audience, state, record_login, at } = device;
         let (handle, outbox, mailbox) = SessionHandle::new(hub.config.outbox_capacity);
         let session = handle.id;
         tracing::Span::current().record("session", tracing::field::display(session)).record("deviceid", tracing::field::display(&deviceid));
         tracing::info!(bound = audience.is_some(), "device online");
-        hub.router.attach_device(DeviceAttach { deviceid: deviceid.clone(), session: handle, audience, state });
+        hub.router.attach_device(DeviceAttach { deviceid: deviceid.clone(), session: handle, audience, state, since: at });
         // Commands kept while it was offline follow the register answer (they wait in the outbox).
         hub.offline.deliver(&deviceid);
         hub.metrics.device_sessions.fetch_add(1, Ordering::Relaxed);
-        let since = record_login.then(crate::clock::now_millis);
+        let since = record_login.then_some(at);
         super::drive(hub, ws, mailbox, outbox, reply, Device { deviceid, session, apikey, since, answers: VecDeque::new() }).await;
     }
 }

@@ -29,6 +29,8 @@ pub(super) struct Registered {
     pub state: DeviceState,
     /// A registered (not `tmpReg`) device, whose login time is kept.
     pub record_login: bool,
+    /// When it registered (milliseconds since the epoch).
+    pub at: i64,
 }
 
 /// Reads and checks the first frame. `None` when the socket was refused (and closed) or is gone.
@@ -205,16 +207,17 @@ async fn device_register(hub: &Hub, ws: &mut Ws, frame: &Inbound<'_>) -> Option<
     };
     let reply = reply.to_text();
     let state = DeviceState::from_json(&record.params);
+    let at = crate::clock::now_millis();
     if !temporary && !record.active {
         // The first registration activates the device (seed 003's `is_active`/`active_date`):
         // one statement, off the handshake's path. Later logins are recorded when the session
         // ends, and the live hub answers for online devices.
-        let (store, deviceid, at) = (hub.store.clone(), deviceid.to_owned(), crate::clock::now_millis());
+        let (store, deviceid) = (hub.store.clone(), deviceid.to_owned());
         hub.tasks.spawn(async move {
             if let Err(e) = store.device_logged_in(&deviceid, at).await {
                 tracing::warn!(error = %e, device = %deviceid, "cannot record a device's activation");
             }
         });
     }
-    Some(Next::Device { device: Registered { id, apikey, audience, state, record_login: !temporary }, reply })
+    Some(Next::Device { device: Registered { id, apikey, audience, state, record_login: !temporary, at }, reply })
 }

@@ -5,7 +5,7 @@ use crate::device_state::{DeviceState, LiveState};
 
 fn link(id: &str) -> Arc<DeviceLink> {
     let (handle, _outbox, _mailbox) = SessionHandle::new(2);
-    Arc::new(DeviceLink::new(handle, None, Arc::new(LiveState::new(DeviceId::new(id), DeviceState::default()))))
+    Arc::new(DeviceLink::new(handle, None, Arc::new(LiveState::new(DeviceId::new(id), DeviceState::default())), 0))
 }
 
 #[test]
