@@ -72,11 +72,12 @@ impl Acl {
         }
     }
 
-    /// Reloads every online device's audience and records `version` as applied.
+    /// Reloads every online device's audience and records `version` as applied. Reads only the
+    /// devices online here: a cluster node's cost follows its own connections, not the fleet.
     async fn reload_all(&self, version: i64) -> Result<(), StoreError> {
         let online = self.router.online_devices();
         tracing::debug!(version, devices = online.len(), "sharing changed, reloading audiences");
-        let mut all = self.store.audiences().await?;
+        let mut all = self.store.audiences_of(&online).await?;
         for id in online {
             let audience = all.remove(&id);
             self.router.set_audience(&id, audience);

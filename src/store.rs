@@ -151,9 +151,21 @@ const SQLITE_PRAGMAS: &str =
 pub struct Store {
     pub(crate) pool: AnyPool,
     pub(crate) backend: Backend,
-    /// The SQLite file, for the recorder's own connection ([`Store::committer`]).
-    sqlite_file: Option<Arc<Path>>,
+    /// Where the store is, for the recorder's own connection ([`Store::committer`]).
+    location: Arc<Location>,
 }
+
+/// Where a [`Store`]'s data is.
+enum Location {
+    /// The SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// The PostgreSQL server's URL.
+    Postgres(String),
+}
+
+/// Devices per query of [`Store::audiences_of`] (one parameter each, well under both backends'
+/// limits).
+const AUDIENCES_PER_QUERY: usize = 500;
 
 /// A new id for a family, room, group or message: 24 hex digits, the shape the cloud's ids have.
 pub fn new_id() -> String {
@@ -205,7 +217,7 @@ impl Store {
             Some(url) => {
                 let pool = AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
                 sqlx::migrate!("migrations/postgres").run(&pool).await?;
-                Ok(Store { pool, backend: Backend::Postgres, sqlite_file: None })
+                Ok(Store { pool, backend: Backend::Postgres, location: Arc::new(Location::Postgres(url.to_owned())) })
             }
             None => {
                 std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.display().to_string(), source })?;
@@ -225,7 +237,7 @@ impl Store {
                     .connect(&url)
                     .await?;
                 sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-                Ok(Store { pool, backend: Backend::Sqlite, sqlite_file: Some(file.into()) })
+                Ok(Store { pool, backend: Backend::Sqlite, location: Arc::new(Location::Sqlite(file)) })
             }
         }
     }
@@ -502,23 +514,31 @@ impl Store {
         Ok(Some((device, audience)))
     }
 
-    /// Owner and sharees of every owned device, in one query (for access-control reloads).
-    pub async fn audiences(&self) -> Result<HashMap<DeviceId, Audience>> {
-        let sql = format!(
-            "SELECT d.deviceid, d.owner, {}, d.settings FROM devices d LEFT JOIN shares s ON s.deviceid = d.deviceid \
-             WHERE d.owner IS NOT NULL GROUP BY d.deviceid, d.owner, d.settings",
-            self.backend.concat(SHARE_PAIR)
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
+    /// Owner and sharees of each of `devices` that has an owner, one query per
+    /// [`AUDIENCES_PER_QUERY`] devices (for access-control reloads: what a node reads is its own
+    /// online devices, never the whole fleet of a cluster).
+    pub async fn audiences_of(&self, devices: &[DeviceId]) -> Result<HashMap<DeviceId, Audience>> {
+        let mut found = HashMap::with_capacity(devices.len());
+        for chunk in devices.chunks(AUDIENCES_PER_QUERY) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT d.deviceid, d.owner, {}, d.settings FROM devices d LEFT JOIN shares s ON s.deviceid = d.deviceid \
+                 WHERE d.owner IS NOT NULL AND d.deviceid IN ({}) GROUP BY d.deviceid, d.owner, d.settings",
+                self.backend.concat(SHARE_PAIR),
+                marks.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for d in chunk {
+                query = query.bind(d.as_str());
+            }
+            for row in query.fetch_all(&self.pool).await? {
                 let id = DeviceId::new(row.get::<String, _>(0));
                 let (sharees, permits) = split_shares(row.get(2));
                 let settings = DeviceSettings::from_json(&row.get::<String, _>(3));
-                (id, Audience { owner: UserKey::new(row.get::<String, _>(1)), sharees, permits, settings })
-            })
-            .collect())
+                found.insert(id, Audience { owner: UserKey::new(row.get::<String, _>(1)), sharees, permits, settings });
+            }
+        }
+        Ok(found)
     }
 
     /// Owner and sharees of one device; `None` when it has no owner (or does not exist).

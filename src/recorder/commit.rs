@@ -8,9 +8,9 @@
 //! the next commit someone waits for, or goes [`LAZY`] later. An entry that waits for its commit
 //! (a report, an acked update) wakes the writer, which commits at once (after the commit window,
 //! when one is set) whatever is queued by then. Whatever queues while a transaction is under way
-//! joins the next one. On the embedded store the transaction runs on the writer's own SQLite
-//! connection ([`Committer`]) without leaving the thread; on PostgreSQL, and for groups that file
-//! notices, it goes through the store's pool on the runtime.
+//! joins the next one. The transaction runs on the writer's own connection ([`Committer`]): on the
+//! embedded store without leaving the thread, on PostgreSQL as one statement. Groups that file
+//! notices go through the store's pool on the runtime.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -90,7 +90,8 @@ struct Group {
 
 pub(super) struct Writer {
     store: Store,
-    /// The embedded store's own connection for groups without notices (`None` on PostgreSQL).
+    /// The recorder's own connection to the store, for groups without notices (`None` when it
+    /// failed to open: everything then goes through the pool).
     committer: Option<Committer>,
     metrics: Arc<Metrics>,
     options: Options,
@@ -206,7 +207,7 @@ impl Writer {
             return;
         }
         let result = match &mut self.committer {
-            Some(committer) if ops.iter().all(|o| o.notices.is_empty()) => committer.commit_group(&saves, &ops),
+            Some(committer) if ops.iter().all(|o| o.notices.is_empty()) => committer.commit_group(&saves, &ops, &self.runtime),
             _ => self.runtime.block_on(self.store.commit_group(&saves, &ops)),
         };
         match result {
