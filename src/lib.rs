@@ -40,6 +40,7 @@ use tokio_util::task::TaskTracker;
 
 pub mod acl;
 pub mod alarm;
+pub mod alloc;
 pub mod audience;
 pub mod auth;
 pub mod cli;

@@ -96,6 +96,19 @@ impl Metrics {
         for (name, v, help) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
         }
+        if let Some(heap) = crate::alloc::heap() {
+            let heap = [
+                ("switchyard_heap_allocated_bytes", heap.allocated, "heap bytes allocated and not freed"),
+                (
+                    "switchyard_heap_resident_bytes",
+                    heap.resident,
+                    "resident bytes the heap allocator holds (allocated, cached and not yet returned)",
+                ),
+            ];
+            for (name, v, help) in heap {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+            }
+        }
         out
     }
 }

@@ -574,6 +574,14 @@ async fn metrics_and_healthz() {
         assert!(name.starts_with("switchyard_"), "{l}");
         assert!(value.parse::<f64>().is_ok(), "{l}");
     }
+    // The allocator's figures (jemalloc, the default build): a live hub has allocated something,
+    // and the allocator holds at least that much resident.
+    let gauge = |name: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name}: {text}"));
+        line.split_once(' ').unwrap().1.parse().unwrap()
+    };
+    let (allocated, resident) = (gauge("switchyard_heap_allocated_bytes"), gauge("switchyard_heap_resident_bytes"));
+    assert!(allocated > 1e5 && resident >= allocated, "allocated {allocated}, resident {resident}");
 
     let resp = hub.http_client().get(format!("{}/healthz", hub.base())).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);

@@ -25,13 +25,17 @@ use crate::report::{Rec, Report, Table};
 const DEVICES_PER_OWNER: usize = 16;
 
 /// Columns of the per-interval table.
-const COLUMNS: [&str; 10] = ["t_s", "rss_MiB", "fds", "devices", "apps", "rtts", "p50_ms", "p99_ms", "errors", "churned"];
+/// `heap_MiB` is what the hub's allocator has allocated (`switchyard_heap_allocated_bytes`; blank
+/// when the hub runs without jemalloc): RSS growing with it is memory kept, RSS growing alone is
+/// the allocator's.
+const COLUMNS: [&str; 11] = ["t_s", "rss_MiB", "heap_MiB", "fds", "devices", "apps", "rtts", "p50_ms", "p99_ms", "errors", "churned"];
 const RSS: usize = 1;
-const FDS: usize = 2;
-const RTTS: usize = 5;
-const P99: usize = 7;
-const ERRORS: usize = 8;
-const CHURNED: usize = 9;
+const HEAP: usize = 2;
+const FDS: usize = 3;
+const RTTS: usize = 6;
+const P99: usize = 8;
+const ERRORS: usize = 9;
+const CHURNED: usize = 10;
 
 /// What one interval saw, shared by every connection task and taken by the driver.
 #[derive(Default)]
@@ -176,6 +180,7 @@ pub async fn soak(env: &Env, args: &RunArgs) -> Result<Report> {
             let row = vec![
                 t0.elapsed().as_secs_f64().round(),
                 rss_bytes(pid).unwrap_or(0) as f64 / 1048576.0,
+                online("switchyard_heap_allocated_bytes") / 1048576.0,
                 open_fds(pid).unwrap_or(0) as f64,
                 online("switchyard_device_sessions"),
                 online("switchyard_app_sessions"),
@@ -232,6 +237,11 @@ fn summarise(report: &mut Report, table: &Table) {
     report.num("rss.first_steady", "hub RSS, first steady interval", first[RSS], "MiB");
     report.num("rss.last", "hub RSS, last interval", last[RSS], "MiB");
     report.num("rss.drift_pct", "RSS drift (last vs first steady)", drift, "%");
+    if first[HEAP].is_finite() && last[HEAP].is_finite() {
+        report.num("heap.first_steady", "hub heap allocated, first steady interval", first[HEAP], "MiB");
+        report.num("heap.last", "hub heap allocated, last interval", last[HEAP], "MiB");
+        report.num("heap.drift_pct", "heap drift (last vs first steady)", (last[HEAP] - first[HEAP]) / first[HEAP] * 100.0, "%");
+    }
     report.num("fds.first_steady", "hub open fds, first steady interval", first[FDS], "");
     report.num("fds.last", "hub open fds, last interval", last[FDS], "");
     report.num("fds.max", "hub open fds, highest", rows.iter().map(|r| r[FDS]).fold(0.0, f64::max), "");
