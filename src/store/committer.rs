@@ -15,8 +15,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
-use sqlx::Row;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection as _, Row};
 use tokio::runtime::Handle;
 
 use super::history::{account_label, row_bytes};
@@ -34,9 +34,11 @@ pub enum Committer {
         /// Dropped with the committer, which ends the checkpointer.
         _checkpointer: mpsc::Sender<()>,
     },
-    /// PostgreSQL: a pool of one connection (it reconnects after a failure), used from the
-    /// writer thread through the runtime.
-    Postgres(PgPool),
+    /// PostgreSQL: one connection, made at the first commit and again after a failure, used from
+    /// the writer thread through the runtime. Not a pool: a pool pings a connection before
+    /// handing it out and returns it through a task of its own, a round trip and a hop on every
+    /// commit.
+    Postgres { url: String, conn: Option<PgConnection> },
 }
 
 impl Store {
@@ -48,10 +50,7 @@ impl Store {
     /// beside the writer. On PostgreSQL the connection is made at the first commit.
     pub fn committer(&self) -> Result<Option<Committer>> {
         let file = match &*self.location {
-            Location::Postgres(url) => {
-                let pool = PgPoolOptions::new().max_connections(1).acquire_timeout(Duration::from_secs(10)).connect_lazy(url)?;
-                return Ok(Some(Committer::Postgres(pool)));
-            }
+            Location::Postgres(url) => return Ok(Some(Committer::Postgres { url: url.clone(), conn: None })),
             Location::Sqlite(file) => file,
         };
         let conn = Connection::open(file)?;
@@ -83,7 +82,18 @@ impl Committer {
         debug_assert!(ops.iter().all(|o| o.notices.is_empty()));
         match self {
             Committer::Sqlite { conn, .. } => Ok(write(conn, states, ops)?),
-            Committer::Postgres(pool) => runtime.block_on(write_pg(pool, states, ops)),
+            Committer::Postgres { url, conn } => runtime.block_on(async {
+                let connected = match conn {
+                    Some(c) => c,
+                    None => conn.insert(PgConnection::connect(url).await?),
+                };
+                let written = write_pg(connected, states, ops).await;
+                if written.is_err() {
+                    // Whatever broke, the next commit starts on a new connection.
+                    *conn = None;
+                }
+                written
+            }),
         }
     }
 }
@@ -110,7 +120,7 @@ WITH saved AS (\
 ) \
 SELECT deviceid, CAST(COUNT(*) AS BIGINT), CAST(SUM(bytes) AS BIGINT) FROM added GROUP BY deviceid";
 
-async fn write_pg(pool: &PgPool, states: &[(DeviceId, String)], ops: &[Operation]) -> Result<HashMap<DeviceId, Usage>> {
+async fn write_pg(conn: &mut PgConnection, states: &[(DeviceId, String)], ops: &[Operation]) -> Result<HashMap<DeviceId, Usage>> {
     let (ids, params): (Vec<&str>, Vec<&str>) = states.iter().map(|(d, p)| (d.as_str(), p.as_str())).unzip();
     let rows: Vec<&Operation> = ops.iter().filter(|o| o.history).collect();
     let mut operator_labels: Vec<Option<String>> = Vec::with_capacity(rows.len());
@@ -135,7 +145,7 @@ async fn write_pg(pool: &PgPool, states: &[(DeviceId, String)], ops: &[Operation
         .bind(rows.iter().map(|o| row_bytes(o, None) as i64).collect::<Vec<_>>())
         .bind(apikeys)
         .bind(operator_labels)
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await?;
     Ok(found
         .into_iter()
