@@ -497,7 +497,7 @@ fn hub_bin(opts: &HubOpts) -> Result<PathBuf> {
 async fn spawn_node(opts: &HubOpts, bin: &Path, dir: &Path, data: &Path, log_name: &str, join: Option<Join<'_>>) -> Result<Node> {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let mut attempt = 0;
-    let (mut child, pid, http, https, metrics, log) = loop {
+    let (child, pid, http, https, metrics, log) = loop {
         attempt += 1;
         let (http_port, https_port, metrics_port) = (free_port()?, free_port()?, free_port()?);
         let log = dir.join(format!("{log_name}.log"));
@@ -538,26 +538,28 @@ async fn spawn_node(opts: &HubOpts, bin: &Path, dir: &Path, data: &Path, log_nam
         cmd.args(&opts.hub_arg).env("RUST_LOG", "warn").stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out).kill_on_drop(true);
         let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
         let pid = child.id().ok_or_else(|| anyhow!("hub exited at once"))?;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if child.try_wait()?.is_some() && attempt < 5 && tail(&log, 20).contains("Address already in use") {
-            continue;
+        let plain: SocketAddr = ([127, 0, 0, 1], http_port).into();
+        let t0 = Instant::now();
+        let healthy = loop {
+            if let Some(status) = child.try_wait()? {
+                break Err(status);
+            }
+            if matches!(http_get(plain, "/healthz").await, Ok((200, _))) {
+                break Ok(());
+            }
+            if t0.elapsed() > Duration::from_secs(30) {
+                bail!("{log_name} not healthy after 30 s:\n{}", tail(&log, 20));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        match healthy {
+            Ok(()) => break (child, pid, http_port, https_port, metrics_port, log),
+            // A port found free was taken before the hub bound it (other runs' connections hold
+            // many loopback ports): fresh ports.
+            Err(_) if attempt < 5 && tail(&log, 20).contains("Address already in use") => continue,
+            Err(status) => bail!("{log_name} exited with {status} before it was healthy:\n{}", tail(&log, 20)),
         }
-        break (child, pid, http_port, https_port, metrics_port, log);
     };
-    let plain: SocketAddr = ([127, 0, 0, 1], http).into();
-    let t0 = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait()? {
-            bail!("{log_name} exited with {status} before it was healthy:\n{}", tail(&log, 20));
-        }
-        if matches!(http_get(plain, "/healthz").await, Ok((200, _))) {
-            break;
-        }
-        if t0.elapsed() > Duration::from_secs(30) {
-            bail!("{log_name} not healthy after 30 s:\n{}", tail(&log, 20));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     Ok(Node { child, pid, http, https, metrics, log })
 }
 
