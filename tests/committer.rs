@@ -75,7 +75,7 @@ async fn the_recorders_own_connection_writes_what_the_reference_path_writes() {
 
     // The recorder's connection, from a thread outside the runtime as the writer calls it.
     let (states2, ops2) = setup(&store, "bbbb").await;
-    let mut committer = store.committer().unwrap().expect("the store has a committer");
+    let mut committer = store.committer().unwrap();
     let runtime = tokio::runtime::Handle::current();
     let (by_committer, _committer) = tokio::task::spawn_blocking(move || {
         let added = committer.commit_group(&states2, &ops2, &runtime).unwrap();

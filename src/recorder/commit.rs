@@ -106,10 +106,10 @@ pub(super) struct Writer {
 impl Writer {
     pub fn new(store: Store, metrics: Arc<Metrics>, options: Options, dirty: DirtyQueue, queue: Arc<Queue>, runtime: Handle) -> Writer {
         let tallies = Tallies::new(options.bounds, metrics.clone());
-        let committer = store.committer().unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "the recorder's own store connection failed to open; committing through the pool");
-            None
-        });
+        let committer = store
+            .committer()
+            .inspect_err(|e| tracing::warn!(error = %e, "the recorder's own store connection failed to open; committing through the pool"))
+            .ok();
         Writer { store, committer, metrics, options, tallies, dirty, queue, runtime }
     }
 

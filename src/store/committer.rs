@@ -48,9 +48,9 @@ impl Store {
     /// and syncs it, tens of milliseconds that every waiting answer would wait too): a thread of
     /// its own runs a passive checkpoint every [`CHECKPOINT_EVERY`] on another connection,
     /// beside the writer. On PostgreSQL the connection is made at the first commit.
-    pub fn committer(&self) -> Result<Option<Committer>> {
+    pub fn committer(&self) -> Result<Committer> {
         let file = match &*self.location {
-            Location::Postgres(url) => return Ok(Some(Committer::Postgres { url: url.clone(), conn: None })),
+            Location::Postgres(url) => return Ok(Committer::Postgres { url: url.clone(), conn: None }),
             Location::Sqlite(file) => file,
         };
         let conn = Connection::open(file)?;
@@ -69,7 +69,7 @@ impl Store {
                 }
             })
             .map_err(|e| StoreError::DataDir { path: file.display().to_string(), source: e })?;
-        Ok(Some(Committer::Sqlite { conn, _checkpointer: tx }))
+        Ok(Committer::Sqlite { conn, _checkpointer: tx })
     }
 }
 
