@@ -49,6 +49,7 @@ use crate::ids::{DeviceId, SessionId, UserKey};
 use crate::mailbox::{CloseReason, SessionHandle};
 use crate::metrics::Metrics;
 use crate::rate::{RateLimiter, Unsent};
+use crate::recorder::Recorder;
 use crate::router::{Ack, Beyond, Command, DeviceAttach, DeviceView, LocalRouter, Outcome, PendingAck, RouteError, Routed, Router};
 use crate::store::Store;
 
@@ -74,6 +75,8 @@ pub struct Settings {
     pub url: String,
     pub name: String,
     pub node: String,
+    /// How long a command waits for its device's ack (`--ack-timeout-ms`).
+    pub ack_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,8 +198,10 @@ struct Inner {
     forwarder: Arc<Forwarder>,
     settings: Settings,
     store: Store,
+    /// This node's recorder: an acked update for another node's app is committed before the ack
+    /// goes back.
+    recorder: Recorder,
     metrics: Arc<Metrics>,
-    ack_timeout: Duration,
     control: mpsc::UnboundedSender<Control>,
     calls: Arc<DashMap<u64, Call>>,
     next_call: AtomicU64,
@@ -237,8 +242,8 @@ impl ClusterRouter {
         settings: Settings,
         local: LocalRouter,
         store: Store,
+        recorder: Recorder,
         metrics: Arc<Metrics>,
-        ack_timeout: Duration,
         advert: nodes::Advert,
         shutdown: CancellationToken,
     ) -> Result<Arc<ClusterRouter>, ClusterError> {
@@ -284,8 +289,8 @@ impl ClusterRouter {
             forwarder,
             settings,
             store,
+            recorder,
             metrics,
-            ack_timeout,
             control,
             calls: Arc::default(),
             next_call: AtomicU64::new(1),
@@ -522,6 +527,15 @@ impl Inner {
                 let deadline = Instant::now() + Duration::from_millis(ms);
                 tokio::spawn(async move {
                     let done = match pending.wait(deadline).await {
+                        // The ack changed the device's state here: committed before the answer, as
+                        // for a local command ([`crate::command::Sent::wait`]).
+                        Outcome::Acked(ack)
+                            if ack.error == 0
+                                && kind == crate::protocol::CommandKind::Update
+                                && !me.recorder.commit().committed().await =>
+                        {
+                            Reply::Ack { error: 500, params: None }
+                        }
                         Outcome::Acked(ack) => Reply::Ack { error: ack.error, params: ack.params.map(|p| p.get().to_owned()) },
                         Outcome::TimedOut | Outcome::Gone => Reply::Gone,
                     };
@@ -716,7 +730,7 @@ impl Inner {
             kind: cmd.kind.into(),
             seq: cmd.sequence.get().to_owned(),
             params: cmd.params.get().to_owned(),
-            ms: self.ack_timeout.as_millis() as u64,
+            ms: self.settings.ack_timeout.as_millis() as u64,
         };
         let Ok(payload) = serde_json::to_vec(&ask) else { return Routed::Here(Err(RouteError::Busy)) };
         let (accept_tx, accept_rx) = oneshot::channel();
@@ -728,7 +742,7 @@ impl Inner {
             return Routed::Here(Err(RouteError::Busy));
         }
         self.metrics.cluster_requests.fetch_add(1, Ordering::Relaxed);
-        let wait = self.ack_timeout;
+        let wait = self.settings.ack_timeout;
         Routed::Away(Box::pin(async move {
             match tokio::time::timeout(wait, accept_rx).await {
                 Ok(Ok(Ok(audience))) => Ok(PendingAck::remote(ack_rx, Box::new(guard), audience)),

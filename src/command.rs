@@ -156,13 +156,16 @@ pub async fn send_or_keep(
 impl Sent {
     /// Waits for the ack until `deadline`; the waiter is gone when this returns or is dropped.
     /// An `update` acked with error 0 changed the device's state: this then also waits until the
-    /// recorder has committed it, and answers error 500 if that failed.
+    /// recorder has committed it, and answers error 500 if that failed. A device on another node
+    /// changed state there: that node commits it before it relays the ack.
     pub async fn wait(self, deadline: Instant) -> (Meta, Outcome) {
         let Sent { pending, meta, recorder } = self;
+        let remote = pending.is_remote();
         let mut outcome = pending.wait(deadline).await;
         if let Outcome::Acked(ack) = &mut outcome
             && ack.error == 0
             && meta.kind == CommandKind::Update
+            && !remote
             && !recorder.commit().committed().await
         {
             ack.error = 500;

@@ -193,18 +193,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let (router, cluster): (Arc<dyn Router>, _) = match &config.cluster {
         Some(url) => {
             let node = if config.node_id.is_empty() { cluster::default_node_id() } else { config.node_id.clone() };
-            let settings = cluster::Settings { url: url.clone(), name: config.cluster_name.clone(), node };
+            let settings = cluster::Settings { url: url.clone(), name: config.cluster_name.clone(), node, ack_timeout: config.ack_timeout };
             let advert = cluster::nodes::Advert { host: public_ws.0.clone(), port: public_ws.1, ip: public_ip.clone() };
-            let c = cluster::ClusterRouter::start(
-                settings,
-                local,
-                store.clone(),
-                metrics.clone(),
-                config.ack_timeout,
-                advert,
-                shutdown.clone(),
-            )
-            .await?;
+            let c =
+                cluster::ClusterRouter::start(settings, local, store.clone(), recorder.clone(), metrics.clone(), advert, shutdown.clone())
+                    .await?;
             (c.clone(), Some(c))
         }
         None => (Arc::new(local), None),

@@ -31,6 +31,44 @@ pub struct Metrics {
     pub history_truncated: AtomicU64,
     pub commit_groups: AtomicU64,
     pub commit_failures: AtomicU64,
+    /// How long the recorder's transactions took, from the start of the statement to its commit.
+    pub commit_seconds: Histogram,
+}
+
+/// Upper bounds (seconds) of [`Histogram`]'s buckets.
+const BUCKETS: [f64; 11] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// A Prometheus histogram of durations with fixed buckets ([`BUCKETS`]).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations at or under each bound (not cumulative; summed when rendered).
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut seen = 0;
+        for (bound, n) in BUCKETS.iter().zip(&self.buckets) {
+            seen += n.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {seen}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {count}");
+    }
 }
 
 impl Metrics {
@@ -96,6 +134,11 @@ impl Metrics {
         for (name, v, help) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Ordering::Relaxed));
         }
+        self.commit_seconds.render(
+            &mut out,
+            "switchyard_commit_seconds",
+            "how long the recorder's transactions took (reports and acked updates are answered after theirs)",
+        );
         if let Some(heap) = crate::alloc::heap() {
             let heap = [
                 ("switchyard_heap_allocated_bytes", heap.allocated, "heap bytes allocated and not freed"),

@@ -372,6 +372,34 @@ async fn a_killed_nodes_devices_go_offline_and_reconnect_elsewhere() {
     assert!(killed.elapsed() < Duration::from_secs(10), "took {:?}", killed.elapsed());
 }
 
+/// An update acked with error 0 changed the device's state on the node holding it: that node
+/// commits the state before the app hears the ack, as on one node. Killed right after the last
+/// answer, the holder has lost nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_acked_across_nodes_is_stored_before_its_answer() {
+    let mut c = Cluster::start(2).await;
+    let alice = c.user("alice@example.com").await;
+    c.device_record("1000000c05", &alice).await;
+    let mut a0 = c.app(0, &alice).await;
+    let mut dev = c.device(&c.nodes[1].http, "1000000c05").await;
+    until_routed(&mut a0, &mut dev, &alice, "1000000c05").await;
+    for n in 0..20 {
+        let seq = format!("n{n}");
+        a0.send(update(&alice, "1000000c05", &seq, json!({"n":n}))).await;
+        let cmd = dev.recv().await;
+        assert_eq!(cmd["sequence"], seq.as_str(), "{cmd}");
+        dev.send(json!({"error":0,"deviceid":"1000000c05","apikey":alice.apikey.as_str(),"sequence":seq})).await;
+        let reply = until_frame(&mut a0, "the ack", |v| v["sequence"] == seq.as_str()).await;
+        assert_eq!(reply["error"], 0, "{reply}");
+    }
+    c.nodes[1].proc.as_ref().unwrap().signal("KILL");
+    c.nodes[1].proc.take();
+    let mut db = PgConnection::connect(&c.url).await.unwrap();
+    let params: String = sqlx::query_scalar("SELECT params FROM devices WHERE deviceid = '1000000c05'").fetch_one(&mut db).await.unwrap();
+    let params: Value = serde_json::from_str(&params).unwrap();
+    assert_eq!(params["n"], 19, "the last acked update's state is stored: {params}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_share_made_on_one_node_holds_on_the_others_within_a_second() {
     let c = Cluster::start(3).await;

@@ -551,6 +551,11 @@ async fn metrics_and_healthz() {
     let hub = TestHub::start().await;
     let alice = hub.user("metrics@example.com").await;
     let _app = hub.app(&alice).await;
+    // A report, answered after its commit: the commit histogram has an observation.
+    hub.device_record("1000000m01", Some(&alice)).await;
+    let mut dev = hub.device("1000000m01").await;
+    dev.send(json!({"action":"update","deviceid":"1000000m01","apikey":alice.apikey.as_str(),"userAgent":"device","params":{"switch":"on"},"sequence":"r1"})).await;
+    assert_eq!(dev.recv().await["error"], 0);
     let scrape = || async {
         let resp = hub.http_client().get(format!("http://{}/metrics", hub.metrics)).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
@@ -574,6 +579,22 @@ async fn metrics_and_healthz() {
         assert!(name.starts_with("switchyard_"), "{l}");
         assert!(value.parse::<f64>().is_ok(), "{l}");
     }
+    // The commit histogram: cumulative buckets, the last (+Inf) equal to the count, at least the
+    // report's commit counted.
+    let samples: Vec<(&str, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with("switchyard_commit_seconds"))
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap();
+            (name, value.parse().unwrap())
+        })
+        .collect();
+    let buckets: Vec<f64> = samples.iter().filter(|(n, _)| n.starts_with("switchyard_commit_seconds_bucket{")).map(|(_, v)| *v).collect();
+    let count = samples.iter().find(|(n, _)| *n == "switchyard_commit_seconds_count").map(|(_, v)| *v).unwrap_or_else(|| panic!("{text}"));
+    assert!(count >= 1.0, "{text}");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{text}");
+    assert_eq!(buckets.last(), Some(&count), "{text}");
+    assert!(text.contains("switchyard_commit_seconds_bucket{le=\"0.001\"}"), "{text}");
     // The allocator's figures, with the `jemalloc` feature (CI runs this test with it too): a live
     // hub has allocated something, and the allocator holds at least that much resident. Without
     // it there are none.

@@ -101,6 +101,42 @@ pub(super) struct Writer {
     queue: Arc<Queue>,
     /// The runtime, for the store's async calls.
     runtime: Handle,
+    slow: SlowCommits,
+}
+
+/// A commit (with the history bookkeeping after it) longer than this is logged: every answer
+/// queued behind it waited that long.
+const SLOW_COMMIT: Duration = Duration::from_millis(50);
+
+/// Logs slow commits, at most one line per [`SLOW_LOG_EVERY`] with a count of the others.
+#[derive(Default)]
+struct SlowCommits {
+    last_log: Option<Instant>,
+    unlogged: u64,
+}
+
+const SLOW_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl SlowCommits {
+    fn check(&mut self, statement: Duration, bookkeeping: Duration, devices: usize, operations: usize) {
+        if statement + bookkeeping < SLOW_COMMIT {
+            return;
+        }
+        if self.last_log.is_some_and(|t| t.elapsed() < SLOW_LOG_EVERY) {
+            self.unlogged += 1;
+            return;
+        }
+        self.last_log = Some(Instant::now());
+        let others = std::mem::take(&mut self.unlogged);
+        tracing::warn!(
+            statement_ms = statement.as_millis() as u64,
+            history_bounds_ms = bookkeeping.as_millis() as u64,
+            devices,
+            operations,
+            slow_since_last_line = others,
+            "a slow commit delayed the answers waiting for it and those queued behind it"
+        );
+    }
 }
 
 impl Writer {
@@ -110,12 +146,15 @@ impl Writer {
             .committer()
             .inspect_err(|e| tracing::warn!(error = %e, "the recorder's own store connection failed to open; committing through the pool"))
             .ok();
-        Writer { store, committer, metrics, options, tallies, dirty, queue, runtime }
+        Writer { store, committer, metrics, options, tallies, dirty, queue, runtime, slow: SlowCommits::default() }
     }
 
     /// Commits groups until [`Queue::stop`], then everything still queued. Blocks: run it on a
     /// thread of its own.
     pub fn run(mut self, mut states: mpsc::UnboundedReceiver<Arc<LiveState>>) {
+        if let Some(committer) = &mut self.committer {
+            committer.warm_up(&self.runtime);
+        }
         let mut next_prune = Instant::now();
         loop {
             let (waited, stop) = self.wait();
@@ -206,18 +245,23 @@ impl Writer {
             }
             return;
         }
+        let started = Instant::now();
         let result = match &mut self.committer {
             Some(committer) if ops.iter().all(|o| o.notices.is_empty()) => committer.commit_group(&saves, &ops, &self.runtime),
             _ => self.runtime.block_on(self.store.commit_group(&saves, &ops)),
         };
         match result {
             Ok(added) => {
+                let took = started.elapsed();
+                self.metrics.commit_seconds.observe(took);
                 self.metrics.commit_groups.fetch_add(1, Ordering::Relaxed);
                 self.metrics.history_recorded.fetch_add(added.values().map(|u| u.rows).sum(), Ordering::Relaxed);
                 for w in waiters {
                     let _ = w.send(true);
                 }
+                let trimmed = Instant::now();
                 self.runtime.block_on(self.tallies.committed(&self.store, added));
+                self.slow.check(took, trimmed.elapsed(), saves.len(), ops.len());
             }
             Err(e) => {
                 let rows = ops.iter().filter(|o| o.history).count() as u64;

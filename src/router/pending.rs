@@ -219,6 +219,11 @@ impl PendingAck {
         PendingAck { rx, guard: Guard::Remote(guard), owner: audience.owner.clone(), audience }
     }
 
+    /// Whether another node holds the device (and commits what its ack changed before relaying it).
+    pub fn is_remote(&self) -> bool {
+        matches!(self.guard, Guard::Remote(_))
+    }
+
     /// Waits until `deadline` for the ack. The waiter entry is gone when this returns or is dropped.
     pub async fn wait(self, deadline: Instant) -> Outcome {
         let PendingAck { rx, guard, .. } = self;

@@ -34,7 +34,7 @@ pub enum Committer {
         /// Dropped with the committer, which ends the checkpointer.
         _checkpointer: mpsc::Sender<()>,
     },
-    /// PostgreSQL: one connection, made at the first commit and again after a failure, used from
+    /// PostgreSQL: one connection, made at start ([`Committer::warm_up`]) and again after a failure, used from
     /// the writer thread through the runtime. Not a pool: a pool pings a connection before
     /// handing it out and returns it through a task of its own, a round trip and a hop on every
     /// commit.
@@ -47,7 +47,7 @@ impl Store {
     /// On SQLite its commits never checkpoint (a checkpoint copies pages into the database file
     /// and syncs it, tens of milliseconds that every waiting answer would wait too): a thread of
     /// its own runs a passive checkpoint every [`CHECKPOINT_EVERY`] on another connection,
-    /// beside the writer. On PostgreSQL the connection is made at the first commit.
+    /// beside the writer. On PostgreSQL the connection is made by [`Committer::warm_up`].
     pub fn committer(&self) -> Result<Committer> {
         let file = match &*self.location {
             Location::Postgres(url) => return Ok(Committer::Postgres { url: url.clone(), conn: None }),
@@ -74,6 +74,18 @@ impl Store {
 }
 
 impl Committer {
+    /// On PostgreSQL: connects and runs the group statement once with nothing in it, so the
+    /// first real group does not wait for the server to start a backend and plan the statement
+    /// (about 100 ms here, which every answer queued behind that group waited too). Failures are
+    /// the first commit's to report. Blocks, like [`Committer::commit_group`].
+    pub fn warm_up(&mut self, runtime: &Handle) {
+        if let Committer::Postgres { .. } = self
+            && let Err(e) = self.commit_group(&[], &[], runtime)
+        {
+            tracing::warn!(error = %e, "the recorder could not reach PostgreSQL at start; it tries again at the first commit");
+        }
+    }
+
     /// Saves the states and writes the history rows of `ops` in one transaction, like
     /// [`Store::commit_group`]; `ops` must file no notices, and `states` must name each device
     /// once. Returns what it added to each device's history. Blocks for the transaction (on
