@@ -1,21 +1,26 @@
 //! Many nodes, one hub: a [`ClusterRouter`] wraps this node's [`LocalRouter`] and carries what
 //! crosses nodes over NATS, with PostgreSQL (shared by every node) ordering device ownership.
 //!
-//! - **Directory.** The node holding a device subscribes to its subject ([`wire::Subjects::device`])
-//!   while the device is attached. A command for a device that is not here is a request on that
-//!   subject; NATS's "no responders" answer means it is online nowhere (the offline path: 504, or
-//!   406 for a stranger). The holder judges audience, permits and quotas with its live state, queues
-//!   a waiter in its own pending table, and answers `accepted` (with the audience), a refusal, and
-//!   later the ack or `gone`. The requester owns the deadline and matches answers by its own call
-//!   id, never by `sequence`.
+//! - **Directory.** Every node subscribes once to a subject of its own ([`wire::Subjects::node`]).
+//!   A node that claims a device announces it with the claim's epoch ([`wire::Presence`]), and
+//!   every node keeps a table of which node holds which device (`elsewhere`, read from the store
+//!   at start). A command for a device that is not here is a request on its holder's subject; a
+//!   device in nobody's table, a holder that no longer has it, or NATS's "no responders" (the
+//!   holder died) is the offline path: 504, or 406 for a stranger. The holder judges audience,
+//!   permits and quotas with its live state, queues a waiter in its own pending table, and answers
+//!   `accepted` (with the audience), a refusal, and later the ack (after committing the state it
+//!   changed) or `gone`. The requester owns the deadline and matches answers by its own call id,
+//!   never by `sequence`. One subscription per node rather than one per device: a subscription
+//!   costs about 6 KB of buffer in the NATS client, more than the rest of a held device.
 //! - **Users.** A node subscribes to a user's subject while it has app sessions of that user (and
 //!   a few seconds after the last leaves). Every fan-out (reports, sysmsg, echoes, alarms) is
 //!   delivered to this node's sessions first, then published once per member of the audience.
 //! - **Local first.** Nothing for a device or a session on this node goes through NATS, and the
 //!   connection uses `no_echo`.
-//! - **Takeover.** A device registering here bumps its epoch in `cluster_devices`; the old holder
-//!   is asked to let go: it closes its session as replaced, fails its waiters (504) and hands over
-//!   the latest state, with no offline sysmsg.
+//! - **Takeover.** A device registering here bumps its epoch in `cluster_devices`, and the
+//!   announcement tells the old holder to let go: it closes its session as replaced, fails its
+//!   waiters (504) and sends the latest state to the new holder's subject, with no offline
+//!   sysmsg. Epochs order the announcements, whatever order they arrive in.
 //! - **Node loss** ([`nodes`]): heartbeats every second; a node silent for [`nodes::DEAD_AFTER`]
 //!   is dead, and whichever survivor clears its rows in `cluster_devices` first sends their
 //!   offline sysmsgs. A node cut off from NATS that long closes its own device sessions.
@@ -27,7 +32,7 @@
 //! - **Never await a peer.** Everything bound for NATS goes through one bounded forwarder queue
 //!   ([`Forwarder`]); when it is full a command is answered busy and a fan-out is counted and dropped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -57,14 +62,12 @@ pub mod nodes;
 mod wire;
 
 pub use nodes::Nodes;
-use wire::{Reply, Subjects, ToDevice};
+use wire::{Reply, Subjects, ToNode};
 
 /// Messages waiting for the NATS connection; beyond this a command is busy and a fan-out dropped.
 const FORWARD_QUEUE: usize = 65_536;
 /// How long a node keeps a user's subscription after its last session of that user left.
 const USER_LINGER: Duration = Duration::from_secs(5);
-/// How long a takeover waits for the old holder's state.
-const TAKEOVER_WAIT: Duration = Duration::from_secs(1);
 /// How often the REST calls counted here are told to the other nodes.
 pub const LIMITS_EVERY: Duration = Duration::from_millis(100);
 /// Rate-limit counts per message on the limits subject (a few tens of bytes each).
@@ -155,13 +158,7 @@ async fn forward(client: async_nats::Client, mut rx: mpsc::Receiver<Out>) {
 /// user each other node said it holds.
 struct Subscribed {
     stop: CancellationToken,
-    elsewhere: std::collections::HashMap<String, u32>,
-}
-
-/// A device this node holds: the epoch of its claim and the subscription's stop.
-struct Held {
-    epoch: i64,
-    stop: CancellationToken,
+    elsewhere: HashMap<String, u32>,
 }
 
 /// One remote command of this node, until its ack, refusal, `gone` or the caller's drop.
@@ -189,6 +186,9 @@ enum Control {
     UserJoined(UserKey),
     UserMaybeGone(UserKey),
     Flush(oneshot::Sender<()>),
+    /// NATS came back after an outage: announcements may have been missed, the table of other
+    /// nodes' devices is read again from the store.
+    Resync,
 }
 
 struct Inner {
@@ -205,13 +205,15 @@ struct Inner {
     control: mpsc::UnboundedSender<Control>,
     calls: Arc<DashMap<u64, Call>>,
     next_call: AtomicU64,
-    held: DashMap<DeviceId, Held>,
+    /// Devices this node holds, by the epoch of its claim.
+    held: DashMap<DeviceId, i64>,
     users: DashMap<UserKey, Subscribed>,
     /// Users whose session count here changed (or was asked for): published in order by one task
     /// (`ask`: ask the other nodes for theirs too).
     counts: mpsc::UnboundedSender<(UserKey, bool)>,
-    /// Devices online on other nodes, by node (from presence announcements).
-    elsewhere: DashMap<DeviceId, String>,
+    /// Devices online on other nodes: the node and the epoch of its claim (from presence
+    /// announcements, and the store at start). A command for one of them goes to that node.
+    elsewhere: DashMap<DeviceId, (String, i64)>,
     acl: OnceLock<Arc<Acl>>,
     lockout: OnceLock<Arc<Lockout>>,
     rate: OnceLock<Arc<RateLimiter>>,
@@ -248,12 +250,15 @@ impl ClusterRouter {
         shutdown: CancellationToken,
     ) -> Result<Arc<ClusterRouter>, ClusterError> {
         let events = metrics.clone();
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let reconnected = control.clone();
         let client = async_nats::ConnectOptions::new()
             .name(format!("switchyard {}", settings.node))
             .no_echo()
             .max_reconnects(None)
             .event_callback(move |event| {
                 let metrics = events.clone();
+                let reconnected = reconnected.clone();
                 async move {
                     match event {
                         async_nats::Event::SlowConsumer(sid) => {
@@ -261,7 +266,10 @@ impl ClusterRouter {
                             tracing::warn!(subscription = sid, "a NATS subscription fell behind and lost messages");
                         }
                         async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
-                        async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                        async_nats::Event::Connected => {
+                            tracing::info!("connected to NATS");
+                            let _ = reconnected.send(Control::Resync);
+                        }
                         other => tracing::info!(event = %other, "NATS"),
                     }
                 }
@@ -274,9 +282,9 @@ impl ClusterRouter {
         tokio::spawn(forward(client.clone(), rx));
         let forwarder = Arc::new(Forwarder { tx, subjects: subjects.clone(), metrics: metrics.clone() });
         local.send_beyond(forwarder.clone());
-        let (control, control_rx) = mpsc::unbounded_channel();
         let (counts, counts_rx) = mpsc::unbounded_channel();
         let replies = client.subscribe(subjects.replies()).await?;
+        let mine = client.subscribe(subjects.node(&settings.node)).await?;
         let presence = client.subscribe(subjects.presence()).await?;
         let acl = client.subscribe(subjects.acl()).await?;
         let checks = client.subscribe(subjects.checks()).await?;
@@ -305,11 +313,12 @@ impl ClusterRouter {
         // Devices this node held when it last stopped (a crash): offline now.
         let left = inner.store.reap_node(&inner.settings.name, &inner.settings.node).await?;
         inner.announce_offline(left).await;
-        for (id, node) in inner.store.held_devices(&inner.settings.name).await? {
-            inner.elsewhere.insert(id, node);
+        for (id, node, epoch) in inner.store.held_devices(&inner.settings.name).await? {
+            inner.elsewhere.insert(id, (node, epoch));
         }
         tokio::spawn(inner.clone().control_loop(control_rx));
         tokio::spawn(inner.clone().reply_loop(replies));
+        tokio::spawn(inner.clone().node_loop(mine));
         tokio::spawn(inner.clone().broadcast_loop(presence, acl, checks));
         tokio::spawn(inner.clone().count_loop(counts_rx));
         tokio::spawn(inner.clone().limits_in(limits));
@@ -355,19 +364,19 @@ impl Inner {
         &self.settings.node
     }
 
-    fn announce_presence(&self, id: &DeviceId, node: &str) {
-        let msg = wire::Presence { deviceid: id.as_str().to_owned(), node: node.to_owned() };
+    fn announce_presence(&self, id: &DeviceId, node: &str, epoch: i64) {
+        let msg = wire::Presence { deviceid: id.as_str().to_owned(), node: node.to_owned(), epoch };
         if let Ok(payload) = serde_json::to_vec(&msg) {
             self.forwarder.publish(self.subjects.presence(), payload);
         }
     }
 
     /// Offline sysmsgs for devices whose node is gone, to every node's sessions.
-    async fn announce_offline(&self, devices: Vec<DeviceId>) {
-        for id in devices {
+    async fn announce_offline(&self, devices: Vec<(DeviceId, i64)>) {
+        for (id, epoch) in devices {
             self.metrics.cluster_devices_reaped.fetch_add(1, Ordering::Relaxed);
-            self.elsewhere.remove(&id);
-            self.announce_presence(&id, "");
+            self.elsewhere.remove_if(&id, |_, (_, e)| *e <= epoch);
+            self.announce_presence(&id, "", epoch);
             match self.store.audience(&id).await {
                 Ok(Some(audience)) => self.local.announce(&id, &audience, false),
                 Ok(None) => {}
@@ -392,12 +401,14 @@ impl Inner {
                 Control::Flush(done) => {
                     let _ = done.send(());
                 }
+                Control::Resync => self.resync().await,
             }
         }
     }
 
-    /// Makes this node the device's holder: a new epoch in the store, the old holder told to let
-    /// go (its state comes back), then the device's subject.
+    /// Makes this node the device's holder: a new epoch in the store, announced to every node.
+    /// Whichever node held it before lets go when it hears that (see [`Inner::claimed_elsewhere`])
+    /// and sends its state here.
     async fn claim(self: &Arc<Self>, id: DeviceId) {
         if !self.local.holds(&id) {
             return;
@@ -409,43 +420,111 @@ impl Inner {
                 return;
             }
         };
-        let subject = self.subjects.device(&id);
-        // Someone claimed it before (epoch 1 is the first claim ever): ask whoever holds it to let
-        // go. Nobody holding it answers "no responders" at once.
-        self.elsewhere.remove(&id);
-        if epoch > 1 {
-            let ask = ToDevice::Takeover { epoch, node: self.node().to_owned() };
-            let payload = serde_json::to_vec(&ask).unwrap_or_default();
-            if let Ok(Ok(msg)) = tokio::time::timeout(TAKEOVER_WAIT, self.client.request(subject.clone(), payload.into())).await
-                && let Ok(Reply::State { state: Some(state) }) = serde_json::from_slice(&msg.payload)
-            {
-                tracing::info!(device = %id, "took the device over from another node, with its state");
-                self.local.adopt_state(&id, DeviceState::from_json(&state));
+        // Under the entry's lock, as the presence handler decides under it: a newer claim that
+        // was announced while this one was in the store wins, and exactly one of the two sees
+        // the other.
+        let lost_to = match self.held.entry(id.clone()) {
+            dashmap::Entry::Occupied(o) if *o.get() > epoch => return, // a newer claim of this node's
+            entry => match self.elsewhere.get(&id).filter(|h| h.1 > epoch).map(|h| h.clone()) {
+                Some(newer) => {
+                    if let dashmap::Entry::Occupied(o) = entry {
+                        o.remove();
+                    }
+                    Some(newer)
+                }
+                None => {
+                    entry.insert(epoch);
+                    self.elsewhere.remove_if(&id, |_, (_, e)| *e < epoch);
+                    None
+                }
+            },
+        };
+        match lost_to {
+            Some((node, theirs)) => self.let_go(&id, &node, theirs),
+            None => self.announce_presence(&id, self.node(), epoch),
+        }
+    }
+
+    /// Another node claimed the device with `epoch` (a presence announcement): when this node
+    /// holds it by an older claim, it lets go. Decided and recorded under the `held` entry's lock,
+    /// as [`Inner::claim`] decides, so of two claims in flight exactly one sees the other.
+    fn claimed_elsewhere(&self, id: DeviceId, node: String, epoch: i64) {
+        let entry = self.held.entry(id.clone());
+        let lost = match &entry {
+            // This node's claim is the newer one: the announcement is stale.
+            dashmap::Entry::Occupied(o) if *o.get() >= epoch => return,
+            dashmap::Entry::Occupied(_) => true,
+            dashmap::Entry::Vacant(_) => false,
+        };
+        if lost {
+            self.let_go(&id, &node, epoch);
+        }
+        // After the state went out: a command routed by this entry reaches `node` behind it.
+        match self.elsewhere.entry(id) {
+            dashmap::Entry::Occupied(o) if o.get().1 > epoch => {}
+            dashmap::Entry::Occupied(mut o) => {
+                o.insert((node, epoch));
+            }
+            dashmap::Entry::Vacant(v) => {
+                v.insert((node, epoch));
             }
         }
-        let sub = match self.client.queue_subscribe(subject, "holder".to_owned()).await {
-            Ok(s) => s,
+        if let (true, dashmap::Entry::Occupied(o)) = (lost, entry) {
+            o.remove();
+        }
+    }
+
+    /// The device was taken over by `node`'s claim `epoch`: its session here closes as replaced,
+    /// its waiters fail (504), and its latest state goes to `node`, with no offline sysmsg.
+    fn let_go(&self, id: &DeviceId, node: &str, epoch: i64) {
+        let state = self.local.evict(id);
+        tracing::info!(device = %id, to = %node, "device taken over by another node");
+        let msg = ToNode::State { dev: id.as_str().to_owned(), epoch, state: state.map(|s| s.to_json()) };
+        if let Ok(payload) = serde_json::to_vec(&msg) {
+            self.forwarder.publish(self.subjects.node(node), payload);
+        }
+    }
+
+    /// Reads again from the store which node holds which device (after a NATS outage, in which
+    /// announcements may have been lost). An entry announced meanwhile with a newer epoch stays.
+    async fn resync(&self) {
+        // What was known before reading: an entry gone from the store is removed only when no
+        // announcement changed it meanwhile.
+        let before: HashMap<DeviceId, i64> = self.elsewhere.iter().map(|e| (e.key().clone(), e.value().1)).collect();
+        let held = match self.store.held_devices(&self.settings.name).await {
+            Ok(h) => h,
             Err(e) => {
-                tracing::warn!(device = %id, error = %e, "subscribing to the device's subject failed");
+                tracing::warn!(error = %e, "could not read which node holds which device");
                 return;
             }
         };
-        let stop = CancellationToken::new();
-        if let Some(old) = self.held.insert(id.clone(), Held { epoch, stop: stop.clone() }) {
-            old.stop.cancel();
+        let mut known: HashSet<DeviceId> = HashSet::with_capacity(held.len());
+        for (id, node, epoch) in held {
+            known.insert(id.clone());
+            if node == self.node() {
+                continue;
+            }
+            match self.elsewhere.entry(id) {
+                dashmap::Entry::Occupied(o) if o.get().1 >= epoch => {}
+                dashmap::Entry::Occupied(mut o) => {
+                    o.insert((node, epoch));
+                }
+                dashmap::Entry::Vacant(v) => {
+                    v.insert((node, epoch));
+                }
+            }
         }
-        self.announce_presence(&id, self.node());
-        tokio::spawn(self.clone().device_loop(id, sub, stop, epoch));
+        self.elsewhere.retain(|id, (_, epoch)| known.contains(id) || before.get(id) != Some(epoch));
+        tracing::info!(devices = self.elsewhere.len(), "read again which node holds which device");
     }
 
     async fn release(&self, id: DeviceId) {
         if self.local.holds(&id) {
             return; // it came back: a newer claim follows
         }
-        let Some((_, held)) = self.held.remove(&id) else { return };
-        held.stop.cancel();
-        match self.store.unhold_device(&self.settings.name, &id, self.node(), held.epoch).await {
-            Ok(true) => self.announce_presence(&id, ""),
+        let Some((_, epoch)) = self.held.remove(&id) else { return };
+        match self.store.unhold_device(&self.settings.name, &id, self.node(), epoch).await {
+            Ok(true) => self.announce_presence(&id, "", epoch),
             Ok(false) => {}
             Err(e) => tracing::warn!(device = %id, error = %e, "releasing the device in the store failed"),
         }
@@ -467,37 +546,31 @@ impl Inner {
         }
     }
 
-    async fn device_loop(self: Arc<Self>, id: DeviceId, mut sub: async_nats::Subscriber, stop: CancellationToken, epoch: i64) {
-        loop {
-            let msg = tokio::select! {
-                _ = stop.cancelled() => return,
-                m = sub.next() => match m { Some(m) => m, None => return },
-            };
-            let Ok(ask) = serde_json::from_slice::<ToDevice>(&msg.payload) else {
-                tracing::debug!(device = %id, "unreadable message on the device's subject");
+    /// This node's subject: other nodes' commands and notices for the devices held here, and
+    /// the state of devices taken over from them. One subscription for every device.
+    async fn node_loop(self: Arc<Self>, mut sub: async_nats::Subscriber) {
+        while let Some(msg) = sub.next().await {
+            let Ok(ask) = serde_json::from_slice::<ToNode>(&msg.payload) else {
+                tracing::debug!("unreadable message on the node's subject");
                 continue;
             };
             match ask {
-                ToDevice::Cmd { caller, kind, seq, params, ms } => {
+                ToNode::Cmd { dev, caller, kind, seq, params, ms } => {
                     let Some(reply) = msg.reply else { continue };
                     let (Ok(seq), Ok(params)) = (RawValue::from_string(seq), RawValue::from_string(params)) else { continue };
-                    self.serve_command(&id, reply.to_string(), UserKey::new(caller), kind.into(), &seq, &params, ms);
+                    self.serve_command(&DeviceId::new(dev), reply.to_string(), UserKey::new(caller), kind.into(), &seq, &params, ms);
                 }
-                ToDevice::Takeover { epoch: theirs, node } if theirs > epoch => {
-                    let state = self.local.evict(&id);
-                    tracing::info!(device = %id, to = %node, "device taken over by another node");
-                    self.held.remove_if(&id, |_, h| h.epoch == epoch);
-                    self.elsewhere.insert(id.clone(), node);
-                    if let Some(reply) = msg.reply {
-                        let answer = Reply::State { state: state.map(|s| s.to_json()) };
-                        self.forwarder.publish(reply.to_string(), serde_json::to_vec(&answer).unwrap_or_default());
+                ToNode::Notify { dev, frame } => {
+                    self.local.notify_device(&DeviceId::new(dev), frame.into());
+                }
+                ToNode::State { dev, epoch, state: Some(state) } => {
+                    let id = DeviceId::new(dev);
+                    if self.held.get(&id).is_some_and(|e| *e == epoch) {
+                        tracing::info!(device = %id, "took the device over from another node, with its state");
+                        self.local.adopt_state(&id, DeviceState::from_json(&state));
                     }
-                    return;
                 }
-                ToDevice::Takeover { .. } => {}
-                ToDevice::Notify { frame } => {
-                    self.local.notify_device(&id, frame.into());
-                }
+                ToNode::State { state: None, .. } => {}
             }
         }
     }
@@ -677,7 +750,7 @@ impl Inner {
                         let _ = tx.send(Ack { error, params });
                     }
                 }
-                Reply::Gone | Reply::State { .. } => {
+                Reply::Gone => {
                     self.calls.remove(&id);
                 }
             }
@@ -698,9 +771,9 @@ impl Inner {
                     let Ok(p) = serde_json::from_slice::<wire::Presence>(&m.payload) else { continue };
                     let id = DeviceId::new(p.deviceid);
                     if p.node.is_empty() {
-                        self.elsewhere.remove(&id);
+                        self.elsewhere.remove_if(&id, |_, (_, e)| *e <= p.epoch);
                     } else if p.node != self.node() {
-                        self.elsewhere.insert(id, p.node);
+                        self.claimed_elsewhere(id, p.node, p.epoch);
                     }
                 }
                 m = checks.next() => {
@@ -724,8 +797,13 @@ impl Inner {
 
     /// A command for a device on another node (or on none).
     fn command_away(&self, caller: &UserKey, cmd: Command<'_>) -> Routed {
+        // Online nowhere, as far as the announcements tell: the offline path, without a round trip.
+        let Some(node) = self.elsewhere.get(cmd.deviceid).map(|h| h.0.clone()) else {
+            return Routed::Here(Err(RouteError::Offline));
+        };
         let id = self.next_call.fetch_add(1, Ordering::Relaxed);
-        let ask = ToDevice::Cmd {
+        let ask = ToNode::Cmd {
+            dev: cmd.deviceid.as_str().to_owned(),
             caller: caller.as_str().to_owned(),
             kind: cmd.kind.into(),
             seq: cmd.sequence.get().to_owned(),
@@ -737,7 +815,7 @@ impl Inner {
         let (ack_tx, ack_rx) = oneshot::channel();
         self.calls.insert(id, Call { accept: Some(accept_tx), ack: Some(ack_tx) });
         let guard = CallGuard { calls: self.calls.clone(), id };
-        let out = Out::Request { subject: self.subjects.device(cmd.deviceid), reply: self.subjects.reply(id), payload: payload.into() };
+        let out = Out::Request { subject: self.subjects.node(&node), reply: self.subjects.reply(id), payload: payload.into() };
         if !self.forwarder.send(out) {
             return Routed::Here(Err(RouteError::Busy));
         }
@@ -862,12 +940,12 @@ impl Router for ClusterRouter {
         if self.inner.local.holds(deviceid) {
             return self.inner.local.notify_device(deviceid, frame);
         }
-        if !self.inner.elsewhere.contains_key(deviceid) {
+        let Some(node) = self.inner.elsewhere.get(deviceid).map(|h| h.0.clone()) else {
             return false;
-        }
-        let msg = ToDevice::Notify { frame: frame.as_str().to_owned() };
+        };
+        let msg = ToNode::Notify { dev: deviceid.as_str().to_owned(), frame: frame.as_str().to_owned() };
         let payload = serde_json::to_vec(&msg).unwrap_or_default();
-        self.inner.forwarder.publish(self.inner.subjects.device(deviceid), payload)
+        self.inner.forwarder.publish(self.inner.subjects.node(&node), payload)
     }
 
     /// Session ids are a node's own: a session on another node is not reached (the user's other

@@ -341,6 +341,30 @@ async fn a_device_moving_to_another_node_takes_its_state_and_sends_no_offline_sy
     assert_eq!(res["data"]["params"]["power"], "12", "{res}");
 }
 
+/// A device registering on two nodes at once (a flapping connection): the claims are ordered by
+/// their epochs, so exactly one node keeps the device, the other closes its connection as
+/// replaced, and commands from a third node reach the one left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_registering_on_two_nodes_at_once_is_held_by_one() {
+    let c = Cluster::start(3).await;
+    let alice = c.user("alice@example.com").await;
+    let mut a2 = c.app(2, &alice).await;
+    for i in 0..3 {
+        let id = format!("1000000d0{i}");
+        c.device_record(&id, &alice).await;
+        let (mut d0, mut d1) = tokio::join!(c.device(&c.nodes[0].http, &id), c.device(&c.nodes[1].http, &id));
+        let close = Duration::from_secs(2);
+        let (r0, r1) = tokio::join!(tokio::time::timeout(close, d0.recv_close()), tokio::time::timeout(close, d1.recv_close()));
+        let (closed, mut kept) = match (r0, r1) {
+            (Ok(f), Err(_)) => (f, d1),
+            (Err(_), Ok(f)) => (f, d0),
+            other => panic!("{id}: exactly one connection should be closed: {other:?}"),
+        };
+        assert!(closed.is_some_and(|f| f.reason.contains("replaced")), "{id}: closed as replaced");
+        until_routed(&mut a2, &mut kept, &alice, &id).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_nodes_devices_go_offline_and_reconnect_elsewhere() {
     let mut c = Cluster::start(3).await;

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use crate::audience::{Audience, DeviceSettings};
-use crate::ids::{DeviceId, UserKey};
+use crate::ids::UserKey;
 use crate::protocol::CommandKind;
 use crate::router::RouteError;
 
@@ -21,9 +21,10 @@ impl Subjects {
         Subjects { prefix: cluster.to_owned(), node: node.to_owned() }
     }
 
-    /// Subscribed by the node holding the device, while it holds it: commands, takeover, notices.
-    pub fn device(&self, id: &DeviceId) -> String {
-        format!("{}.dev.{}", self.prefix, token(id.as_str()))
+    /// Subscribed by `node` from its start: commands and notices for the devices it holds, and
+    /// the state of a device it took over.
+    pub fn node(&self, node: &str) -> String {
+        format!("{}.node.{}", self.prefix, token(node))
     }
 
     /// Subscribed by every node with an app session of the user: frames for that user's sessions.
@@ -75,17 +76,17 @@ fn token(id: &str) -> Cow<'_, str> {
     }
 }
 
-/// A message on a device's subject.
+/// A message on a node's subject, about device `dev`.
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "lowercase")]
-pub enum ToDevice {
+pub enum ToNode {
     /// An app's command; `seq` and `params` are JSON texts as the app sent them (serde cannot
     /// borrow raw JSON inside a tagged enum); `ms` is what is left of the requester's deadline.
-    Cmd { caller: String, kind: Kind, seq: String, params: String, ms: u64 },
-    /// Another node claimed the device with `epoch`: let go of it and hand over its state.
-    Takeover { epoch: i64, node: String },
+    Cmd { dev: String, caller: String, kind: Kind, seq: String, params: String, ms: u64 },
     /// A frame the hub sends the device itself (`notify`, `deleteNotify`).
-    Notify { frame: String },
+    Notify { dev: String, frame: String },
+    /// The node that held the device before the claim with `epoch` hands over its latest state.
+    State { dev: String, epoch: i64, state: Option<String> },
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy)]
@@ -134,10 +135,6 @@ pub enum Reply {
     },
     /// The device went away, or the deadline passed, before it acked.
     Gone,
-    /// The takeover's answer: the device's latest state, if this node still had it.
-    State {
-        state: Option<String>,
-    },
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy)]
@@ -246,11 +243,14 @@ pub struct Heartbeat {
     pub draining: bool,
 }
 
-/// A device's holder changed: `node` holds it now (empty: nobody, it is offline).
+/// A device's holder changed: `node` holds it now by the claim with `epoch` (empty: the claim
+/// with `epoch` ended, nobody holds it). Epochs order the announcements, whatever order they
+/// arrive in.
 #[derive(Serialize, Deserialize)]
 pub struct Presence {
     pub deviceid: String,
     pub node: String,
+    pub epoch: i64,
 }
 
 /// A failed-or-not secret check taken on one node, for every node's lockout.
@@ -276,7 +276,7 @@ mod tests {
         assert_eq!(token("*"), "%2a");
         assert_eq!(token(""), "%");
         let s = Subjects::new("sy", "n1");
-        assert_eq!(s.device(&DeviceId::new("x>")), "sy.dev.%783e");
+        assert_eq!(s.node("n.2"), "sy.node.%6e2e32");
         assert_eq!(s.reply(7), "sy.reply.n1.7");
     }
 }

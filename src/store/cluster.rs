@@ -35,23 +35,23 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Marks offline every device `node` still holds (it died); returns them. Two survivors
-    /// running this at once get disjoint lists: each row is cleared once.
-    pub async fn reap_node(&self, cluster: &str, node: &str) -> Result<Vec<DeviceId>> {
-        let rows = sqlx::query("UPDATE cluster_devices SET node = '' WHERE cluster = $1 AND node = $2 RETURNING deviceid")
+    /// Marks offline every device `node` still holds (it died); returns them with the epochs of
+    /// their claims. Two survivors running this at once get disjoint lists: each row is cleared once.
+    pub async fn reap_node(&self, cluster: &str, node: &str) -> Result<Vec<(DeviceId, i64)>> {
+        let rows = sqlx::query("UPDATE cluster_devices SET node = '' WHERE cluster = $1 AND node = $2 RETURNING deviceid, epoch")
             .bind(cluster)
             .bind(node)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|r| Ok(DeviceId::new(r.try_get::<String, _>(0)?))).collect()
+        rows.iter().map(|r| Ok((DeviceId::new(r.try_get::<String, _>(0)?), r.try_get(1)?))).collect()
     }
 
-    /// Every device some node holds, with that node.
-    pub async fn held_devices(&self, cluster: &str) -> Result<Vec<(DeviceId, String)>> {
-        let rows = sqlx::query("SELECT deviceid, node FROM cluster_devices WHERE cluster = $1 AND node <> ''")
+    /// Every device some node holds, with that node and the epoch of its claim.
+    pub async fn held_devices(&self, cluster: &str) -> Result<Vec<(DeviceId, String, i64)>> {
+        let rows = sqlx::query("SELECT deviceid, node, epoch FROM cluster_devices WHERE cluster = $1 AND node <> ''")
             .bind(cluster)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|r| Ok((DeviceId::new(r.try_get::<String, _>(0)?), r.try_get(1)?))).collect()
+        rows.iter().map(|r| Ok((DeviceId::new(r.try_get::<String, _>(0)?), r.try_get(1)?, r.try_get(2)?))).collect()
     }
 }
