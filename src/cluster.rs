@@ -68,6 +68,8 @@ use wire::{Reply, Subjects, ToNode};
 const FORWARD_QUEUE: usize = 65_536;
 /// How long a node keeps a user's subscription after its last session of that user left.
 const USER_LINGER: Duration = Duration::from_secs(5);
+/// Claims written to the store in one statement, at most.
+const CLAIM_BATCH: usize = 256;
 /// How often the REST calls counted here are told to the other nodes.
 pub const LIMITS_EVERY: Duration = Duration::from_millis(100);
 /// Rate-limit counts per message on the limits subject (a few tens of bytes each).
@@ -386,40 +388,60 @@ impl Inner {
     }
 
     async fn control_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Control>) {
-        while let Some(c) = rx.recv().await {
-            match c {
-                Control::Claim(id) => self.claim(id).await,
-                Control::Release(id) => self.release(id).await,
-                Control::UserJoined(user) => self.subscribe_user(user).await,
-                Control::UserMaybeGone(user) => {
-                    if self.local.user_sessions(&user) == 0
-                        && let Some((_, sub)) = self.users.remove(&user)
-                    {
-                        sub.stop.cancel();
+        let mut batch = Vec::with_capacity(CLAIM_BATCH);
+        let mut claims: Vec<DeviceId> = Vec::new();
+        while rx.recv_many(&mut batch, CLAIM_BATCH).await > 0 {
+            // Claims in a row go to the store together; anything else keeps its place after them.
+            for c in batch.drain(..) {
+                if let Control::Claim(id) = c {
+                    claims.push(id);
+                    continue;
+                }
+                if !claims.is_empty() {
+                    self.claim(std::mem::take(&mut claims)).await;
+                }
+                match c {
+                    Control::Claim(_) => {}
+                    Control::Release(id) => self.release(id).await,
+                    Control::UserJoined(user) => self.subscribe_user(user).await,
+                    Control::UserMaybeGone(user) => {
+                        if self.local.user_sessions(&user) == 0
+                            && let Some((_, sub)) = self.users.remove(&user)
+                        {
+                            sub.stop.cancel();
+                        }
                     }
+                    Control::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                    Control::Resync => self.resync().await,
                 }
-                Control::Flush(done) => {
-                    let _ = done.send(());
-                }
-                Control::Resync => self.resync().await,
+            }
+            if !claims.is_empty() {
+                self.claim(std::mem::take(&mut claims)).await;
             }
         }
     }
 
-    /// Makes this node the device's holder: a new epoch in the store, announced to every node.
-    /// Whichever node held it before lets go when it hears that (see [`Inner::claimed_elsewhere`])
-    /// and sends its state here.
-    async fn claim(self: &Arc<Self>, id: DeviceId) {
-        if !self.local.holds(&id) {
-            return;
-        }
-        let epoch = match self.store.hold_device(&self.settings.name, &id, self.node()).await {
-            Ok(e) => e,
+    /// Makes this node the holder of the devices (those still attached here): a new epoch for
+    /// each in the store, announced to every node. Whichever node held one before lets go when it
+    /// hears that (see [`Inner::claimed_elsewhere`]) and sends its state here.
+    async fn claim(self: &Arc<Self>, mut ids: Vec<DeviceId>) {
+        ids.retain(|id| self.local.holds(id));
+        let claimed = match self.store.hold_devices(&self.settings.name, &ids, self.node()).await {
+            Ok(c) => c,
             Err(e) => {
-                tracing::warn!(device = %id, error = %e, "claiming the device in the store failed; other nodes cannot reach it");
+                tracing::warn!(devices = ids.len(), error = %e, "claiming devices in the store failed; other nodes cannot reach them");
                 return;
             }
         };
+        for (id, epoch) in claimed {
+            self.claimed(id, epoch);
+        }
+    }
+
+    /// This node's claim of the device got `epoch`.
+    fn claimed(&self, id: DeviceId, epoch: i64) {
         // Under the entry's lock, as the presence handler decides under it: a newer claim that
         // was announced while this one was in the store wins, and exactly one of the two sees
         // the other.

@@ -365,6 +365,23 @@ async fn a_device_registering_on_two_nodes_at_once_is_held_by_one() {
     }
 }
 
+/// Devices registering on a node all at once are claimed in batches (one store statement for
+/// many): every one of them is reachable from another node.
+#[tokio::test(flavor = "multi_thread")]
+async fn devices_registering_at_once_are_all_reachable_from_other_nodes() {
+    let c = Cluster::start(2).await;
+    let alice = c.user("alice@example.com").await;
+    let ids: Vec<String> = (0..300).map(|i| format!("10000e{i:04}")).collect();
+    for id in &ids {
+        c.device_record(id, &alice).await;
+    }
+    let mut a0 = c.app(0, &alice).await;
+    let mut devices: Vec<Client> = futures_util::future::join_all(ids.iter().map(|id| c.device(&c.nodes[1].http, id))).await;
+    for (id, dev) in ids.iter().zip(&mut devices) {
+        until_routed(&mut a0, dev, &alice, id).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_nodes_devices_go_offline_and_reconnect_elsewhere() {
     let mut c = Cluster::start(3).await;

@@ -136,6 +136,10 @@ pub struct RunArgs {
     /// route-p2p: stop doubling past this rate
     #[arg(long)]
     pub max_rate: Option<f64>,
+    /// route-p2p: the p99 a step must stay under to pass, in ms (default 10; a store that syncs
+    /// every commit to disk, like PostgreSQL with its defaults, may want more)
+    #[arg(long)]
+    pub p99_limit_ms: Option<f64>,
     /// fanout, slow-consumer: distinct users among the sessions (owner + sharees)
     #[arg(long)]
     pub users: Option<usize>,

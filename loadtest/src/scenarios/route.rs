@@ -248,6 +248,7 @@ pub async fn rr(env: &Env, args: &RunArgs) -> Result<Report> {
 /// `route-p2p`: N pairs, total rate stepped up until p99 passes 10 ms.
 pub async fn p2p(env: &Env, args: &RunArgs) -> Result<Report> {
     let m = args.n.unwrap_or(50).max(1);
+    let limit = args.p99_limit_ms.unwrap_or(10.0);
     let step = Duration::from_secs_f64(args.step_secs.unwrap_or(5.0));
     let steps: Vec<f64> = if !args.steps.is_empty() {
         args.steps.clone()
@@ -366,7 +367,7 @@ pub async fn p2p(env: &Env, args: &RunArgs) -> Result<Report> {
         if counts.unknown > 0 || counts.other_errors(&[504, 429]) > 0 {
             report.fail(format!("at {rate}/s: {} replies with unknown sequences, error codes {:?}", counts.unknown, counts.codes));
         }
-        let pass = q(&h, 0.99) < 10.0 && counts.lost == 0 && errors == 0 && counts.code(504) == 0 && done >= 0.9 * rate;
+        let pass = q(&h, 0.99) < limit && counts.lost == 0 && errors == 0 && counts.code(504) == 0 && done >= 0.9 * rate;
         if !pass {
             report.note(format!(
                 "stopped stepping at {rate}/s: p99 {:.2} ms, done {done:.0}/s, errors {errors}, 504 {}, lost {}",
@@ -382,7 +383,7 @@ pub async fn p2p(env: &Env, args: &RunArgs) -> Result<Report> {
     report.tables.push(table);
     match best {
         Some((rate, cpu, p99, p50, nats)) => {
-            report.num("max_rate", "highest total rate with p99 < 10 ms", rate, "/s");
+            report.num("max_rate", &format!("highest total rate with p99 < {limit} ms"), rate, "/s");
             report.num("cpu_us_per_update", "server CPU per update+ack at that rate", cpu, "µs");
             if let Some(n) = nats {
                 report.num("nats_cpu_us_per_update", "NATS server CPU per update+ack at that rate", n, "µs");
@@ -390,7 +391,7 @@ pub async fn p2p(env: &Env, args: &RunArgs) -> Result<Report> {
             report.num("p99_at_max", "p99 at that rate", p99, "ms");
             report.num("p50_at_max", "p50 at that rate", p50, "ms");
         }
-        None => report.num("max_rate", "highest total rate with p99 < 10 ms", 0.0, "/s"),
+        None => report.num("max_rate", &format!("highest total rate with p99 < {limit} ms"), 0.0, "/s"),
     }
     if dstats.closed.load(Ordering::Relaxed) > 0 {
         report.fail(format!("device connections ended: {:?}", dstats.first_errors()));
