@@ -245,7 +245,11 @@ pub async fn rr(env: &Env, args: &RunArgs) -> Result<Report> {
     Ok(report)
 }
 
-/// `route-p2p`: N pairs, total rate stepped up until p99 passes 10 ms.
+/// route-p2p's warm-up before the measured steps.
+const WARM_UP: Duration = Duration::from_secs(2);
+const WARM_UP_PER_PAIR: f64 = 10.0;
+
+/// `route-p2p`: N pairs, total rate stepped up until p99 passes 10 ms (`--p99-limit-ms`).
 pub async fn p2p(env: &Env, args: &RunArgs) -> Result<Report> {
     let m = args.n.unwrap_or(50).max(1);
     let limit = args.p99_limit_ms.unwrap_or(10.0);
@@ -302,6 +306,23 @@ pub async fn p2p(env: &Env, args: &RunArgs) -> Result<Report> {
     if nats {
         table.columns.push("nats cores".into());
         table.columns.push("nats µs".into());
+    }
+    // A warm-up, not measured: every pair sends for a moment first, so the first step does not
+    // time first touches (a fresh store's first writes, the hub's first commits).
+    report.param("warm_up", format!("{WARM_UP_PER_PAIR}/s per pair for {} s, not measured", WARM_UP.as_secs()));
+    let warming: Vec<_> = apps
+        .drain(..)
+        .map(|(conn, t)| {
+            tokio::spawn(async move {
+                let (c, _) = paced(conn, vec![t.clone()], WARM_UP_PER_PAIR, WARM_UP, drain, 0xffff << 32, Recs::default()).await;
+                c.map(|c| (c, t))
+            })
+        })
+        .collect();
+    for h in warming {
+        if let Ok(Some(app)) = h.await {
+            apps.push(app);
+        }
     }
     let mut best: Option<(f64, f64, f64, f64, Option<f64>)> = None;
     for (i, &rate) in steps.iter().enumerate() {

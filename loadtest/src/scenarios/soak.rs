@@ -31,8 +31,11 @@ const DEVICES_PER_OWNER: usize = 16;
 /// Columns of the per-interval table.
 /// `heap_MiB` is what the hub's allocator has allocated (`switchyard_heap_allocated_bytes`; blank
 /// when the hub runs without jemalloc): RSS growing with it is memory kept, RSS growing alone is
-/// the allocator's.
-const COLUMNS: [&str; 11] = ["t_s", "rss_MiB", "heap_MiB", "fds", "devices", "apps", "rtts", "p50_ms", "p99_ms", "errors", "churned"];
+/// the allocator's. `commits` and `commits_10ms` are the recorder's transactions in the interval
+/// and those of them that took over 10 ms (from `switchyard_commit_seconds`): every answer waiting
+/// for a slow commit waited that long.
+const COLUMNS: [&str; 13] =
+    ["t_s", "rss_MiB", "heap_MiB", "fds", "devices", "apps", "rtts", "p50_ms", "p99_ms", "errors", "churned", "commits", "commits_10ms"];
 const RSS: usize = 1;
 const HEAP: usize = 2;
 const FDS: usize = 3;
@@ -166,6 +169,12 @@ pub async fn soak(env: &Env, args: &RunArgs) -> Result<Report> {
     let active_per_s = n as f64 * active_pct / 100.0;
     let churn_per_s = devices_n as f64 * churn_pct / 100.0 / 60.0;
     let (mut active_due, mut churn_due) = (0.0, 0.0);
+    let m0 = env.metrics().await.unwrap_or_default();
+    let commit_counts = |m: &HashMap<String, f64>| {
+        let get = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+        (get("switchyard_commit_seconds_count"), get("switchyard_commit_seconds_bucket{le=\"0.01\"}"))
+    };
+    let mut last_commits = commit_counts(&m0);
     let t0 = Instant::now();
     // Activations and churn are spread over each second in 10 ms steps: a whole second's share
     // sent at once measured how long the hub takes to drain that burst, not a round trip.
@@ -206,6 +215,9 @@ pub async fn soak(env: &Env, args: &RunArgs) -> Result<Report> {
             let h = done.rtt.take();
             let m = env.metrics().await.unwrap_or_default();
             let online = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+            let commits = commit_counts(&m);
+            let (done_commits, slow_commits) = (commits.0 - last_commits.0, (commits.0 - commits.1) - (last_commits.0 - last_commits.1));
+            last_commits = commits;
             let q = |p: f64| if h.is_empty() { f64::NAN } else { h.value_at_quantile(p) as f64 / 1000.0 };
             let row = vec![
                 t0.elapsed().as_secs_f64().round(),
@@ -219,6 +231,8 @@ pub async fn soak(env: &Env, args: &RunArgs) -> Result<Report> {
                 q(0.99),
                 done.errors.load(Ordering::Relaxed) as f64,
                 done.churned.load(Ordering::Relaxed) as f64,
+                done_commits,
+                slow_commits,
             ];
             println!("   {}", row.iter().map(|v| format!("{:>11}", crate::report::fmt_num(*v))).collect::<String>());
             table.rows.push(row);
