@@ -31,11 +31,11 @@ const DEVICES_PER_OWNER: usize = 16;
 /// Columns of the per-interval table.
 /// `heap_MiB` is what the hub's allocator has allocated (`switchyard_heap_allocated_bytes`; blank
 /// when the hub runs without jemalloc): RSS growing with it is memory kept, RSS growing alone is
-/// the allocator's. `commits` and `commits_10ms` are the recorder's transactions in the interval
+/// the allocator's. `commits` and `over_10ms` are the recorder's transactions in the interval
 /// and those of them that took over 10 ms (from `switchyard_commit_seconds`): every answer waiting
 /// for a slow commit waited that long.
 const COLUMNS: [&str; 13] =
-    ["t_s", "rss_MiB", "heap_MiB", "fds", "devices", "apps", "rtts", "p50_ms", "p99_ms", "errors", "churned", "commits", "commits_10ms"];
+    ["t_s", "rss_MiB", "heap_MiB", "fds", "devices", "apps", "rtts", "p50_ms", "p99_ms", "errors", "churned", "commits", "over_10ms"];
 const RSS: usize = 1;
 const HEAP: usize = 2;
 const FDS: usize = 3;
