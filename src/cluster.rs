@@ -254,6 +254,8 @@ impl ClusterRouter {
         let events = metrics.clone();
         let (control, control_rx) = mpsc::unbounded_channel();
         let reconnected = control.clone();
+        // The first `Connected` is the connection made here; the start reads the directory itself.
+        let connected_before = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let client = async_nats::ConnectOptions::new()
             .name(format!("switchyard {}", settings.node))
             .no_echo()
@@ -261,6 +263,7 @@ impl ClusterRouter {
             .event_callback(move |event| {
                 let metrics = events.clone();
                 let reconnected = reconnected.clone();
+                let connected_before = connected_before.clone();
                 async move {
                     match event {
                         async_nats::Event::SlowConsumer(sid) => {
@@ -270,7 +273,9 @@ impl ClusterRouter {
                         async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
                         async_nats::Event::Connected => {
                             tracing::info!("connected to NATS");
-                            let _ = reconnected.send(Control::Resync);
+                            if connected_before.swap(true, Ordering::Relaxed) {
+                                let _ = reconnected.send(Control::Resync);
+                            }
                         }
                         other => tracing::info!(event = %other, "NATS"),
                     }
@@ -482,6 +487,15 @@ impl Inner {
             self.let_go(&id, &node, epoch);
         }
         // After the state went out: a command routed by this entry reaches `node` behind it.
+        self.note_holder(id, node, epoch);
+        if let (true, dashmap::Entry::Occupied(o)) = (lost, entry) {
+            o.remove();
+        }
+    }
+
+    /// Records in the directory that `node` holds the device by the claim `epoch`, unless a newer
+    /// claim is known already.
+    fn note_holder(&self, id: DeviceId, node: String, epoch: i64) {
         match self.elsewhere.entry(id) {
             dashmap::Entry::Occupied(o) if o.get().1 > epoch => {}
             dashmap::Entry::Occupied(mut o) => {
@@ -491,17 +505,14 @@ impl Inner {
                 v.insert((node, epoch));
             }
         }
-        if let (true, dashmap::Entry::Occupied(o)) = (lost, entry) {
-            o.remove();
-        }
     }
 
     /// The device was taken over by `node`'s claim `epoch`: its session here closes as replaced,
     /// its waiters fail (504), and its latest state goes to `node`, with no offline sysmsg.
     fn let_go(&self, id: &DeviceId, node: &str, epoch: i64) {
-        let state = self.local.evict(id);
+        let Some(state) = self.local.evict(id) else { return };
         tracing::info!(device = %id, to = %node, "device taken over by another node");
-        let msg = ToNode::State { dev: id.as_str().to_owned(), epoch, state: state.map(|s| s.to_json()) };
+        let msg = ToNode::State { dev: id.as_str().to_owned(), epoch, state: state.to_json() };
         if let Ok(payload) = serde_json::to_vec(&msg) {
             self.forwarder.publish(self.subjects.node(node), payload);
         }
@@ -523,17 +534,8 @@ impl Inner {
         let mut known: HashSet<DeviceId> = HashSet::with_capacity(held.len());
         for (id, node, epoch) in held {
             known.insert(id.clone());
-            if node == self.node() {
-                continue;
-            }
-            match self.elsewhere.entry(id) {
-                dashmap::Entry::Occupied(o) if o.get().1 >= epoch => {}
-                dashmap::Entry::Occupied(mut o) => {
-                    o.insert((node, epoch));
-                }
-                dashmap::Entry::Vacant(v) => {
-                    v.insert((node, epoch));
-                }
+            if node != self.node() {
+                self.note_holder(id, node, epoch);
             }
         }
         self.elsewhere.retain(|id, (_, epoch)| known.contains(id) || before.get(id) != Some(epoch));
@@ -585,14 +587,13 @@ impl Inner {
                 ToNode::Notify { dev, frame } => {
                     self.local.notify_device(&DeviceId::new(dev), frame.into());
                 }
-                ToNode::State { dev, epoch, state: Some(state) } => {
+                ToNode::State { dev, epoch, state } => {
                     let id = DeviceId::new(dev);
                     if self.held.get(&id).is_some_and(|e| *e == epoch) {
                         tracing::info!(device = %id, "took the device over from another node, with its state");
                         self.local.adopt_state(&id, DeviceState::from_json(&state));
                     }
                 }
-                ToNode::State { state: None, .. } => {}
             }
         }
     }
@@ -820,7 +821,7 @@ impl Inner {
     /// A command for a device on another node (or on none).
     fn command_away(&self, caller: &UserKey, cmd: Command<'_>) -> Routed {
         // Online nowhere, as far as the announcements tell: the offline path, without a round trip.
-        let Some(node) = self.elsewhere.get(cmd.deviceid).map(|h| h.0.clone()) else {
+        let Some(subject) = self.elsewhere.get(cmd.deviceid).map(|h| self.subjects.node(&h.0)) else {
             return Routed::Here(Err(RouteError::Offline));
         };
         let id = self.next_call.fetch_add(1, Ordering::Relaxed);
@@ -837,7 +838,7 @@ impl Inner {
         let (ack_tx, ack_rx) = oneshot::channel();
         self.calls.insert(id, Call { accept: Some(accept_tx), ack: Some(ack_tx) });
         let guard = CallGuard { calls: self.calls.clone(), id };
-        let out = Out::Request { subject: self.subjects.node(&node), reply: self.subjects.reply(id), payload: payload.into() };
+        let out = Out::Request { subject, reply: self.subjects.reply(id), payload: payload.into() };
         if !self.forwarder.send(out) {
             return Routed::Here(Err(RouteError::Busy));
         }
@@ -962,12 +963,12 @@ impl Router for ClusterRouter {
         if self.inner.local.holds(deviceid) {
             return self.inner.local.notify_device(deviceid, frame);
         }
-        let Some(node) = self.inner.elsewhere.get(deviceid).map(|h| h.0.clone()) else {
+        let Some(subject) = self.inner.elsewhere.get(deviceid).map(|h| self.inner.subjects.node(&h.0)) else {
             return false;
         };
         let msg = ToNode::Notify { dev: deviceid.as_str().to_owned(), frame: frame.as_str().to_owned() };
         let payload = serde_json::to_vec(&msg).unwrap_or_default();
-        self.inner.forwarder.publish(self.inner.subjects.node(&node), payload)
+        self.inner.forwarder.publish(subject, payload)
     }
 
     /// Session ids are a node's own: a session on another node is not reached (the user's other

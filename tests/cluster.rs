@@ -217,6 +217,17 @@ async fn until_routed(app: &mut Client, device: &mut Client, user: &User, id: &s
     unreachable!()
 }
 
+/// Alice, her app session on node 0 and her device `id` on node `on`, once commands from node 0
+/// reach it.
+async fn alice_and_device(c: &Cluster, id: &str, on: usize) -> (User, Client, Client) {
+    let alice = c.user("alice@example.com").await;
+    c.device_record(id, &alice).await;
+    let mut a0 = c.app(0, &alice).await;
+    let mut dev = c.device(&c.nodes[on].http, id).await;
+    until_routed(&mut a0, &mut dev, &alice, id).await;
+    (alice, a0, dev)
+}
+
 /// Reads frames until one matches; panics on timeout.
 async fn until_frame(c: &mut Client, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -385,11 +396,7 @@ async fn devices_registering_at_once_are_all_reachable_from_other_nodes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_nodes_devices_go_offline_and_reconnect_elsewhere() {
     let mut c = Cluster::start(3).await;
-    let alice = c.user("alice@example.com").await;
-    c.device_record("1000000c03", &alice).await;
-    let mut a0 = c.app(0, &alice).await;
-    let mut dev = c.device(&c.nodes[2].http, "1000000c03").await;
-    until_routed(&mut a0, &mut dev, &alice, "1000000c03").await;
+    let (alice, mut a0, dev) = alice_and_device(&c, "1000000c03", 2).await;
 
     let killed = Instant::now();
     c.nodes[2].proc.as_ref().unwrap().signal("KILL");
@@ -419,11 +426,7 @@ async fn a_killed_nodes_devices_go_offline_and_reconnect_elsewhere() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_update_acked_across_nodes_is_stored_before_its_answer() {
     let mut c = Cluster::start(2).await;
-    let alice = c.user("alice@example.com").await;
-    c.device_record("1000000c05", &alice).await;
-    let mut a0 = c.app(0, &alice).await;
-    let mut dev = c.device(&c.nodes[1].http, "1000000c05").await;
-    until_routed(&mut a0, &mut dev, &alice, "1000000c05").await;
+    let (alice, mut a0, mut dev) = alice_and_device(&c, "1000000c05", 1).await;
     for n in 0..20 {
         let seq = format!("n{n}");
         a0.send(update(&alice, "1000000c05", &seq, json!({"n":n}))).await;

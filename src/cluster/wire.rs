@@ -86,7 +86,7 @@ pub enum ToNode {
     /// A frame the hub sends the device itself (`notify`, `deleteNotify`).
     Notify { dev: String, frame: String },
     /// The node that held the device before the claim with `epoch` hands over its latest state.
-    State { dev: String, epoch: i64, state: Option<String> },
+    State { dev: String, epoch: i64, state: String },
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy)]
