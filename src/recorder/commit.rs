@@ -115,6 +115,7 @@ struct SlowCommits {
     unlogged: u64,
 }
 
+/// At most one slow-commit line this often.
 const SLOW_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl SlowCommits {
