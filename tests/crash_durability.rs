@@ -7,6 +7,8 @@
 mod procs;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -19,6 +21,8 @@ const FACTORY_KEY: &str = "factory-key-dead";
 const EMAIL: &str = "crash@example.com";
 /// Reports acknowledged before the kill.
 const ACKED_BEFORE_KILL: usize = 300;
+/// Reports sent back to back before a 2 ms pause.
+const BURST: u64 = 8;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -75,20 +79,28 @@ async fn every_acknowledged_report_survives_sigkill() {
     let hub = serve(&data, &http);
 
     let (mut tx, mut rx) = device(&http).await.split();
-    // Reports every 2 ms, each with its number as params and sequence, until the socket breaks.
-    let sender = tokio::spawn(async move {
-        let mut sent = 0u64;
-        loop {
-            let report = json!({"action":"update","deviceid":DEVICEID,"apikey":"x","userAgent":"device","sequence":sent.to_string(),"params":{"n":sent}});
-            if tx.send(Message::Text(report.to_string().into())).await.is_err() {
-                return sent;
+    // Reports in bursts of `BURST` every 2 ms, each with its number as params and sequence, until
+    // the socket breaks. A burst keeps reports in flight behind each answer, so the kill below
+    // lands while some are unanswered (a report every 2 ms alone is often answered before the next).
+    let sent = Arc::new(AtomicU64::new(0));
+    let sender = tokio::spawn({
+        let sent = sent.clone();
+        async move {
+            loop {
+                for _ in 0..BURST {
+                    let n = sent.load(Ordering::Relaxed);
+                    let report = json!({"action":"update","deviceid":DEVICEID,"apikey":"x","userAgent":"device","sequence":n.to_string(),"params":{"n":n}});
+                    if tx.send(Message::Text(report.to_string().into())).await.is_err() {
+                        return;
+                    }
+                    sent.store(n + 1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            sent += 1;
-            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     });
     let mut acked = BTreeSet::new();
-    let mut killed = false;
+    let mut in_flight_at_kill = None;
     loop {
         let frame = match tokio::time::timeout(WAIT, rx.next()).await.expect("a frame or the end in time") {
             Some(Ok(Message::Text(t))) => serde_json::from_str::<Value>(t.as_str()).unwrap(),
@@ -98,15 +110,19 @@ async fn every_acknowledged_report_survives_sigkill() {
         if frame["error"] == 0 {
             acked.insert(frame["sequence"].as_str().expect("the report's sequence").parse::<u64>().unwrap());
         }
-        if !killed && acked.len() >= ACKED_BEFORE_KILL {
+        if in_flight_at_kill.is_none() && acked.len() >= ACKED_BEFORE_KILL {
             // Mid-stream: reports are in flight, some of them gathered for a commit.
-            hub.signal("KILL");
-            killed = true;
+            let in_flight = sent.load(Ordering::Relaxed).saturating_sub(acked.len() as u64);
+            if in_flight > 0 {
+                hub.signal("KILL");
+                in_flight_at_kill = Some(in_flight);
+            }
+            assert!(acked.len() < 10 * ACKED_BEFORE_KILL, "no report was ever in flight behind an answer");
         }
     }
-    assert!(killed, "the stream ended before the kill\n{}", hub.stderr());
-    let sent = sender.await.unwrap();
-    assert!(sent > acked.len() as u64, "some reports were still unanswered at the kill: sent {sent}, acked {}", acked.len());
+    let in_flight = in_flight_at_kill.unwrap_or_else(|| panic!("the stream ended before the kill\n{}", hub.stderr()));
+    sender.await.unwrap();
+    let sent = sent.load(Ordering::Relaxed);
     let last = *acked.last().unwrap();
     drop(hub);
 
@@ -127,7 +143,11 @@ async fn every_acknowledged_report_survives_sigkill() {
         rows.iter().filter_map(|h| serde_json::from_str::<Value>(&h.request).ok()?["params"]["n"].as_u64()).collect();
     let lost: Vec<u64> = acked.difference(&recorded).copied().collect();
     assert!(lost.is_empty(), "{} acknowledged reports missing from history (of {}): {lost:?}", lost.len(), acked.len());
-    eprintln!("sent {sent}, acknowledged {}, recorded {}, stored state n = {stored}", acked.len(), recorded.len());
+    eprintln!(
+        "sent {sent}, acknowledged {}, {in_flight} in flight at the kill, recorded {}, stored state n = {stored}",
+        acked.len(),
+        recorded.len()
+    );
     store.close().await;
     drop(ws);
     hub.terminate();
