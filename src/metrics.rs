@@ -43,17 +43,20 @@ const BUCKETS: [f64; 11] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1,
 pub struct Histogram {
     /// Observations at or under each bound (not cumulative; summed when rendered).
     buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
+    /// Observations above the last bound. Each observation adds to one counter only, so one
+    /// render's buckets and count agree (a count kept apart could be read one observation ahead
+    /// of the buckets, and a reader taking differences saw -1 slow commits).
+    over: AtomicU64,
     micros: AtomicU64,
 }
 
 impl Histogram {
     pub fn observe(&self, d: std::time::Duration) {
         let secs = d.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
+        match BUCKETS.iter().position(|b| secs <= *b) {
+            Some(i) => self.buckets[i].fetch_add(1, Ordering::Relaxed),
+            None => self.over.fetch_add(1, Ordering::Relaxed),
+        };
         self.micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
@@ -64,7 +67,7 @@ impl Histogram {
             seen += n.load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {seen}");
         }
-        let count = self.count.load(Ordering::Relaxed);
+        let count = seen + self.over.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "{name}_sum {}", self.micros.load(Ordering::Relaxed) as f64 / 1e6);
         let _ = writeln!(out, "{name}_count {count}");
@@ -153,5 +156,33 @@ impl Metrics {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Histogram;
+
+    #[test]
+    fn a_histogram_renders_cumulative_buckets_and_a_count_that_agrees() {
+        let h = Histogram::default();
+        for ms in [0.3, 0.4, 20.0, 3000.0] {
+            h.observe(Duration::from_secs_f64(ms / 1000.0));
+        }
+        let mut out = String::new();
+        h.render(&mut out, "x", "test");
+        let value = |series: &str| -> f64 {
+            let line = out.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("no {series} in\n{out}"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        assert_eq!(value("x_bucket{le=\"0.0005\"}"), 2.0);
+        assert_eq!(value("x_bucket{le=\"0.01\"}"), 2.0);
+        assert_eq!(value("x_bucket{le=\"0.025\"}"), 3.0);
+        assert_eq!(value("x_bucket{le=\"1\"}"), 3.0);
+        assert_eq!(value("x_bucket{le=\"+Inf\"}"), 4.0);
+        assert_eq!(value("x_count"), 4.0);
+        assert!((value("x_sum") - 3.0207).abs() < 1e-3, "{out}");
     }
 }

@@ -1,7 +1,8 @@
 //! No acknowledged report is lost on a crash, through the real binary: a device streams reports
-//! every few milliseconds, the hub is killed with SIGKILL in the middle of the stream, and after a
-//! restart on the same store every report the hub answered `{"error":0}` is in the device's
-//! history, and the device's stored state is at least as new as the last acknowledged report.
+//! (bursts of eight every 2 ms), the hub is killed with SIGKILL while some are unanswered, and
+//! after a restart on the same store every report the hub answered `{"error":0}` is in the
+//! device's history, and the device's stored state is at least as new as the last acknowledged
+//! report.
 //! Runs on SQLite, and on PostgreSQL with `SWITCHYARD_TEST_DATABASE_URL`.
 
 mod procs;

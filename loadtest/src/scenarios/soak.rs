@@ -3,9 +3,10 @@
 //! a share of them is active (an app commands one of its devices and waits for the ack, or a
 //! device reports state with a sequence and waits for the hub's answer, given once stored), and
 //! every minute a share of the devices disconnects and connects again. A warm-up first has every
-//! device report once and be commanded once (not measured). Each interval prints the
-//! hub's RSS and open fds, the round trips' p50/p99 and the errors; at the end, the RSS drift
-//! (last interval against the first steady one) and whether p99 stayed flat.
+//! device report once and be commanded once (not measured). Each interval prints the hub's RSS
+//! and open fds, the round trips' p50/p99, the errors and the disk's slowest sync (see
+//! [`DiskProbe`]); at the end, the RSS drift (last interval against the first steady one) and
+//! whether p99 stayed flat.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,11 +32,27 @@ const DEVICES_PER_OWNER: usize = 16;
 /// Columns of the per-interval table.
 /// `heap_MiB` is what the hub's allocator has allocated (`switchyard_heap_allocated_bytes`; blank
 /// when the hub runs without jemalloc): RSS growing with it is memory kept, RSS growing alone is
-/// the allocator's. `commits` and `over_10ms` are the recorder's transactions in the interval
-/// and those of them that took over 10 ms (from `switchyard_commit_seconds`): every answer waiting
-/// for a slow commit waited that long.
-const COLUMNS: [&str; 13] =
-    ["t_s", "rss_MiB", "heap_MiB", "fds", "devices", "apps", "rtts", "p50_ms", "p99_ms", "errors", "churned", "commits", "over_10ms"];
+/// the allocator's. `commits`, `commit_ms` and `over_10ms` are the recorder's transactions in the
+/// interval, their mean duration and those of them that took over 10 ms (from
+/// `switchyard_commit_seconds`): every answer waiting for a slow commit waited that long. `disk_ms` is the worst write-and-sync of the
+/// [`DiskProbe`] in the interval: a p99 that rises with it is the disk's stall, not the hub's.
+const COLUMNS: [&str; 15] = [
+    "t_s",
+    "rss_MiB",
+    "heap_MiB",
+    "fds",
+    "devices",
+    "apps",
+    "rtts",
+    "p50_ms",
+    "p99_ms",
+    "errors",
+    "churned",
+    "commits",
+    "commit_ms",
+    "over_10ms",
+    "disk_ms",
+];
 const RSS: usize = 1;
 const HEAP: usize = 2;
 const FDS: usize = 3;
@@ -43,6 +60,58 @@ const RTTS: usize = 6;
 const P99: usize = 8;
 const ERRORS: usize = 9;
 const CHURNED: usize = 10;
+const DISK: usize = 14;
+
+/// How often the [`DiskProbe`] writes and syncs.
+const DISK_PROBE_EVERY: Duration = Duration::from_millis(50);
+
+/// A thread that writes 4 KiB into a file in the temp directory (where a hub started here keeps
+/// its store) and syncs it (`fdatasync`) every [`DISK_PROBE_EVERY`], keeping the slowest. The
+/// store's checkpoints sync the same disk, so when the disk stalls the hub's answers wait too;
+/// the probe tells those stalls from the hub's own.
+struct DiskProbe {
+    worst_us: Arc<AtomicU64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl DiskProbe {
+    fn start() -> Result<DiskProbe> {
+        use std::os::unix::fs::FileExt;
+        let file = tempfile::tempfile()?;
+        let probe = DiskProbe { worst_us: Arc::default(), stop: Arc::default() };
+        let (worst, stop) = (probe.worst_us.clone(), probe.stop.clone());
+        std::thread::Builder::new().name("disk-probe".into()).spawn(move || {
+            let page = [0x5au8; 4096];
+            for i in 0u64.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let t = Instant::now();
+                if file.write_all_at(&page, (i % 64) * 4096).and_then(|()| file.sync_data()).is_err() {
+                    worst.store(u64::MAX, Ordering::Relaxed);
+                    break;
+                }
+                worst.fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+                std::thread::sleep(DISK_PROBE_EVERY);
+            }
+        })?;
+        Ok(probe)
+    }
+
+    /// The slowest write-and-sync since the last take, in milliseconds (NaN once it failed).
+    fn take(&self) -> f64 {
+        match self.worst_us.swap(0, Ordering::Relaxed) {
+            u64::MAX => f64::NAN,
+            us => us as f64 / 1000.0,
+        }
+    }
+}
+
+impl Drop for DiskProbe {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
 
 /// What one interval saw, shared by every connection task and taken by the driver.
 #[derive(Default)]
@@ -172,9 +241,10 @@ pub async fn soak(env: &Env, args: &RunArgs) -> Result<Report> {
     let m0 = env.metrics().await.unwrap_or_default();
     let commit_counts = |m: &HashMap<String, f64>| {
         let get = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
-        (get("switchyard_commit_seconds_count"), get("switchyard_commit_seconds_bucket{le=\"0.01\"}"))
+        (get("switchyard_commit_seconds_count"), get("switchyard_commit_seconds_bucket{le=\"0.01\"}"), get("switchyard_commit_seconds_sum"))
     };
     let mut last_commits = commit_counts(&m0);
+    let disk = DiskProbe::start()?;
     let t0 = Instant::now();
     // Activations and churn are spread over each second in 10 ms steps: a whole second's share
     // sent at once measured how long the hub takes to drain that burst, not a round trip.
@@ -217,6 +287,7 @@ pub async fn soak(env: &Env, args: &RunArgs) -> Result<Report> {
             let online = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
             let commits = commit_counts(&m);
             let (done_commits, slow_commits) = (commits.0 - last_commits.0, (commits.0 - commits.1) - (last_commits.0 - last_commits.1));
+            let commit_mean_ms = (commits.2 - last_commits.2) / done_commits * 1000.0;
             last_commits = commits;
             let q = |p: f64| if h.is_empty() { f64::NAN } else { h.value_at_quantile(p) as f64 / 1000.0 };
             let row = vec![
@@ -232,7 +303,9 @@ pub async fn soak(env: &Env, args: &RunArgs) -> Result<Report> {
                 done.errors.load(Ordering::Relaxed) as f64,
                 done.churned.load(Ordering::Relaxed) as f64,
                 done_commits,
+                commit_mean_ms,
                 slow_commits,
+                disk.take(),
             ];
             println!("   {}", row.iter().map(|v| format!("{:>11}", crate::report::fmt_num(*v))).collect::<String>());
             table.rows.push(row);
@@ -299,7 +372,18 @@ fn summarise(report: &mut Report, table: &Table) {
         // Flat: no steady interval's p99 above twice the median one.
         let flat = hi <= 2.0 * median;
         report.text("p99.flat", "p99 stayed flat (every interval within 2x the median)", if flat { "yes" } else { "no" });
+        // The intervals over the bound whose disk stalled as long as their p99 was.
+        let over: Vec<&Vec<f64>> = steady.iter().filter(|r| r[P99] > 2.0 * median).collect();
+        let disk_bound = over.iter().filter(|r| r[DISK] >= r[P99]).count();
+        if !over.is_empty() {
+            report.note(format!(
+                "{} of the {} intervals over twice the median p99 had a disk stall (disk_ms) at least as long as their p99",
+                disk_bound,
+                over.len()
+            ));
+        }
     }
+    report.num("disk.max", "slowest 4 KiB write-and-sync of the disk probe", rows.iter().map(|r| r[DISK]).fold(0.0, f64::max), "ms");
     let total = |i: usize| rows.iter().map(|r| r[i]).sum::<f64>();
     report.num("round_trips", "round trips (commands and reports)", total(RTTS), "");
     report.num("errors", "errors (error answers, no answer, failed sends or reconnects)", total(ERRORS), "");
